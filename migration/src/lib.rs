@@ -1,0 +1,18 @@
+//! Schema migrations, run by the gateway at start-up and by the `migration` CLI.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_session_tables;
+mod m20261123_000002_create_document_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261123_000001_create_session_tables::Migration),
+            Box::new(m20261123_000002_create_document_tables::Migration),
+        ]
+    }
+}

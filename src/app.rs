@@ -1,0 +1,190 @@
+//! Building and running the gateway: bind, background tasks, graceful shutdown.
+//!
+//! `Application::build` binds (port 0 in tests) and prepares everything;
+//! `run_until_stopped` serves until the stop token fires, then closes every
+//! socket with 1001, lets each session record its end, flushes the
+//! write-behind buffer and marks this instance's sessions inactive.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use poem::{listener::TcpAcceptor, web::websocket::WebSocketConfig};
+use sea_orm::DatabaseConnection;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use uuid::Uuid;
+
+use crate::{auth::JwtKeys, config::Config, hub::Hub, write_behind::WriteBehind};
+
+/// What every handler and task shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub hub: Arc<Hub>,
+    pub keys: Arc<JwtKeys>,
+    pub db: DatabaseConnection,
+    pub instance_id: Arc<str>,
+    /// Fired at shutdown: every session closes its socket with 1001.
+    pub connections_stop: CancellationToken,
+    /// Every session and its writer task.
+    pub tracker: TaskTracker,
+}
+
+impl AppState {
+    /// Explicit WebSocket limits: poem's defaults cost 128 KiB of read buffer per connection.
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        let max = self.config.max_frame_bytes();
+        WebSocketConfig::default()
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(0)
+            .max_write_buffer_size(max + 64 * 1024)
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max))
+    }
+}
+
+pub struct Application {
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        if config.jwt_secret.is_none() {
+            tracing::warn!(
+                "!!! no TANDEM_JWT_SECRET configured: using the DEVELOPMENT secret; anyone can mint tokens. Loopback only. !!!"
+            );
+        }
+        // Compiling the user-agent regexes takes a moment; do it before the first client.
+        tokio::task::spawn_blocking(crate::device::warm_up).await.context("user-agent parser")?;
+        let db = crate::db::connect_and_migrate(&config.database_url)
+            .await
+            .context("connect to the database")?;
+        let instance_id: Arc<str> = config.instance_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string()).into();
+        if config.instance_id.is_some() {
+            let reclaimed = crate::cleanup::deactivate_instance(&db, &instance_id).await?;
+            if reclaimed > 0 {
+                tracing::info!(sessions = reclaimed, "deactivated sessions left by this instance's previous process");
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(config.bind).await.with_context(|| format!("bind {}", config.bind))?;
+        let local_addr = listener.local_addr()?;
+        let writer = Arc::new(WriteBehind::new(db.clone()));
+        let stop = CancellationToken::new();
+        let state = AppState {
+            keys: Arc::new(JwtKeys::new(&config.jwt_secret_or_development())),
+            config: Arc::new(config),
+            hub: Arc::new(Hub::new(writer)),
+            db,
+            instance_id,
+            connections_stop: stop.child_token(),
+            tracker: TaskTracker::new(),
+        };
+        Ok(Self { state, listener, local_addr, stop })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Cancel this token to stop the server gracefully.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self { state, listener, local_addr, stop } = self;
+        let background = TaskTracker::new();
+        let background_stop = CancellationToken::new();
+        spawn_background(&state, &background, &background_stop);
+        tracing::info!(%local_addr, instance_id = %state.instance_id, "tandem listening");
+
+        let acceptor = TcpAcceptor::from_tokio(listener).context("listener")?;
+        let server = poem::Server::new_with_acceptor(acceptor);
+        let served = server
+            .run_with_graceful_shutdown(
+                crate::http::routes(state.clone()),
+                stop.clone().cancelled_owned(),
+                Some(state.config.shutdown_timeout),
+            )
+            .await;
+        // Whatever ended the server, close every socket and flush.
+        stop.cancel();
+        state.tracker.close();
+        if tokio::time::timeout(state.config.shutdown_timeout, state.tracker.wait()).await.is_err() {
+            tracing::warn!("sessions did not all close within the shutdown timeout");
+        }
+        background_stop.cancel();
+        background.close();
+        background.wait().await;
+        match crate::cleanup::deactivate_instance(&state.db, &state.instance_id).await {
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "could not mark this instance's sessions inactive"),
+        }
+        if let Err(error) = state.db.clone().close().await {
+            tracing::debug!(%error, "closing the database pool");
+        }
+        tracing::info!("tandem stopped");
+        served.context("server")
+    }
+}
+
+/// The write-behind flusher, the stale-session sweep, the editing-idle sweep
+/// and the room reaper: each loops until `stop` and finishes its work.
+fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &CancellationToken) {
+    let config = state.config.clone();
+    {
+        let writer = state.hub.writer.clone();
+        let stop = stop.clone();
+        let interval = config.presence_flush_interval;
+        tracker.spawn(async move { writer.run(interval, stop).await });
+    }
+    {
+        let state = state.clone();
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            // First pass at start-up: sessions a crashed process left behind.
+            let mut tick = tokio::time::interval(state.config.cleanup_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                match crate::cleanup::sweep(&state).await {
+                    Ok(report) => tracing::debug!(?report, "stale-session sweep"),
+                    Err(error) => tracing::warn!(error = format!("{error:#}"), "stale-session sweep failed"),
+                }
+            }
+        });
+    }
+    {
+        let hub = state.hub.clone();
+        let stop = stop.clone();
+        let timeout = config.editing_idle_timeout;
+        let grace = config.room_grace_period;
+        let period = (timeout.min(grace) / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                hub.expire_editing(timeout);
+                hub.unload_idle_rooms(grace, |_| true);
+            }
+        });
+    }
+}

@@ -1,0 +1,134 @@
+//! Stale-session cleanup: the scheduled sweep and whole-instance deactivation.
+//!
+//! A session whose `last_seen_at` is older than the TTL is dead, whoever
+//! held it: a live session refreshes its row at least once per heartbeat
+//! interval, so only sessions of a crashed (kill -9) process or a lost client
+//! fall behind. Local sessions that are still heard from are never ended by a
+//! lagging row; local ones that are silent are closed through their own task,
+//! which tells their rooms `user_left` with reason `timeout`.
+
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use chrono::Utc;
+use entity::{document_presence, user_sessions};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{Expr, Query},
+};
+use uuid::Uuid;
+
+use crate::app::AppState;
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Sessions of other (or dead) processes marked inactive.
+    pub deactivated: u64,
+    /// Local sessions closed because they went silent.
+    pub closed_local: u64,
+    /// Presence rows deactivated because their session is inactive.
+    pub presence_deactivated: u64,
+    /// Inactive sessions past retention deleted.
+    pub purged: u64,
+}
+
+/// One pass of the stale-session sweep.
+pub async fn sweep(state: &AppState) -> anyhow::Result<SweepReport> {
+    let db = &state.db;
+    let now = Utc::now();
+    let ttl = chrono::Duration::from_std(state.config.session_ttl).context("session TTL out of range")?;
+    let cutoff = now - ttl;
+    let mut report = SweepReport::default();
+
+    let stale: Vec<Uuid> = user_sessions::Entity::find()
+        .select_only()
+        .column(user_sessions::Column::Id)
+        .filter(user_sessions::Column::IsActive.eq(true))
+        .filter(user_sessions::Column::LastSeenAt.lt(cutoff))
+        .into_tuple()
+        .all(db)
+        .await
+        .context("find stale sessions")?;
+
+    let ttl_ms = state.config.session_ttl.as_millis() as u64;
+    let mut dead = Vec::new();
+    for session_id in stale {
+        match state.hub.connection(session_id) {
+            Some(handle) => {
+                let silent_ms = state.hub.clock_ms().saturating_sub(handle.last_heard_ms.load(Ordering::Relaxed));
+                if silent_ms > ttl_ms {
+                    handle.end.cancel();
+                    report.closed_local += 1;
+                }
+                // Otherwise the row only lags; the session refreshes it on its next tick.
+            }
+            None => dead.push(session_id),
+        }
+    }
+    for chunk in dead.chunks(500) {
+        let result = user_sessions::Entity::update_many()
+            .col_expr(user_sessions::Column::IsActive, Expr::value(false))
+            .col_expr(user_sessions::Column::DisconnectedAt, Expr::value(now))
+            .col_expr(user_sessions::Column::CurrentDocumentId, Expr::value(Option::<String>::None))
+            .filter(user_sessions::Column::Id.is_in(chunk.iter().copied()))
+            .filter(user_sessions::Column::IsActive.eq(true))
+            .filter(user_sessions::Column::LastSeenAt.lt(cutoff))
+            .exec(db)
+            .await
+            .context("deactivate stale sessions")?;
+        report.deactivated += result.rows_affected;
+    }
+    if report.deactivated > 0 {
+        tracing::info!(sessions = report.deactivated, "deactivated stale sessions");
+    }
+    report.presence_deactivated = deactivate_orphan_presence(db).await?;
+
+    let retention = chrono::Duration::from_std(state.config.session_retention).unwrap_or(chrono::Duration::MAX);
+    if let Some(purge_before) = now.checked_sub_signed(retention) {
+        let result = user_sessions::Entity::delete_many()
+            .filter(user_sessions::Column::IsActive.eq(false))
+            .filter(user_sessions::Column::LastSeenAt.lt(purge_before))
+            .exec(db)
+            .await
+            .context("purge old sessions")?;
+        report.purged = result.rows_affected;
+    }
+    Ok(report)
+}
+
+/// Deactivate presence rows whose session is no longer active.
+async fn deactivate_orphan_presence(db: &DatabaseConnection) -> anyhow::Result<u64> {
+    let inactive_sessions = Query::select()
+        .column(user_sessions::Column::Id)
+        .from(user_sessions::Entity)
+        .and_where(user_sessions::Column::IsActive.eq(false))
+        .to_owned();
+    let result = document_presence::Entity::update_many()
+        .col_expr(document_presence::Column::IsActive, Expr::value(false))
+        .col_expr(document_presence::Column::IsEditing, Expr::value(false))
+        .filter(document_presence::Column::IsActive.eq(true))
+        .filter(document_presence::Column::SessionId.in_subquery(inactive_sessions))
+        .exec(db)
+        .await
+        .context("deactivate orphaned presence")?;
+    Ok(result.rows_affected)
+}
+
+/// Mark every session (and presence row) of one instance inactive: at start-up
+/// for the leftovers of a previous process with the same instance id, and at
+/// shutdown after the sessions have closed.
+pub async fn deactivate_instance(db: &DatabaseConnection, instance_id: &str) -> anyhow::Result<u64> {
+    let now = Utc::now();
+    let result = user_sessions::Entity::update_many()
+        .col_expr(user_sessions::Column::IsActive, Expr::value(false))
+        .col_expr(user_sessions::Column::DisconnectedAt, Expr::value(now))
+        .col_expr(user_sessions::Column::CurrentDocumentId, Expr::value(Option::<String>::None))
+        .filter(user_sessions::Column::InstanceId.eq(instance_id))
+        .filter(user_sessions::Column::IsActive.eq(true))
+        .exec(db)
+        .await
+        .context("deactivate instance sessions")?;
+    deactivate_orphan_presence(db).await?;
+    Ok(result.rows_affected)
+}

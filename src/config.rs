@@ -1,0 +1,268 @@
+//! Typed configuration: command line flags with environment fallbacks.
+//!
+//! This is the only place that reads the environment. Every duration is a
+//! [`Duration`] parsed from human units (`30s`, `1m`, `500ms`).
+
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// The command line of the `tandem` binary.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about = "Presence-first realtime gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings, also accepted without the `serve` subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Print a signed JWT for a user, for debugging with wscat or curl.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user id (`sub` claim).
+    pub user_id: String,
+    /// Display name (`name` claim).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime of the token.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// A document id or `prefix*` pattern the token may join (repeatable; none means any).
+    #[arg(long = "doc")]
+    pub docs: Vec<String>,
+    /// `editor` (may write documents) or `viewer` (read-only).
+    #[arg(long, default_value = "editor")]
+    pub role: String,
+}
+
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// The secret used when none is configured. Only good for a laptop: the
+/// server refuses to listen beyond loopback with it.
+pub const DEVELOPMENT_JWT_SECRET: &str = "tandem-development-secret-do-not-use-in-production";
+
+/// Everything the server needs, from flags or the environment.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "TANDEM_BIND", default_value = "127.0.0.1:8080", global = true)]
+    pub bind: SocketAddr,
+
+    /// `sqlite://path?mode=rwc` (default, embedded) or `postgres://...`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://tandem.db?mode=rwc", global = true)]
+    pub database_url: String,
+
+    /// HS256 secret for JWTs. Without it a development secret is used (loopback only).
+    #[arg(long, env = "TANDEM_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Redis for fan-out between instances; without it the gateway is single-instance.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel this gateway uses.
+    #[arg(long, env = "TANDEM_REDIS_PREFIX", default_value = "tandem", global = true)]
+    pub redis_prefix: String,
+
+    /// Identity of this process in `user_sessions.instance_id`. Give each instance a
+    /// stable one (e.g. the pod name) so a restarted instance cleans its own leftovers
+    /// at once; by default a fresh id per process.
+    #[arg(long, env = "TANDEM_INSTANCE_ID", global = true)]
+    pub instance_id: Option<String>,
+
+    /// Honour `X-Forwarded-For` for the client IP (only behind a trusted proxy).
+    #[arg(long, env = "TANDEM_TRUST_PROXY", default_value_t = false, global = true)]
+    pub trust_proxy: bool,
+
+    /// Interval at which clients should send `heartbeat`, and the server pings.
+    #[arg(long, env = "TANDEM_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub heartbeat_interval: Duration,
+
+    /// A session not heard from for this long is closed and cleaned up.
+    #[arg(long, env = "TANDEM_SESSION_TTL", default_value = "90s", value_parser = humantime::parse_duration, global = true)]
+    pub session_ttl: Duration,
+
+    /// How often the stale-session sweep runs.
+    #[arg(long, env = "TANDEM_CLEANUP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub cleanup_interval: Duration,
+
+    /// `is_editing` turns off by itself after this long without editing activity.
+    #[arg(long, env = "TANDEM_EDITING_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub editing_idle_timeout: Duration,
+
+    /// Cursor and selection changes are written to the database at most once per
+    /// presence row per interval.
+    #[arg(long, env = "TANDEM_PRESENCE_FLUSH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
+    pub presence_flush_interval: Duration,
+
+    /// Largest JSON control message, in bytes.
+    #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub max_message_bytes: usize,
+
+    /// Largest decoded Yjs update, in bytes.
+    #[arg(long, env = "TANDEM_MAX_UPDATE_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_update_bytes: usize,
+
+    /// Messages each connection may send per second, sustained.
+    #[arg(long, env = "TANDEM_RATE_LIMIT_PER_SECOND", default_value_t = 100, global = true)]
+    pub rate_limit_per_second: u32,
+
+    /// Messages a connection may send in a burst above the sustained rate.
+    #[arg(long, env = "TANDEM_RATE_LIMIT_BURST", default_value_t = 200, global = true)]
+    pub rate_limit_burst: u32,
+
+    /// Outgoing messages queued per connection before it counts as too slow and is closed.
+    #[arg(long, env = "TANDEM_SEND_QUEUE", default_value_t = 512, global = true)]
+    pub send_queue_capacity: usize,
+
+    /// Documents one connection may be joined to at once.
+    #[arg(long, env = "TANDEM_MAX_DOCUMENTS_PER_CONNECTION", default_value_t = 64, global = true)]
+    pub max_documents_per_connection: usize,
+
+    /// Errors a connection may cause in a row before it is closed.
+    #[arg(long, env = "TANDEM_MAX_CONSECUTIVE_ERRORS", default_value_t = 50, global = true)]
+    pub max_consecutive_errors: u32,
+
+    /// How long an empty room keeps its document in memory before unloading it.
+    #[arg(long, env = "TANDEM_ROOM_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub room_grace_period: Duration,
+
+    /// Compact a document once it has more than this many updates since its snapshot.
+    #[arg(long, env = "TANDEM_COMPACT_AFTER_UPDATES", default_value_t = 500, global = true)]
+    pub compact_after_updates: u64,
+
+    /// ... or once those updates add up to more than this many bytes.
+    #[arg(long, env = "TANDEM_COMPACT_AFTER_BYTES", default_value_t = 4 * 1024 * 1024, global = true)]
+    pub compact_after_bytes: u64,
+
+    /// Updates whose dependencies are missing, kept per document before the sender must resync.
+    #[arg(long, env = "TANDEM_MAX_PENDING_UPDATE_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_pending_update_bytes: usize,
+
+    /// Inactive sessions older than this are deleted by the sweep (with their presence rows).
+    #[arg(long, env = "TANDEM_SESSION_RETENTION", default_value = "7days", value_parser = humantime::parse_duration, global = true)]
+    pub session_retention: Duration,
+
+    /// How long graceful shutdown waits for connections to close and data to flush.
+    #[arg(long, env = "TANDEM_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_timeout: Duration,
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "refusing to listen on {0} with the development JWT secret: set TANDEM_JWT_SECRET (or --jwt-secret)"
+    )]
+    DevelopmentSecretOnPublicAddress(SocketAddr),
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("session TTL ({ttl:?}) must be longer than the heartbeat interval ({heartbeat:?})")]
+    TtlShorterThanHeartbeat { ttl: Duration, heartbeat: Duration },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Cli::parse_from(["tandem"]).config
+    }
+}
+
+impl Config {
+    /// Defaults, ignoring the environment: what tests and embedders start from.
+    pub fn defaults_without_env() -> Self {
+        // clap reads env fallbacks while parsing; build from explicit defaults instead.
+        let mut config = Self::default();
+        config.bind = "127.0.0.1:8080".parse().expect("literal address");
+        config.database_url = "sqlite://tandem.db?mode=rwc".into();
+        config.jwt_secret = None;
+        config.redis_url = None;
+        config
+    }
+
+    /// Check the settings that cannot be expressed as clap types.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.jwt_secret.is_none() && !self.bind.ip().is_loopback() {
+            return Err(ConfigError::DevelopmentSecretOnPublicAddress(self.bind));
+        }
+        for (name, value) in [
+            ("heartbeat interval", self.heartbeat_interval),
+            ("session TTL", self.session_ttl),
+            ("cleanup interval", self.cleanup_interval),
+            ("editing idle timeout", self.editing_idle_timeout),
+            ("presence flush interval", self.presence_flush_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        for (name, value) in [
+            ("max message bytes", self.max_message_bytes),
+            ("max update bytes", self.max_update_bytes),
+            ("send queue capacity", self.send_queue_capacity),
+            ("max documents per connection", self.max_documents_per_connection),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.rate_limit_per_second == 0 || self.rate_limit_burst == 0 {
+            return Err(ConfigError::Zero("rate limit"));
+        }
+        if self.session_ttl <= self.heartbeat_interval {
+            return Err(ConfigError::TtlShorterThanHeartbeat {
+                ttl: self.session_ttl,
+                heartbeat: self.heartbeat_interval,
+            });
+        }
+        Ok(())
+    }
+
+    /// The configured secret, or the development one.
+    pub fn jwt_secret_or_development(&self) -> Secret {
+        self.jwt_secret
+            .clone()
+            .unwrap_or_else(|| Secret::new(DEVELOPMENT_JWT_SECRET))
+    }
+
+    /// Largest WebSocket message the transport accepts: a maximal update in
+    /// base64 plus its JSON envelope. Anything between the control-message
+    /// limit and this gets a `too_large` error instead of a dropped socket.
+    pub fn max_frame_bytes(&self) -> usize {
+        (self.max_update_bytes.div_ceil(3) * 4 + 4096).max(self.max_message_bytes)
+    }
+}

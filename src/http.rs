@@ -1,0 +1,392 @@
+//! The HTTP edge: REST (poem-openapi, served with its spec at `/openapi.json`
+//! and Swagger UI at `/docs`), the `/ws` upgrade, JSON errors everywhere, and
+//! request logs that never contain a query string (tokens travel there).
+
+use std::{collections::BTreeMap, sync::atomic::Ordering, time::Instant};
+
+use chrono::{DateTime, Utc};
+use entity::user_sessions;
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler,
+    http::StatusCode,
+    web::{Data, websocket::WebSocket},
+};
+use poem_openapi::{Object, OpenApi, OpenApiService, SecurityScheme, auth::Bearer, param::Path, payload::Json};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+
+use crate::{
+    app::AppState,
+    auth::Identity,
+    error::{ApiError, json_error, render_error},
+    presence::Presence,
+    protocol::DocumentId,
+    session::{self, Peer},
+};
+
+/// `Authorization: Bearer <jwt>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer")]
+pub struct BearerToken(Bearer);
+
+impl BearerToken {
+    fn identity(&self, state: &AppState) -> Result<Identity, ApiError> {
+        state.keys.verify(&self.0.token).map_err(|e| ApiError::unauthorized(e.to_string()))
+    }
+}
+
+/// A line/column position.
+#[derive(Debug, Clone, Object)]
+pub struct CursorView {
+    pub line: u32,
+    pub column: u32,
+}
+
+/// A selected range.
+#[derive(Debug, Clone, Object)]
+pub struct SelectionView {
+    pub start: CursorView,
+    pub end: CursorView,
+}
+
+/// One member of a document (one user on one connection).
+#[derive(Debug, Clone, Object)]
+pub struct PresenceView {
+    pub user_id: String,
+    pub name: Option<String>,
+    pub session_id: String,
+    pub connection_id: String,
+    /// mobile, tablet, desktop, bot or other.
+    pub device_type: String,
+    pub is_editing: bool,
+    pub cursor: Option<CursorView>,
+    pub selection: Option<SelectionView>,
+    pub joined_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+impl From<&Presence> for PresenceView {
+    fn from(p: &Presence) -> Self {
+        let cursor = |c: crate::protocol::Cursor| CursorView { line: c.line, column: c.column };
+        Self {
+            user_id: p.user_id.to_string(),
+            name: p.name.as_deref().map(str::to_owned),
+            session_id: p.session_id.to_string(),
+            connection_id: p.connection_id.to_string(),
+            device_type: p.device_type.as_str().to_owned(),
+            is_editing: p.is_editing,
+            cursor: p.cursor.map(cursor),
+            selection: p.selection.map(|s| SelectionView { start: cursor(s.start), end: cursor(s.end) }),
+            joined_at: p.joined_at,
+            last_seen_at: p.last_seen_at,
+        }
+    }
+}
+
+/// One user's devices in a document.
+#[derive(Debug, Clone, Object)]
+pub struct UserDevices {
+    pub user_id: String,
+    pub name: Option<String>,
+    pub devices: Vec<PresenceView>,
+}
+
+/// Everyone in a document, flat and grouped per user.
+#[derive(Debug, Clone, Object)]
+pub struct DocumentPresenceResponse {
+    pub document_id: String,
+    pub users: Vec<PresenceView>,
+    pub by_user: Vec<UserDevices>,
+}
+
+/// An active session of a user.
+#[derive(Debug, Clone, Object)]
+pub struct SessionView {
+    pub session_id: String,
+    pub connection_id: String,
+    pub device_type: String,
+    pub user_agent: Option<String>,
+    pub ip_address: Option<String>,
+    pub current_document_id: Option<String>,
+    pub instance_id: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// A user's active sessions, one per connection.
+#[derive(Debug, Clone, Object)]
+pub struct UserSessionsResponse {
+    pub user_id: String,
+    pub sessions: Vec<SessionView>,
+}
+
+/// Liveness and dependencies.
+#[derive(Debug, Clone, Object)]
+pub struct HealthResponse {
+    /// `ok`, or `degraded` when a dependency is down.
+    pub status: String,
+    pub uptime_seconds: u64,
+    pub connections: u64,
+    pub rooms: u64,
+    /// `ok` or `down`.
+    pub database: String,
+    /// `ok`, `down` or `disabled`.
+    pub redis: String,
+    pub instance_id: String,
+}
+
+/// A room and how many members it has.
+#[derive(Debug, Clone, Object)]
+pub struct RoomStats {
+    pub document_id: String,
+    pub members: u64,
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Object)]
+pub struct StatsResponse {
+    pub rooms: Vec<RoomStats>,
+    pub connections: u64,
+    /// Open connections per protocol (`json`, `yjs`).
+    pub connections_by_protocol: BTreeMap<String, u64>,
+    pub connections_opened: u64,
+    pub messages_processed: u64,
+    pub messages_rejected: u64,
+    /// Session and presence rows waiting to be written.
+    pub write_backlog: u64,
+}
+
+pub struct Api {
+    pub state: AppState,
+}
+
+fn parse_document_id(raw: &str) -> Result<DocumentId, ApiError> {
+    DocumentId::parse(raw).map_err(|e| ApiError::bad_request("invalid_document_id", e.message.into_owned()))
+}
+
+#[OpenApi]
+impl Api {
+    /// Who is in a document: every member (all devices of every user), flat and per user.
+    #[oai(path = "/api/v1/presence/document/:document_id", method = "get")]
+    async fn document_presence(
+        &self,
+        auth: BearerToken,
+        document_id: Path<String>,
+    ) -> Result<Json<DocumentPresenceResponse>, ApiError> {
+        let identity = auth.identity(&self.state)?;
+        let document_id = parse_document_id(&document_id)?;
+        if !identity.may_access(&document_id) {
+            return Err(ApiError::forbidden("this token may not open this document"));
+        }
+        let mut users: Vec<Presence> = self
+            .state
+            .hub
+            .room(&document_id)
+            .map(|room| room.state().presence_list())
+            .unwrap_or_default();
+        users.sort_by(|a, b| (&a.user_id, a.joined_at).cmp(&(&b.user_id, b.joined_at)));
+        let mut by_user: Vec<UserDevices> = Vec::new();
+        for presence in &users {
+            match by_user.last_mut() {
+                Some(group) if group.user_id == *presence.user_id => group.devices.push(presence.into()),
+                _ => by_user.push(UserDevices {
+                    user_id: presence.user_id.to_string(),
+                    name: presence.name.as_deref().map(str::to_owned),
+                    devices: vec![presence.into()],
+                }),
+            }
+        }
+        Ok(Json(DocumentPresenceResponse {
+            document_id: document_id.to_string(),
+            users: users.iter().map(Into::into).collect(),
+            by_user,
+        }))
+    }
+
+    /// A user's active sessions (devices). A token may read only its own user's.
+    #[oai(path = "/api/v1/users/:user_id/sessions", method = "get")]
+    async fn user_sessions(&self, auth: BearerToken, user_id: Path<String>) -> Result<Json<UserSessionsResponse>, ApiError> {
+        let identity = auth.identity(&self.state)?;
+        if *identity.user_id != *user_id {
+            return Err(ApiError::forbidden("a token may only read its own user's sessions"));
+        }
+        let rows = user_sessions::Entity::find()
+            .filter(user_sessions::Column::UserId.eq(user_id.as_str()))
+            .filter(user_sessions::Column::IsActive.eq(true))
+            .order_by_asc(user_sessions::Column::CreatedAt)
+            .all(&self.state.db)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Json(UserSessionsResponse {
+            user_id: user_id.0,
+            sessions: rows
+                .into_iter()
+                .map(|row| SessionView {
+                    session_id: row.id.to_string(),
+                    connection_id: row.connection_id.to_string(),
+                    device_type: row.device_type,
+                    user_agent: row.user_agent,
+                    ip_address: row.ip_address,
+                    current_document_id: row.current_document_id,
+                    instance_id: row.instance_id,
+                    created_at: row.created_at,
+                    last_seen_at: row.last_seen_at,
+                })
+                .collect(),
+        }))
+    }
+
+    /// Liveness: 200 when the database answers, 503 otherwise.
+    #[oai(path = "/health", method = "get")]
+    async fn health(&self) -> HealthResult {
+        let database_ok = self
+            .state
+            .db
+            .execute_unprepared("SELECT 1")
+            .await
+            .inspect_err(|error| tracing::warn!(%error, "health check: database unreachable"))
+            .is_ok();
+        let response = HealthResponse {
+            status: if database_ok { "ok" } else { "degraded" }.into(),
+            uptime_seconds: self.state.hub.uptime().as_secs(),
+            connections: self.state.hub.connection_count() as u64,
+            rooms: self.state.hub.rooms_snapshot().len() as u64,
+            database: if database_ok { "ok" } else { "down" }.into(),
+            redis: "disabled".into(),
+            instance_id: self.state.instance_id.to_string(),
+        };
+        if database_ok { HealthResult::Ok(Json(response)) } else { HealthResult::Unavailable(Json(response)) }
+    }
+
+    /// Rooms with member counts, and message counters.
+    #[oai(path = "/stats", method = "get")]
+    async fn stats(&self) -> Json<StatsResponse> {
+        let hub = &self.state.hub;
+        let mut rooms: Vec<RoomStats> = hub
+            .rooms_snapshot()
+            .iter()
+            .map(|room| RoomStats { document_id: room.id.to_string(), members: room.state().members().len() as u64 })
+            .collect();
+        rooms.sort_by(|a, b| a.document_id.cmp(&b.document_id));
+        Json(StatsResponse {
+            rooms,
+            connections: hub.connection_count() as u64,
+            connections_by_protocol: hub
+                .connection_counts_by_protocol()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v as u64))
+                .collect(),
+            connections_opened: hub.counters.connections_opened.load(Ordering::Relaxed),
+            messages_processed: hub.counters.messages_processed.load(Ordering::Relaxed),
+            messages_rejected: hub.counters.messages_rejected.load(Ordering::Relaxed),
+            write_backlog: hub.writer.backlog() as u64,
+        })
+    }
+}
+
+#[derive(poem_openapi::ApiResponse)]
+pub enum HealthResult {
+    /// Everything answers.
+    #[oai(status = 200)]
+    Ok(Json<HealthResponse>),
+    /// A dependency is down.
+    #[oai(status = 503)]
+    Unavailable(Json<HealthResponse>),
+}
+
+#[derive(serde::Deserialize)]
+struct UpgradeQuery {
+    token: Option<String>,
+}
+
+/// The token from `?token=` or `Authorization: Bearer`.
+fn request_token(req: &Request) -> Option<String> {
+    if let Ok(query) = req.params::<UpgradeQuery>() {
+        if let Some(token) = query.token.filter(|t| !t.is_empty()) {
+            return Some(token);
+        }
+    }
+    let header = req.headers().get(poem::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+/// The client address: the socket peer, or the first `X-Forwarded-For` hop behind a trusted proxy.
+pub fn client_ip(req: &Request, trust_proxy: bool) -> Option<String> {
+    if trust_proxy {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .and_then(|v| v.parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = forwarded {
+            return Some(ip.to_string());
+        }
+    }
+    req.remote_addr().as_socket_addr().map(|addr| addr.ip().to_string())
+}
+
+fn user_agent(req: &Request) -> Option<String> {
+    let raw = req.headers().get(poem::http::header::USER_AGENT)?;
+    let text = String::from_utf8_lossy(raw.as_bytes());
+    Some(crate::device::bound_user_agent(&text).to_owned())
+}
+
+/// Authenticate before upgrading; a refused token never reaches the socket.
+pub fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Peer, Response> {
+    let token = request_token(req).ok_or_else(|| {
+        json_error(StatusCode::UNAUTHORIZED, "unauthorized", crate::auth::AuthError::Missing.to_string())
+    })?;
+    let identity = state
+        .keys
+        .verify(&token)
+        .map_err(|e| json_error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
+    Ok(Peer { identity, user_agent: user_agent(req), ip_address: client_ip(req, state.config.trust_proxy) })
+}
+
+#[handler]
+async fn ws_upgrade(req: &Request, ws: poem::Result<WebSocket>, Data(state): Data<&AppState>) -> Response {
+    // Authenticate first, so a bad token is a 401 whatever else is wrong.
+    let peer = match authenticate_upgrade(req, state) {
+        Ok(peer) => peer,
+        Err(response) => return response,
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(error) => return render_error(error).await,
+    };
+    let state = state.clone();
+    ws.config(state.websocket_config())
+        .on_upgrade(move |socket| session::run(socket, state, peer))
+        .into_response()
+}
+
+/// Log method, path (never the query: it may hold a token), status and time.
+async fn log_request<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = next.call(req).await.map(IntoResponse::into_response);
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    result
+}
+
+/// Every route of the gateway.
+pub fn routes(state: AppState) -> impl Endpoint {
+    let api = OpenApiService::new(Api { state: state.clone() }, "tandem", env!("CARGO_PKG_VERSION"));
+    let spec = api.spec_endpoint();
+    let ui = api.swagger_ui();
+    Route::new()
+        .at("/ws", get(ws_upgrade))
+        .at("/openapi.json", spec)
+        .nest("/docs", ui)
+        .nest("/", api)
+        .data(state)
+        .catch_all_error(render_error)
+        .around(log_request)
+}

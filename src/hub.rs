@@ -1,0 +1,194 @@
+//! The hub: every open room and every local connection of this instance.
+//!
+//! Lock order is hub (rooms map) before room; neither is held across an
+//! `.await`. Joins and leaves go through the hub so a room is never removed
+//! while someone is joining it; presence messages go straight to the room the
+//! session already holds.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    presence::Presence,
+    protocol::{DocumentId, LeaveReason},
+    room::{Member, PresenceChange, Room},
+    write_behind::WriteBehind,
+};
+
+/// A local connection as the hub sees it: enough to end it from outside.
+#[derive(Debug, Clone)]
+pub struct ConnectionHandle {
+    pub session_id: Uuid,
+    pub connection_id: Uuid,
+    pub user_id: Arc<str>,
+    /// Fired to end the session from outside (stale cleanup).
+    pub end: CancellationToken,
+    /// Milliseconds since the hub started when the client was last heard from.
+    pub last_heard_ms: Arc<AtomicU64>,
+    /// `json` or `yjs`.
+    pub protocol: &'static str,
+}
+
+/// Counters for `/stats` and `/health`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub messages_processed: AtomicU64,
+    pub messages_rejected: AtomicU64,
+    pub connections_opened: AtomicU64,
+}
+
+/// Every room and local connection.
+pub struct Hub {
+    rooms: Mutex<HashMap<DocumentId, Arc<Room>>>,
+    connections: Mutex<HashMap<Uuid, ConnectionHandle>>,
+    pub writer: Arc<WriteBehind>,
+    pub counters: Counters,
+    started: Instant,
+}
+
+impl Hub {
+    pub fn new(writer: Arc<WriteBehind>) -> Self {
+        Self {
+            rooms: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            writer,
+            counters: Counters::default(),
+            started: Instant::now(),
+        }
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<DocumentId, Arc<Room>>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn connections(&self) -> MutexGuard<'_, HashMap<Uuid, ConnectionHandle>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Milliseconds since this hub started: a cheap monotonic clock for liveness.
+    pub fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn register(&self, handle: ConnectionHandle) {
+        self.counters.connections_opened.fetch_add(1, Ordering::Relaxed);
+        self.connections().insert(handle.session_id, handle);
+    }
+
+    pub fn unregister(&self, session_id: Uuid) {
+        self.connections().remove(&session_id);
+    }
+
+    pub fn connection(&self, session_id: Uuid) -> Option<ConnectionHandle> {
+        self.connections().get(&session_id).cloned()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections().len()
+    }
+
+    pub fn connection_counts_by_protocol(&self) -> HashMap<&'static str, usize> {
+        let mut counts = HashMap::new();
+        for handle in self.connections().values() {
+            *counts.entry(handle.protocol).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The room for `document_id`, created if needed, with a join registered
+    /// so it is not unloaded until [`Hub::finish_join`] or [`Hub::abort_join`].
+    pub fn begin_join(&self, document_id: &DocumentId) -> Arc<Room> {
+        let mut rooms = self.rooms();
+        let room = rooms
+            .entry(document_id.clone())
+            .or_insert_with(|| Arc::new(Room::new(document_id.clone())))
+            .clone();
+        room.begin_join();
+        room
+    }
+
+    /// Add the member to a room obtained from [`Hub::begin_join`]; returns everyone present.
+    pub fn finish_join(&self, room: &Room, member: Member) -> Vec<Presence> {
+        let row = member.presence.to_row(&room.id, true);
+        let list = room.state().join(&room.id, member);
+        room.end_join();
+        self.writer.presence(row, true);
+        list
+    }
+
+    pub fn abort_join(&self, room: &Room) {
+        room.end_join();
+    }
+
+    /// Remove a member from a room and record it; returns its last presence.
+    pub fn leave(&self, room: &Room, connection_id: Uuid, reason: LeaveReason) -> Option<Presence> {
+        let member = room.state().leave(&room.id, connection_id, reason)?;
+        let mut presence = member.presence;
+        presence.last_seen_at = Utc::now();
+        self.writer.presence(presence.to_row(&room.id, false), true);
+        Some(presence)
+    }
+
+    /// Apply a presence change and write it behind (coalesced).
+    pub fn update_presence(&self, room: &Room, connection_id: Uuid, change: PresenceChange) -> bool {
+        let urgent = matches!(change, PresenceChange::EditingStart | PresenceChange::EditingStop(_));
+        let presence = room.state().update(&room.id, connection_id, change, Utc::now());
+        match presence {
+            Some(presence) => {
+                if change != PresenceChange::Activity {
+                    self.writer.presence(presence.to_row(&room.id, true), urgent);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn room(&self, document_id: &DocumentId) -> Option<Arc<Room>> {
+        self.rooms().get(document_id).cloned()
+    }
+
+    pub fn rooms_snapshot(&self) -> Vec<Arc<Room>> {
+        self.rooms().values().cloned().collect()
+    }
+
+    /// Stop editing for idle members in every room, telling everyone.
+    pub fn expire_editing(&self, timeout: Duration) {
+        let now = Utc::now();
+        for room in self.rooms_snapshot() {
+            let stopped = room.state().expire_editing(&room.id, timeout, now);
+            for presence in stopped {
+                self.writer.presence(presence.to_row(&room.id, true), true);
+            }
+        }
+    }
+
+    /// Drop rooms empty for longer than `grace`, unless someone is joining or
+    /// the room says it cannot be unloaded yet.
+    pub fn unload_idle_rooms(&self, grace: Duration, can_unload: impl Fn(&Room) -> bool) -> usize {
+        let mut rooms = self.rooms();
+        let before = rooms.len();
+        rooms.retain(|_, room| {
+            let idle = {
+                let state = room.state();
+                state.is_empty() && state.empty_since().is_some_and(|since| since.elapsed() >= grace)
+            };
+            !(idle && !room.has_joiners() && can_unload(room))
+        });
+        before - rooms.len()
+    }
+}

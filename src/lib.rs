@@ -1,0 +1,29 @@
+//! tandem: a presence-first realtime gateway.
+//!
+//! A client opens one WebSocket (`/ws`), authenticates with a JWT and
+//! multiplexes JSON messages for many documents over it. The layers:
+//! - [`protocol`]: wire types, decode/validate once, error and close codes (pure).
+//! - [`room`] / [`hub`]: in-memory rooms, members and fan-out (pure state + non-blocking sends).
+//! - [`session`]: one socket: reader, bounded writer queue, liveness, rate limit.
+//! - [`write_behind`]: coalesced session/presence rows flushed to the database.
+//! - [`cleanup`]: the stale-session sweep, which also clears a crashed process's rows.
+//! - [`http`]: REST (poem-openapi), the `/ws` upgrade, JSON errors.
+//! - [`app`]: build, run, graceful shutdown; [`config`]: the typed configuration.
+
+pub mod app;
+pub mod auth;
+pub mod cleanup;
+pub mod config;
+pub mod db;
+pub mod device;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod presence;
+pub mod protocol;
+pub mod room;
+pub mod session;
+pub mod write_behind;
+
+pub use app::{AppState, Application};
+pub use config::Config;

@@ -1,0 +1,696 @@
+//! The JSON protocol on `/ws`: client frames, server messages, error and close codes.
+//!
+//! Pure: no sockets, no database. A text frame is decoded once into a
+//! [`ClientFrame`] (validated domain types, base64 already decoded) or into a
+//! [`FrameError`] that carries the error code and the echoed `id`. Server
+//! messages are encoded once into shared bytes ([`Encoded`]) and fanned out.
+
+use std::{borrow::Cow, fmt, sync::Arc};
+
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+use crate::presence::Presence;
+
+/// Longest document id, in bytes.
+pub const MAX_DOCUMENT_ID_BYTES: usize = 256;
+/// Largest cursor line or column accepted.
+pub const MAX_COORDINATE: i64 = 10_000_000;
+/// Longest string `id` a client may attach to a message.
+pub const MAX_MESSAGE_ID_BYTES: usize = 128;
+
+/// A document (room) id, validated: 1..=256 bytes, no control characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DocumentId(Arc<str>);
+
+impl DocumentId {
+    pub fn parse(value: &str) -> Result<Self, ProtocolError> {
+        if value.is_empty() {
+            return Err(ProtocolError::invalid("document_id must not be empty"));
+        }
+        if value.len() > MAX_DOCUMENT_ID_BYTES {
+            return Err(ProtocolError::invalid(format!(
+                "document_id must be at most {MAX_DOCUMENT_ID_BYTES} bytes"
+            )));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(ProtocolError::invalid("document_id must not contain control characters"));
+        }
+        Ok(Self(value.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DocumentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for DocumentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for DocumentId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// The `id` a client may attach to any message; echoed on what it causes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MessageId {
+    Number(serde_json::Number),
+    String(String),
+}
+
+/// A caret position. Both coordinates are zero-based and bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cursor {
+    pub line: u32,
+    pub column: u32,
+}
+
+/// A selected range; `start` may come after `end` (a backwards selection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Selection {
+    pub start: Cursor,
+    pub end: Cursor,
+}
+
+/// A message from a client, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    JoinDocument { document_id: DocumentId },
+    LeaveDocument { document_id: DocumentId },
+    CursorMove { document_id: DocumentId, cursor: Cursor },
+    SelectionChange { document_id: DocumentId, selection: Option<Selection> },
+    EditingStart { document_id: DocumentId },
+    EditingStop { document_id: DocumentId },
+    Heartbeat,
+    /// A y-protocols sync step 1: the client's state vector (v1 encoded).
+    SyncStep1 { document_id: DocumentId, state_vector: Vec<u8> },
+    /// A v1 update, from sync step 2 or a live edit; the server treats both alike.
+    SyncUpdate { document_id: DocumentId, update: Vec<u8> },
+    /// A y-protocols awareness update.
+    Awareness { document_id: DocumentId, update: Vec<u8> },
+}
+
+impl ClientMessage {
+    pub fn document_id(&self) -> Option<&DocumentId> {
+        match self {
+            Self::JoinDocument { document_id }
+            | Self::LeaveDocument { document_id }
+            | Self::CursorMove { document_id, .. }
+            | Self::SelectionChange { document_id, .. }
+            | Self::EditingStart { document_id }
+            | Self::EditingStop { document_id }
+            | Self::SyncStep1 { document_id, .. }
+            | Self::SyncUpdate { document_id, .. }
+            | Self::Awareness { document_id, .. } => Some(document_id),
+            Self::Heartbeat => None,
+        }
+    }
+}
+
+/// One decoded client frame: the message and the `id` to echo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientFrame {
+    pub id: Option<MessageId>,
+    pub message: ClientMessage,
+}
+
+/// Error codes sent in `{"type":"error","code":..}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not JSON.
+    InvalidJson,
+    /// `type` names no message this server knows.
+    UnknownType,
+    /// Missing or mistyped fields, or values out of range.
+    InvalidMessage,
+    /// A message for a document this connection has not joined.
+    NotJoined,
+    /// `join_document` for a document already joined on this connection.
+    AlreadyJoined,
+    /// A frame or update over the configured limit.
+    TooLarge,
+    /// More messages than the per-connection rate limit allows; the message was dropped.
+    RateLimited,
+    /// Too many documents joined on one connection.
+    TooManyDocuments,
+    /// A binary frame on the JSON endpoint.
+    UnsupportedFrame,
+    /// A Yjs update or state vector that cannot be decoded or applied.
+    InvalidUpdate,
+    /// The token does not allow this (document not in `docs`, or a viewer writing).
+    Forbidden,
+    /// The document could not be loaded from storage; try again.
+    DocumentUnavailable,
+    /// Something failed on the server; the cause is logged, not sent.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidMessage => "invalid_message",
+            Self::NotJoined => "not_joined",
+            Self::AlreadyJoined => "already_joined",
+            Self::TooLarge => "too_large",
+            Self::RateLimited => "rate_limited",
+            Self::TooManyDocuments => "too_many_documents",
+            Self::UnsupportedFrame => "unsupported_frame",
+            Self::InvalidUpdate => "invalid_update",
+            Self::Forbidden => "forbidden",
+            Self::DocumentUnavailable => "document_unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// A client-facing error: a code and a message safe to send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    pub fn invalid(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidMessage, message)
+    }
+}
+
+/// A frame that could not be decoded, with the `id` to echo if one was readable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    pub id: Option<MessageId>,
+    pub error: ProtocolError,
+}
+
+/// Close codes the server uses. 1000-range are standard; 4000-range are tandem's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    /// 1001: the server is shutting down; reconnect to another instance or later.
+    GoingAway,
+    /// 1009: a frame above the transport limit (`max_frame_bytes`).
+    MessageTooBig,
+    /// 4000: nothing heard (message, heartbeat or pong) within the session TTL.
+    SessionTimeout,
+    /// 4001: the client did not read fast enough and its send queue overflowed.
+    SlowConsumer,
+    /// 4002: too many consecutive errors.
+    TooManyErrors,
+    /// 4003: the session was ended by the server (stale-session cleanup).
+    SessionEnded,
+    /// 4004: a viewer sent a document update on the y-websocket endpoint.
+    Forbidden,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        match self {
+            Self::GoingAway => 1001,
+            Self::MessageTooBig => 1009,
+            Self::SessionTimeout => 4000,
+            Self::SlowConsumer => 4001,
+            Self::TooManyErrors => 4002,
+            Self::SessionEnded => 4003,
+            Self::Forbidden => 4004,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::GoingAway => "server shutting down",
+            Self::MessageTooBig => "message too big",
+            Self::SessionTimeout => "session timed out",
+            Self::SlowConsumer => "send queue overflow: client too slow",
+            Self::TooManyErrors => "too many errors",
+            Self::SessionEnded => "session ended by server",
+            Self::Forbidden => "forbidden",
+        }
+    }
+}
+
+/// Why a member left a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    Left,
+    Disconnected,
+    Timeout,
+}
+
+/// Why editing stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditingStopReason {
+    /// The client said so.
+    Client,
+    /// No editing activity within the idle timeout.
+    Idle,
+}
+
+/// Messages the server sends. Field names are the wire contract.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    Connected {
+        connection_id: Uuid,
+        session_id: Uuid,
+        user_id: &'a str,
+        heartbeat_interval_ms: u64,
+    },
+    PresenceList {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+        document_id: &'a DocumentId,
+        users: &'a [Presence],
+    },
+    UserJoined {
+        document_id: &'a DocumentId,
+        user: &'a Presence,
+    },
+    UserLeft {
+        document_id: &'a DocumentId,
+        user_id: &'a str,
+        connection_id: Uuid,
+        reason: LeaveReason,
+    },
+    CursorMove {
+        document_id: &'a DocumentId,
+        user_id: &'a str,
+        connection_id: Uuid,
+        cursor: Cursor,
+    },
+    SelectionChange {
+        document_id: &'a DocumentId,
+        user_id: &'a str,
+        connection_id: Uuid,
+        selection: Option<Selection>,
+    },
+    EditingStart {
+        document_id: &'a DocumentId,
+        user_id: &'a str,
+        connection_id: Uuid,
+    },
+    EditingStop {
+        document_id: &'a DocumentId,
+        user_id: &'a str,
+        connection_id: Uuid,
+        reason: EditingStopReason,
+    },
+    HeartbeatAck {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+        /// Milliseconds since the Unix epoch.
+        server_time: i64,
+    },
+    Ack {
+        id: &'a MessageId,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+    },
+    SyncStep1 {
+        document_id: &'a DocumentId,
+        state_vector: Base64<'a>,
+    },
+    SyncStep2 {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+        document_id: &'a DocumentId,
+        update: Base64<'a>,
+    },
+    SyncUpdate {
+        document_id: &'a DocumentId,
+        update: Base64<'a>,
+        user_id: &'a str,
+    },
+    Awareness {
+        document_id: &'a DocumentId,
+        update: Base64<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_id: Option<&'a str>,
+    },
+}
+
+/// Bytes that serialize as a standard base64 string.
+#[derive(Debug, Clone, Copy)]
+pub struct Base64<'a>(pub &'a [u8]);
+
+impl Serialize for Base64<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&BASE64.encode(self.0))
+    }
+}
+
+/// A server message serialized once, shared by every recipient.
+pub type Encoded = Arc<str>;
+
+impl ServerMessage<'_> {
+    pub fn encode(&self) -> Encoded {
+        // Serializing plain data into a String cannot fail.
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"type":"error","code":"internal","message":"encode failed"}"#.into())
+            .into()
+    }
+}
+
+/// Encode an error reply.
+pub fn encode_error(error: &ProtocolError, id: Option<&MessageId>) -> Encoded {
+    ServerMessage::Error { code: error.code, message: &error.message, id }.encode()
+}
+
+/// Limits applied while decoding a frame.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest control (non-Yjs) frame, in bytes.
+    pub max_message_bytes: usize,
+    /// Largest decoded Yjs payload, in bytes.
+    pub max_update_bytes: usize,
+}
+
+/// The flat shape every client frame is read into in one pass; validation
+/// turns it into a [`ClientMessage`]. Unknown fields are ignored so clients
+/// may add their own.
+#[derive(Deserialize)]
+struct WireFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    id: Option<MessageId>,
+    #[serde(borrow)]
+    document_id: Option<Cow<'a, str>>,
+    cursor: Option<WireCursor>,
+    #[serde(default, deserialize_with = "present")]
+    selection: Option<Option<WireSelection>>,
+    #[serde(borrow)]
+    state_vector: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    update: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct WireCursor {
+    line: i64,
+    column: i64,
+}
+
+#[derive(Deserialize)]
+struct WireSelection {
+    start: WireCursor,
+    end: WireCursor,
+}
+
+/// Distinguishes `"selection": null` (clear) from an absent field.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Only what is needed to answer a frame that failed to decode.
+#[derive(Deserialize)]
+struct WireProbe {
+    id: Option<MessageId>,
+}
+
+/// Every message type a client may send, for `unknown_type` errors.
+const KNOWN_TYPES: &[&str] = &[
+    "join_document",
+    "leave_document",
+    "cursor_move",
+    "selection_change",
+    "editing_start",
+    "editing_stop",
+    "heartbeat",
+    "sync_step1",
+    "sync_step2",
+    "sync_update",
+    "awareness",
+];
+
+fn is_yjs_type(kind: &str) -> bool {
+    matches!(kind, "sync_step1" | "sync_step2" | "sync_update" | "awareness")
+}
+
+/// Decode and validate one text frame.
+pub fn decode_client_frame(text: &str, limits: DecodeLimits) -> Result<ClientFrame, FrameError> {
+    let frame: WireFrame = serde_json::from_str(text).map_err(|error| {
+        let id = serde_json::from_str::<WireProbe>(text).ok().and_then(|probe| probe.id);
+        let error = if error.is_data() {
+            if text.trim_start().starts_with('{') {
+                ProtocolError::invalid(error.to_string())
+            } else {
+                ProtocolError::invalid("a message must be a JSON object with a \"type\"")
+            }
+        } else {
+            ProtocolError::new(ErrorCode::InvalidJson, format!("not valid JSON: {error}"))
+        };
+        FrameError { id, error }
+    })?;
+    let id = frame.id.clone();
+    validate(frame, text.len(), limits).map_err(|error| FrameError { id: id.clone(), error })
+        .map(|message| ClientFrame { id, message })
+}
+
+fn validate(frame: WireFrame, frame_bytes: usize, limits: DecodeLimits) -> Result<ClientMessage, ProtocolError> {
+    if let Some(MessageId::String(id)) = &frame.id {
+        if id.len() > MAX_MESSAGE_ID_BYTES {
+            return Err(ProtocolError::invalid(format!("id must be at most {MAX_MESSAGE_ID_BYTES} bytes")));
+        }
+    }
+    let Some(kind) = frame.kind.as_deref() else {
+        return Err(ProtocolError::invalid("missing \"type\""));
+    };
+    if !KNOWN_TYPES.contains(&kind) {
+        return Err(ProtocolError::new(
+            ErrorCode::UnknownType,
+            format!("unknown message type {:?}", crate::auth::truncate_utf8(kind, 64)),
+        ));
+    }
+    if frame_bytes > limits.max_message_bytes && !is_yjs_type(kind) {
+        return Err(ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!("{kind} messages are limited to {} bytes", limits.max_message_bytes),
+        ));
+    }
+    if kind == "heartbeat" {
+        return Ok(ClientMessage::Heartbeat);
+    }
+    let document_id = DocumentId::parse(
+        frame.document_id.as_deref().ok_or_else(|| ProtocolError::invalid("missing \"document_id\""))?,
+    )?;
+    let payload = |field: Option<Cow<str>>, name: &'static str| -> Result<Vec<u8>, ProtocolError> {
+        let text = field.ok_or_else(|| ProtocolError::invalid(format!("missing \"{name}\"")))?;
+        decode_base64(&text, limits.max_update_bytes, name)
+    };
+    Ok(match kind {
+        "join_document" => ClientMessage::JoinDocument { document_id },
+        "leave_document" => ClientMessage::LeaveDocument { document_id },
+        "cursor_move" => {
+            let cursor = frame.cursor.ok_or_else(|| ProtocolError::invalid("missing \"cursor\""))?;
+            ClientMessage::CursorMove { document_id, cursor: cursor.validate("cursor")? }
+        }
+        "selection_change" => {
+            let selection = frame
+                .selection
+                .ok_or_else(|| ProtocolError::invalid("missing \"selection\" (use null to clear it)"))?
+                .map(|selection| -> Result<Selection, ProtocolError> {
+                    Ok(Selection {
+                        start: selection.start.validate("selection.start")?,
+                        end: selection.end.validate("selection.end")?,
+                    })
+                })
+                .transpose()?;
+            ClientMessage::SelectionChange { document_id, selection }
+        }
+        "editing_start" => ClientMessage::EditingStart { document_id },
+        "editing_stop" => ClientMessage::EditingStop { document_id },
+        "sync_step1" => ClientMessage::SyncStep1 {
+            document_id,
+            state_vector: payload(frame.state_vector, "state_vector")?,
+        },
+        "sync_step2" | "sync_update" => ClientMessage::SyncUpdate {
+            document_id,
+            update: payload(frame.update, "update")?,
+        },
+        "awareness" => ClientMessage::Awareness { document_id, update: payload(frame.update, "update")? },
+        _ => unreachable!("every known type is matched above"),
+    })
+}
+
+impl WireCursor {
+    fn validate(self, what: &str) -> Result<Cursor, ProtocolError> {
+        let check = |value: i64, field: &str| -> Result<u32, ProtocolError> {
+            if !(0..=MAX_COORDINATE).contains(&value) {
+                return Err(ProtocolError::invalid(format!(
+                    "{what}.{field} must be between 0 and {MAX_COORDINATE}"
+                )));
+            }
+            Ok(value as u32)
+        };
+        Ok(Cursor { line: check(self.line, "line")?, column: check(self.column, "column")? })
+    }
+}
+
+/// Decode standard base64, refusing payloads over `max_bytes` before allocating.
+pub fn decode_base64(text: &str, max_bytes: usize, field: &str) -> Result<Vec<u8>, ProtocolError> {
+    if text.len() / 4 * 3 > max_bytes + 2 {
+        return Err(ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!("{field} is larger than {max_bytes} bytes"),
+        ));
+    }
+    let bytes = BASE64
+        .decode(text)
+        .map_err(|error| ProtocolError::new(ErrorCode::InvalidUpdate, format!("{field} is not valid base64: {error}")))?;
+    if bytes.len() > max_bytes {
+        return Err(ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!("{field} is larger than {max_bytes} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: DecodeLimits = DecodeLimits { max_message_bytes: 1024, max_update_bytes: 64 };
+
+    fn decode(text: &str) -> Result<ClientFrame, FrameError> {
+        decode_client_frame(text, LIMITS)
+    }
+
+    fn code(text: &str) -> ErrorCode {
+        decode(text).unwrap_err().error.code
+    }
+
+    #[test]
+    fn cursor_move_decodes_with_numeric_id() {
+        let frame = decode(r#"{"type":"cursor_move","id":7,"document_id":"doc-1","cursor":{"line":10,"column":5}}"#)
+            .unwrap();
+        assert_eq!(frame.id, Some(MessageId::Number(7.into())));
+        assert_eq!(
+            frame.message,
+            ClientMessage::CursorMove {
+                document_id: DocumentId::parse("doc-1").unwrap(),
+                cursor: Cursor { line: 10, column: 5 }
+            }
+        );
+    }
+
+    #[test]
+    fn selection_null_clears_and_absent_is_an_error() {
+        let frame = decode(r#"{"type":"selection_change","document_id":"d","selection":null}"#).unwrap();
+        assert!(matches!(frame.message, ClientMessage::SelectionChange { selection: None, .. }));
+        assert_eq!(code(r#"{"type":"selection_change","document_id":"d"}"#), ErrorCode::InvalidMessage);
+        let frame = decode(
+            r#"{"type":"selection_change","document_id":"d","selection":{"start":{"line":3,"column":1},"end":{"line":1,"column":0}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(frame.message, ClientMessage::SelectionChange { selection: Some(_), .. }));
+    }
+
+    #[test]
+    fn each_bad_shape_has_its_code() {
+        assert_eq!(code("{not json"), ErrorCode::InvalidJson);
+        assert_eq!(code(""), ErrorCode::InvalidJson);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(code("42"), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"document_id":"d"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"teleport"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":5}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"join_document"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"join_document","document_id":""}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"join_document","document_id":7}"#), ErrorCode::InvalidMessage);
+        let long = format!(r#"{{"type":"join_document","document_id":"{}"}}"#, "a".repeat(257));
+        assert_eq!(code(&long), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"join_document","document_id":"a\u0000b"}"#), ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn coordinates_must_be_non_negative_and_bounded() {
+        for cursor in [r#"{"line":-1,"column":0}"#, r#"{"line":0,"column":99999999999}"#, r#"{"line":1.5,"column":0}"#, r#"{"line":"1","column":0}"#, r#"{"line":1}"#] {
+            let text = format!(r#"{{"type":"cursor_move","document_id":"d","cursor":{cursor}}}"#);
+            assert_eq!(code(&text), ErrorCode::InvalidMessage, "{cursor}");
+        }
+    }
+
+    #[test]
+    fn id_is_echoed_even_when_the_message_is_invalid() {
+        let error = decode(r#"{"type":"cursor_move","id":"abc","document_id":"d","cursor":{"line":-1,"column":0}}"#)
+            .unwrap_err();
+        assert_eq!(error.id, Some(MessageId::String("abc".into())));
+        let error = decode(r#"{"type":"cursor_move","id":"abc","cursor":"oops"}"#).unwrap_err();
+        assert_eq!(error.id, Some(MessageId::String("abc".into())));
+    }
+
+    #[test]
+    fn oversized_control_frames_are_too_large_but_updates_may_be_bigger() {
+        let padding = "x".repeat(2000);
+        let text = format!(r#"{{"type":"heartbeat","pad":"{padding}"}}"#);
+        assert_eq!(code(&text), ErrorCode::TooLarge);
+        let update = BASE64.encode([0u8; 60]);
+        let text = format!(r#"{{"type":"sync_update","document_id":"d","update":"{update}","pad":"{padding}"}}"#);
+        assert!(decode(&text).is_ok());
+    }
+
+    #[test]
+    fn base64_payloads_are_checked() {
+        assert_eq!(code(r#"{"type":"sync_update","document_id":"d","update":"!!!"}"#), ErrorCode::InvalidUpdate);
+        let big = BASE64.encode([0u8; 65]);
+        assert_eq!(
+            code(&format!(r#"{{"type":"sync_update","document_id":"d","update":"{big}"}}"#)),
+            ErrorCode::TooLarge
+        );
+        let frame = decode(r#"{"type":"sync_step2","document_id":"d","update":"AAA="}"#).unwrap();
+        assert_eq!(frame.message, ClientMessage::SyncUpdate { document_id: DocumentId::parse("d").unwrap(), update: vec![0, 0] });
+    }
+
+    #[test]
+    fn server_messages_use_the_documented_shapes() {
+        let doc = DocumentId::parse("doc-1").unwrap();
+        let id = MessageId::Number(3.into());
+        let text = ServerMessage::CursorMove {
+            document_id: &doc,
+            user_id: "alice",
+            connection_id: Uuid::nil(),
+            cursor: Cursor { line: 1, column: 2 },
+        }
+        .encode();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["type"], "cursor_move");
+        assert_eq!(value["cursor"]["column"], 2);
+        let error = encode_error(&ProtocolError::new(ErrorCode::NotJoined, "join first"), Some(&id));
+        assert_eq!(&*error, r#"{"type":"error","code":"not_joined","message":"join first","id":3}"#);
+        let value: serde_json::Value =
+            serde_json::from_str(&ServerMessage::SyncUpdate { document_id: &doc, update: Base64(&[1, 2, 3]), user_id: "a" }.encode())
+                .unwrap();
+        assert_eq!(value["update"], "AQID");
+    }
+}

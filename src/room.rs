@@ -1,0 +1,420 @@
+//! One document room: its members and their presence, and fan-out to them.
+//!
+//! Pure state plus non-blocking sends: every method runs under the room's
+//! mutex without awaiting, serializes a broadcast once and pushes the shared
+//! bytes into each member's bounded outbox. A member whose outbox is full is
+//! marked too slow (its session closes it); the others are not held up.
+
+use std::{
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    presence::Presence,
+    protocol::{Cursor, DocumentId, EditingStopReason, Encoded, LeaveReason, Selection, ServerMessage},
+};
+
+/// What a session's writer task sends on its socket.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Text(Encoded),
+    Binary(Arc<[u8]>),
+    Ping,
+    Close(crate::protocol::CloseCode),
+}
+
+/// The sending side of one connection's bounded queue.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    queue: mpsc::Sender<Outgoing>,
+    /// Fired when the queue overflows: the connection is too slow and is closed.
+    overflowed: CancellationToken,
+}
+
+impl Outbox {
+    pub fn new(queue: mpsc::Sender<Outgoing>, overflowed: CancellationToken) -> Self {
+        Self { queue, overflowed }
+    }
+
+    /// Queue a message without waiting. Returns false if it was not queued.
+    pub fn push(&self, message: Outgoing) -> bool {
+        match self.queue.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub fn text(&self, text: Encoded) -> bool {
+        self.push(Outgoing::Text(text))
+    }
+}
+
+/// A member of a room: one connection in one document.
+#[derive(Debug)]
+pub struct Member {
+    pub presence: Presence,
+    pub outbox: Outbox,
+    /// Last editing_start, cursor, selection or update while editing.
+    pub last_editing_activity: Instant,
+}
+
+/// Members of a room and what they last said about themselves.
+#[derive(Debug)]
+pub struct RoomState {
+    members: Vec<Member>,
+    /// When the last member left; rooms are unloaded a grace period later.
+    empty_since: Option<Instant>,
+}
+
+impl Default for RoomState {
+    fn default() -> Self {
+        // A new room counts as empty from its creation, so a room whose only
+        // join failed is still unloaded.
+        Self { members: Vec::new(), empty_since: Some(Instant::now()) }
+    }
+}
+
+impl RoomState {
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn empty_since(&self) -> Option<Instant> {
+        self.empty_since
+    }
+
+    pub fn presence_list(&self) -> Vec<Presence> {
+        self.members.iter().map(|m| m.presence.clone()).collect()
+    }
+
+    pub fn contains(&self, connection_id: Uuid) -> bool {
+        self.members.iter().any(|m| m.presence.connection_id == connection_id)
+    }
+
+    fn member_mut(&mut self, connection_id: Uuid) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.presence.connection_id == connection_id)
+    }
+
+    /// Send `text` to every member except `except`.
+    pub fn broadcast(&self, text: &Encoded, except: Option<Uuid>) {
+        for member in &self.members {
+            if Some(member.presence.connection_id) != except {
+                member.outbox.text(text.clone());
+            }
+        }
+    }
+
+    /// Send raw bytes to every member except `except` (y-websocket members).
+    pub fn broadcast_binary(&self, bytes: &Arc<[u8]>, except: Option<Uuid>) {
+        for member in &self.members {
+            if Some(member.presence.connection_id) != except {
+                member.outbox.push(Outgoing::Binary(bytes.clone()));
+            }
+        }
+    }
+
+    /// Add a member, tell the others, and return everyone present (the joiner included).
+    pub fn join(&mut self, document_id: &DocumentId, member: Member) -> Vec<Presence> {
+        let joined = ServerMessage::UserJoined { document_id, user: &member.presence }.encode();
+        self.broadcast(&joined, None);
+        self.members.push(member);
+        self.empty_since = None;
+        self.presence_list()
+    }
+
+    /// Remove a member and tell the others why.
+    pub fn leave(&mut self, document_id: &DocumentId, connection_id: Uuid, reason: LeaveReason) -> Option<Member> {
+        let index = self.members.iter().position(|m| m.presence.connection_id == connection_id)?;
+        let member = self.members.swap_remove(index);
+        let left = ServerMessage::UserLeft {
+            document_id,
+            user_id: &member.presence.user_id,
+            connection_id,
+            reason,
+        }
+        .encode();
+        self.broadcast(&left, None);
+        if self.members.is_empty() {
+            self.empty_since = Some(Instant::now());
+        }
+        Some(member)
+    }
+
+    /// Apply a presence change from `connection_id` and broadcast it to the others.
+    /// Returns the member's presence after the change.
+    pub fn update(
+        &mut self,
+        document_id: &DocumentId,
+        connection_id: Uuid,
+        change: PresenceChange,
+        now: DateTime<Utc>,
+    ) -> Option<Presence> {
+        let instant = Instant::now();
+        let member = self.member_mut(connection_id)?;
+        let presence = &mut member.presence;
+        presence.last_seen_at = now;
+        let message = match change {
+            PresenceChange::Cursor(cursor) => {
+                presence.cursor = Some(cursor);
+                member.last_editing_activity = instant;
+                Some(ServerMessage::CursorMove {
+                    document_id,
+                    user_id: &presence.user_id,
+                    connection_id,
+                    cursor,
+                })
+            }
+            PresenceChange::Selection(selection) => {
+                presence.selection = selection;
+                member.last_editing_activity = instant;
+                Some(ServerMessage::SelectionChange {
+                    document_id,
+                    user_id: &presence.user_id,
+                    connection_id,
+                    selection,
+                })
+            }
+            PresenceChange::EditingStart => {
+                member.last_editing_activity = instant;
+                let was_editing = std::mem::replace(&mut presence.is_editing, true);
+                (!was_editing).then_some(ServerMessage::EditingStart {
+                    document_id,
+                    user_id: &presence.user_id,
+                    connection_id,
+                })
+            }
+            PresenceChange::EditingStop(reason) => {
+                let was_editing = std::mem::replace(&mut presence.is_editing, false);
+                was_editing.then_some(ServerMessage::EditingStop {
+                    document_id,
+                    user_id: &presence.user_id,
+                    connection_id,
+                    reason,
+                })
+            }
+            PresenceChange::Activity => {
+                member.last_editing_activity = instant;
+                None
+            }
+        };
+        let encoded = message.map(|m| m.encode());
+        let presence = member.presence.clone();
+        if let Some(encoded) = encoded {
+            self.broadcast(&encoded, Some(connection_id));
+        }
+        Some(presence)
+    }
+
+    /// Stop editing for members idle longer than `timeout`; returns who stopped.
+    pub fn expire_editing(
+        &mut self,
+        document_id: &DocumentId,
+        timeout: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Vec<Presence> {
+        let mut stopped = Vec::new();
+        for member in &mut self.members {
+            if member.presence.is_editing && member.last_editing_activity.elapsed() >= timeout {
+                member.presence.is_editing = false;
+                member.presence.last_seen_at = now;
+                stopped.push(member.presence.clone());
+            }
+        }
+        for presence in &stopped {
+            // Everyone is told, the idle member included: its own UI shows editing too.
+            let message = ServerMessage::EditingStop {
+                document_id,
+                user_id: &presence.user_id,
+                connection_id: presence.connection_id,
+                reason: EditingStopReason::Idle,
+            }
+            .encode();
+            self.broadcast(&message, None);
+        }
+        stopped
+    }
+}
+
+/// A change a member makes to its own presence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PresenceChange {
+    Cursor(Cursor),
+    Selection(Option<Selection>),
+    EditingStart,
+    EditingStop(EditingStopReason),
+    /// Editing activity that is not itself a presence message (a document update).
+    Activity,
+}
+
+/// A document room.
+#[derive(Debug)]
+pub struct Room {
+    pub id: DocumentId,
+    state: Mutex<RoomState>,
+    /// Joins in progress; a room with joiners is never unloaded.
+    joining: AtomicUsize,
+}
+
+impl Room {
+    pub fn new(id: DocumentId) -> Self {
+        Self { id, state: Mutex::new(RoomState::default()), joining: AtomicUsize::new(0) }
+    }
+
+    /// Lock the room state. Never held across an `.await`.
+    pub fn state(&self) -> MutexGuard<'_, RoomState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn begin_join(&self) {
+        self.joining.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn end_join(&self) {
+        self.joining.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub fn has_joiners(&self) -> bool {
+        self.joining.load(Ordering::SeqCst) > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::DeviceType;
+
+    fn member(user: &str, capacity: usize) -> (Member, mpsc::Receiver<Outgoing>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let overflow = CancellationToken::new();
+        let now = Utc::now();
+        let presence = Presence {
+            user_id: user.into(),
+            name: None,
+            session_id: Uuid::now_v7(),
+            connection_id: Uuid::now_v7(),
+            device_type: DeviceType::Desktop,
+            is_editing: false,
+            cursor: None,
+            selection: None,
+            joined_at: now,
+            last_seen_at: now,
+        };
+        (Member { presence, outbox: Outbox::new(tx, overflow.clone()), last_editing_activity: Instant::now() }, rx, overflow)
+    }
+
+    fn texts(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while let Ok(Outgoing::Text(text)) = rx.try_recv() {
+            out.push(serde_json::from_str(&text).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn join_tells_others_and_lists_everyone() {
+        let doc = DocumentId::parse("d").unwrap();
+        let mut room = RoomState::default();
+        let (alice, mut alice_rx, _) = member("alice", 8);
+        let (bob, mut bob_rx, _) = member("bob", 8);
+        assert_eq!(room.join(&doc, alice).len(), 1);
+        let list = room.join(&doc, bob);
+        assert_eq!(list.len(), 2);
+        let seen = texts(&mut alice_rx);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0]["type"], "user_joined");
+        assert_eq!(seen[0]["user"]["user_id"], "bob");
+        assert!(texts(&mut bob_rx).is_empty(), "the joiner is not told about itself");
+    }
+
+    #[test]
+    fn cursor_moves_reach_others_but_not_the_sender() {
+        let doc = DocumentId::parse("d").unwrap();
+        let mut room = RoomState::default();
+        let (alice, mut alice_rx, _) = member("alice", 8);
+        let alice_id = alice.presence.connection_id;
+        let (bob, mut bob_rx, _) = member("bob", 8);
+        room.join(&doc, alice);
+        room.join(&doc, bob);
+        texts(&mut alice_rx);
+        let presence = room
+            .update(&doc, alice_id, PresenceChange::Cursor(Cursor { line: 3, column: 4 }), Utc::now())
+            .unwrap();
+        assert_eq!(presence.cursor, Some(Cursor { line: 3, column: 4 }));
+        assert!(texts(&mut alice_rx).is_empty());
+        let seen = texts(&mut bob_rx);
+        assert_eq!(seen[0]["type"], "cursor_move");
+        assert_eq!(seen[0]["connection_id"], alice_id.to_string());
+    }
+
+    #[test]
+    fn a_full_outbox_marks_only_that_member_slow() {
+        let doc = DocumentId::parse("d").unwrap();
+        let mut room = RoomState::default();
+        let (alice, _alice_rx, _) = member("alice", 64);
+        let alice_id = alice.presence.connection_id;
+        let (slow, _slow_rx, slow_overflow) = member("slow", 1);
+        let (fast, mut fast_rx, fast_overflow) = member("fast", 64);
+        room.join(&doc, slow);
+        room.join(&doc, fast);
+        room.join(&doc, alice);
+        for line in 0..10 {
+            room.update(&doc, alice_id, PresenceChange::Cursor(Cursor { line, column: 0 }), Utc::now());
+        }
+        assert!(slow_overflow.is_cancelled());
+        assert!(!fast_overflow.is_cancelled());
+        assert_eq!(texts(&mut fast_rx).len(), 11);
+    }
+
+    #[test]
+    fn idle_editing_expires_and_everyone_is_told() {
+        let doc = DocumentId::parse("d").unwrap();
+        let mut room = RoomState::default();
+        let (alice, mut alice_rx, _) = member("alice", 8);
+        let alice_id = alice.presence.connection_id;
+        room.join(&doc, alice);
+        room.update(&doc, alice_id, PresenceChange::EditingStart, Utc::now());
+        assert!(room.expire_editing(&doc, std::time::Duration::from_secs(60), Utc::now()).is_empty());
+        let stopped = room.expire_editing(&doc, std::time::Duration::ZERO, Utc::now());
+        assert_eq!(stopped.len(), 1);
+        assert!(!stopped[0].is_editing);
+        let seen = texts(&mut alice_rx);
+        assert_eq!(seen.last().unwrap()["type"], "editing_stop");
+        assert_eq!(seen.last().unwrap()["reason"], "idle");
+    }
+
+    #[test]
+    fn leave_tells_the_rest_and_marks_the_room_empty() {
+        let doc = DocumentId::parse("d").unwrap();
+        let mut room = RoomState::default();
+        let (alice, _, _) = member("alice", 8);
+        let alice_id = alice.presence.connection_id;
+        let (bob, mut bob_rx, _) = member("bob", 8);
+        let bob_id = bob.presence.connection_id;
+        room.join(&doc, bob);
+        room.join(&doc, alice);
+        room.leave(&doc, alice_id, LeaveReason::Timeout).unwrap();
+        let seen = texts(&mut bob_rx);
+        assert_eq!(seen.last().unwrap()["type"], "user_left");
+        assert_eq!(seen.last().unwrap()["reason"], "timeout");
+        assert!(room.empty_since().is_none());
+        room.leave(&doc, bob_id, LeaveReason::Left).unwrap();
+        assert!(room.is_empty() && room.empty_since().is_some());
+    }
+}

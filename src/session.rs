@@ -1,0 +1,449 @@
+//! One JSON WebSocket connection: reader, writer with a bounded queue, liveness.
+//!
+//! The reader decodes each frame once and dispatches it; nothing on that path
+//! waits for the database or for another client. The writer task drains the
+//! connection's bounded queue; when the queue overflows the client is too
+//! slow and the connection is closed with [`CloseCode::SlowConsumer`], so a
+//! reader that stops reading costs a bounded amount of memory.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::Utc;
+use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use poem::web::websocket::{Message, WebSocketStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    auth::Identity,
+    hub::ConnectionHandle,
+    presence::SessionRecord,
+    protocol::{
+        ClientMessage, CloseCode, DecodeLimits, DocumentId, EditingStopReason, ErrorCode, FrameError,
+        LeaveReason, MessageId, ProtocolError, ServerMessage, decode_client_frame, encode_error,
+    },
+    room::{Member, Outbox, Outgoing, PresenceChange, Room},
+};
+
+/// How long a new connection waits for its session row to be committed before
+/// it goes on regardless (the row is still written once the database is back).
+const SESSION_ROW_WAIT: Duration = Duration::from_secs(5);
+/// How long the writer gets to deliver the close frame before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Who is connecting, from the upgrade request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub identity: Identity,
+    pub user_agent: Option<String>,
+    pub ip_address: Option<String>,
+}
+
+/// How a session ended: the close frame to send (if any) and what others are told.
+struct Exit {
+    close: Option<CloseCode>,
+    reason: LeaveReason,
+}
+
+/// Serve one upgraded `/ws` socket until it closes or the server stops.
+pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer) {
+    let _tracked = state.tracker.token();
+    let config = state.config.clone();
+    let (sink, mut stream) = socket.split();
+    let (queue, queue_rx) = mpsc::channel(config.send_queue_capacity);
+    let overflowed = CancellationToken::new();
+    let outbox = Outbox::new(queue, overflowed.clone());
+
+    let now = Utc::now();
+    let device_type = crate::device::detect(peer.user_agent.as_deref());
+    let record = SessionRecord {
+        session_id: Uuid::now_v7(),
+        connection_id: Uuid::now_v7(),
+        user_id: peer.identity.user_id.clone(),
+        name: peer.identity.name.clone(),
+        user_agent: peer.user_agent,
+        ip_address: peer.ip_address,
+        device_type,
+        current_document_id: None,
+        instance_id: state.instance_id.clone(),
+        created_at: now,
+        last_seen_at: now,
+        disconnected_at: None,
+    };
+    let generation = state.hub.writer.session(record.to_row(), true);
+    if tokio::time::timeout(SESSION_ROW_WAIT, state.hub.writer.wait_flushed(generation))
+        .await
+        .is_err()
+    {
+        tracing::warn!(session_id = %record.session_id, "session row not committed yet; continuing");
+    }
+
+    let end = CancellationToken::new();
+    let last_heard = Arc::new(AtomicU64::new(state.hub.clock_ms()));
+    state.hub.register(ConnectionHandle {
+        session_id: record.session_id,
+        connection_id: record.connection_id,
+        user_id: record.user_id.clone(),
+        end: end.clone(),
+        last_heard_ms: last_heard.clone(),
+        protocol: "json",
+    });
+    let writer = state.tracker.spawn(write_loop(sink, queue_rx, overflowed.clone()));
+    outbox.text(
+        ServerMessage::Connected {
+            connection_id: record.connection_id,
+            session_id: record.session_id,
+            user_id: &record.user_id,
+            heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
+        }
+        .encode(),
+    );
+    tracing::info!(
+        session_id = %record.session_id,
+        user_id = %record.user_id,
+        device_type = device_type.as_str(),
+        "session opened"
+    );
+
+    let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(NonZeroU32::MIN);
+    let rate = NonZeroU32::new(config.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
+    let mut session = Session {
+        state: state.clone(),
+        identity: peer.identity,
+        outbox: outbox.clone(),
+        limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+        consecutive_errors: 0,
+        last_rate_limit_reply_ms: None,
+        joined: HashMap::new(),
+        record_dirty: false,
+        limits: DecodeLimits {
+            max_message_bytes: config.max_message_bytes,
+            max_update_bytes: config.max_update_bytes,
+        },
+        end: end.clone(),
+        record,
+    };
+
+    let exit = session.read_loop(&mut stream, &overflowed, &end, &last_heard).await;
+    session.finish(exit.reason);
+    state.hub.unregister(session.record.session_id);
+    if let Some(close) = exit.close {
+        if !overflowed.is_cancelled() {
+            outbox.push(Outgoing::Close(close));
+        }
+    }
+    drop(outbox);
+    drop(session);
+    let mut writer = writer;
+    if tokio::time::timeout(CLOSE_GRACE * 2, &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+struct Session {
+    state: AppState,
+    identity: Identity,
+    outbox: Outbox,
+    limiter: DefaultDirectRateLimiter,
+    consecutive_errors: u32,
+    /// When the last `rate_limited` reply went out: at most one per second.
+    last_rate_limit_reply_ms: Option<u64>,
+    joined: HashMap<DocumentId, Arc<Room>>,
+    record: SessionRecord,
+    /// Activity since the session row was last written (refreshes `last_seen_at`).
+    record_dirty: bool,
+    limits: DecodeLimits,
+    end: CancellationToken,
+}
+
+impl Session {
+    async fn read_loop(
+        &mut self,
+        stream: &mut futures_util::stream::SplitStream<WebSocketStream>,
+        overflowed: &CancellationToken,
+        end: &CancellationToken,
+        last_heard: &AtomicU64,
+    ) -> Exit {
+        let config = self.state.config.clone();
+        let shutdown = self.state.connections_stop.clone();
+        let ttl_ms = config.session_ttl.as_millis() as u64;
+        let mut tick = tokio::time::interval(config.heartbeat_interval.min(config.session_ttl / 3));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Exit { close: Some(CloseCode::GoingAway), reason: LeaveReason::Disconnected },
+                _ = overflowed.cancelled() => {
+                    tracing::info!(session_id = %self.record.session_id, "closing slow consumer");
+                    return Exit { close: Some(CloseCode::SlowConsumer), reason: LeaveReason::Disconnected };
+                }
+                _ = end.cancelled() => {
+                    let close = if self.consecutive_errors > config.max_consecutive_errors {
+                        CloseCode::TooManyErrors
+                    } else {
+                        CloseCode::SessionEnded
+                    };
+                    let reason = if close == CloseCode::TooManyErrors { LeaveReason::Disconnected } else { LeaveReason::Timeout };
+                    return Exit { close: Some(close), reason };
+                }
+                _ = tick.tick() => {
+                    let silent_ms = self.state.hub.clock_ms().saturating_sub(last_heard.load(Ordering::Relaxed));
+                    if silent_ms > ttl_ms {
+                        tracing::info!(session_id = %self.record.session_id, silent_ms, "session timed out");
+                        return Exit { close: Some(CloseCode::SessionTimeout), reason: LeaveReason::Timeout };
+                    }
+                    self.outbox.push(Outgoing::Ping);
+                    if self.record_dirty {
+                        self.touch(false);
+                    }
+                }
+                frame = stream.next() => {
+                    let Some(Ok(frame)) = frame else {
+                        if let Some(Err(error)) = &frame {
+                            let text = error.to_string();
+                            if text.contains("too long") || text.contains("too big") {
+                                return Exit { close: Some(CloseCode::MessageTooBig), reason: LeaveReason::Disconnected };
+                            }
+                            tracing::debug!(%error, "socket error");
+                        }
+                        return Exit { close: None, reason: LeaveReason::Disconnected };
+                    };
+                    last_heard.store(self.state.hub.clock_ms(), Ordering::Relaxed);
+                    self.record_dirty = true;
+                    match frame {
+                        Message::Text(text) => self.handle_text(&text).await,
+                        Message::Binary(_) => self.reject(
+                            ProtocolError::new(ErrorCode::UnsupportedFrame, "binary frames are not accepted on /ws: send JSON text frames (Yjs payloads as base64)"),
+                            None,
+                        ),
+                        Message::Close(_) => return Exit { close: None, reason: LeaveReason::Disconnected },
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_text(&mut self, text: &str) {
+        let counters = &self.state.hub.counters;
+        counters.messages_processed.fetch_add(1, Ordering::Relaxed);
+        if self.limiter.check().is_err() {
+            counters.messages_rejected.fetch_add(1, Ordering::Relaxed);
+            // One reply per second at most, so a flood is not answered by a flood.
+            let now = self.state.hub.clock_ms();
+            if self.last_rate_limit_reply_ms.is_none_or(|last| now.saturating_sub(last) >= 1000) {
+                self.last_rate_limit_reply_ms = Some(now);
+                let error = ProtocolError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {} messages per second; messages are being dropped",
+                        self.state.config.rate_limit_per_second
+                    ),
+                );
+                self.outbox.text(encode_error(&error, None));
+            }
+            return;
+        }
+        match decode_client_frame(text, self.limits) {
+            Err(FrameError { id, error }) => self.reject(error, id.as_ref()),
+            Ok(frame) => match self.dispatch(frame.message, frame.id.as_ref()).await {
+                Ok(()) => self.consecutive_errors = 0,
+                Err(error) => self.reject(error, frame.id.as_ref()),
+            },
+        }
+    }
+
+    fn reject(&mut self, error: ProtocolError, id: Option<&MessageId>) {
+        self.state.hub.counters.messages_rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(session_id = %self.record.session_id, code = error.code.as_str(), message = %error.message, "rejected message");
+        self.outbox.text(encode_error(&error, id));
+        self.consecutive_errors += 1;
+        if self.consecutive_errors > self.state.config.max_consecutive_errors {
+            self.end.cancel();
+        }
+    }
+
+    fn ack(&self, id: Option<&MessageId>) {
+        if let Some(id) = id {
+            self.outbox.text(ServerMessage::Ack { id }.encode());
+        }
+    }
+
+    fn joined_room(&self, document_id: &DocumentId) -> Result<Arc<Room>, ProtocolError> {
+        self.joined.get(document_id).cloned().ok_or_else(|| {
+            ProtocolError::new(ErrorCode::NotJoined, format!("join document {document_id:?} first"))
+        })
+    }
+
+    async fn dispatch(&mut self, message: ClientMessage, id: Option<&MessageId>) -> Result<(), ProtocolError> {
+        let hub = self.state.hub.clone();
+        let connection_id = self.record.connection_id;
+        match message {
+            ClientMessage::JoinDocument { document_id } => self.join(document_id, id).await,
+            ClientMessage::LeaveDocument { document_id } => {
+                let room = self.joined_room(&document_id)?;
+                hub.leave(&room, connection_id, LeaveReason::Left);
+                self.joined.remove(&document_id);
+                if self.record.current_document_id.as_ref() == Some(&document_id) {
+                    self.record.current_document_id = self.joined.keys().next().cloned();
+                    self.touch(false);
+                }
+                self.ack(id);
+                Ok(())
+            }
+            ClientMessage::CursorMove { document_id, cursor } => {
+                let room = self.joined_room(&document_id)?;
+                hub.update_presence(&room, connection_id, PresenceChange::Cursor(cursor));
+                self.ack(id);
+                Ok(())
+            }
+            ClientMessage::SelectionChange { document_id, selection } => {
+                let room = self.joined_room(&document_id)?;
+                hub.update_presence(&room, connection_id, PresenceChange::Selection(selection));
+                self.ack(id);
+                Ok(())
+            }
+            ClientMessage::EditingStart { document_id } => {
+                let room = self.joined_room(&document_id)?;
+                hub.update_presence(&room, connection_id, PresenceChange::EditingStart);
+                self.ack(id);
+                Ok(())
+            }
+            ClientMessage::EditingStop { document_id } => {
+                let room = self.joined_room(&document_id)?;
+                hub.update_presence(&room, connection_id, PresenceChange::EditingStop(EditingStopReason::Client));
+                self.ack(id);
+                Ok(())
+            }
+            ClientMessage::Heartbeat => {
+                self.touch(false);
+                self.outbox.text(ServerMessage::HeartbeatAck { id, server_time: Utc::now().timestamp_millis() }.encode());
+                Ok(())
+            }
+            ClientMessage::SyncStep1 { document_id, .. }
+            | ClientMessage::SyncUpdate { document_id, .. }
+            | ClientMessage::Awareness { document_id, .. } => {
+                self.joined_room(&document_id)?;
+                Err(ProtocolError::new(ErrorCode::Internal, "document sync is not available"))
+            }
+        }
+    }
+
+    async fn join(&mut self, document_id: DocumentId, id: Option<&MessageId>) -> Result<(), ProtocolError> {
+        if !self.identity.may_access(&document_id) {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                format!("this token may not open document {document_id:?}"),
+            ));
+        }
+        if self.joined.contains_key(&document_id) {
+            return Err(ProtocolError::new(ErrorCode::AlreadyJoined, format!("already joined {document_id:?}")));
+        }
+        if self.joined.len() >= self.state.config.max_documents_per_connection {
+            return Err(ProtocolError::new(
+                ErrorCode::TooManyDocuments,
+                format!(
+                    "a connection may join at most {} documents",
+                    self.state.config.max_documents_per_connection
+                ),
+            ));
+        }
+        let hub = &self.state.hub;
+        let room = hub.begin_join(&document_id);
+        let now = Utc::now();
+        let member = Member {
+            presence: self.record.presence(now),
+            outbox: self.outbox.clone(),
+            last_editing_activity: std::time::Instant::now(),
+        };
+        let users = hub.finish_join(&room, member);
+        self.outbox.text(ServerMessage::PresenceList { id, document_id: &document_id, users: &users }.encode());
+        self.joined.insert(document_id.clone(), room);
+        self.record.current_document_id = Some(document_id);
+        self.touch(false);
+        Ok(())
+    }
+
+    /// Write the session row behind with a fresh `last_seen_at`.
+    fn touch(&mut self, urgent: bool) {
+        self.record.last_seen_at = Utc::now();
+        self.record_dirty = false;
+        self.state.hub.writer.session(self.record.to_row(), urgent);
+    }
+
+    /// Leave every room and record the session as ended.
+    fn finish(&mut self, reason: LeaveReason) {
+        let connection_id = self.record.connection_id;
+        for (_, room) in self.joined.drain() {
+            self.state.hub.leave(&room, connection_id, reason);
+        }
+        let now = Utc::now();
+        self.record.current_document_id = None;
+        self.record.last_seen_at = now;
+        self.record.disconnected_at = Some(now);
+        self.state.hub.writer.session(self.record.to_row(), true);
+        tracing::info!(session_id = %self.record.session_id, ?reason, "session closed");
+    }
+}
+
+/// Drain the queue onto the socket; stop on close, error, or overflow.
+async fn write_loop(
+    mut sink: SplitSink<WebSocketStream, Message>,
+    mut queue: mpsc::Receiver<Outgoing>,
+    overflowed: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = overflowed.cancelled() => {
+                // The client is not reading; a close frame may not get through either.
+                let close = Message::close_with(CloseCode::SlowConsumer.code(), CloseCode::SlowConsumer.reason());
+                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
+                break;
+            }
+            next = queue.recv() => next,
+        };
+        let Some(next) = next else { break };
+        let frame = match next {
+            Outgoing::Text(text) => Message::Text(text.to_string()),
+            Outgoing::Binary(bytes) => Message::Binary(bytes.to_vec()),
+            Outgoing::Ping => Message::Ping(Vec::new()),
+            Outgoing::Close(code) => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::close_with(code.code(), code.reason()))).await;
+                break;
+            }
+        };
+        let sent = tokio::select! {
+            biased;
+            _ = overflowed.cancelled() => break,
+            sent = sink.feed(frame) => sent,
+        };
+        if sent.is_err() {
+            break;
+        }
+        // Flush once the queue is drained, so a burst costs one write.
+        if queue.is_empty() {
+            let flushed = tokio::select! {
+                biased;
+                _ = overflowed.cancelled() => break,
+                flushed = sink.flush() => flushed,
+            };
+            if flushed.is_err() {
+                break;
+            }
+        }
+    }
+}
+

@@ -1,0 +1,243 @@
+//! Write-behind of sessions and presence to the database.
+//!
+//! The per-message path only records the latest state of a row in memory;
+//! this worker upserts whatever changed, one transaction per flush. A row is
+//! written at most once per flush, whatever the cursor rate, so memory is
+//! bounded by the number of rows, not by the number of messages. Changes
+//! that matter to others (sessions opening and closing, joins, leaves) are
+//! marked urgent and flushed at once; cursor and selection moves wait for the
+//! interval. A failed flush keeps its rows and retries with backoff: nothing
+//! is dropped on `database is locked` or an outage.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use anyhow::Context;
+use entity::{document_presence, user_sessions};
+use sea_orm::{
+    ActiveModelTrait, DatabaseConnection, EntityTrait, IntoActiveModel, TransactionTrait,
+    sea_query::OnConflict,
+};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Rows per INSERT statement: far below SQLite's and PostgreSQL's parameter limits.
+const ROWS_PER_STATEMENT: usize = 100;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Pending {
+    sessions: HashMap<Uuid, user_sessions::Model>,
+    presence: HashMap<(String, Uuid), document_presence::Model>,
+    /// Increases with every change; a flush covers all changes up to the
+    /// generation it took.
+    generation: u64,
+    urgent: bool,
+}
+
+/// Latest-state buffer of rows to write, plus its flushing worker.
+pub struct WriteBehind {
+    db: DatabaseConnection,
+    pending: Mutex<Pending>,
+    wake: Notify,
+    flushed: watch::Sender<u64>,
+}
+
+impl WriteBehind {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self {
+            db,
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+            flushed: watch::Sender::new(0),
+        }
+    }
+
+    fn with_pending(&self, urgent: bool, change: impl FnOnce(&mut Pending)) -> u64 {
+        let generation = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            change(&mut pending);
+            pending.generation += 1;
+            pending.urgent |= urgent;
+            pending.generation
+        };
+        if urgent {
+            self.wake.notify_one();
+        }
+        generation
+    }
+
+    /// Record the latest state of a session row. Returns the change's generation.
+    pub fn session(&self, row: user_sessions::Model, urgent: bool) -> u64 {
+        self.with_pending(urgent, |pending| {
+            pending.sessions.insert(row.id, row);
+        })
+    }
+
+    /// Record the latest state of a presence row. Returns the change's generation.
+    pub fn presence(&self, row: document_presence::Model, urgent: bool) -> u64 {
+        self.with_pending(urgent, |pending| {
+            let key = (row.document_id.clone(), row.session_id);
+            pending.presence.insert(key, row);
+        })
+    }
+
+    /// Wait until the change of `generation` (and everything before it) is committed.
+    pub async fn wait_flushed(&self, generation: u64) {
+        let mut flushed = self.flushed.subscribe();
+        // The sender lives as long as `self`; an error cannot happen while we hold `&self`.
+        let _ = flushed.wait_for(|done| *done >= generation).await;
+    }
+
+    /// Rows waiting to be written (for stats and tests).
+    pub fn backlog(&self) -> usize {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.sessions.len() + pending.presence.len()
+    }
+
+    /// Flush on every interval and whenever something urgent arrives, until
+    /// `stop` fires; then flush what is left.
+    pub async fn run(&self, interval: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = Duration::ZERO;
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+            }
+            if !backoff.is_zero() {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+            }
+            match self.flush().await {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!("presence writes to the database recovered");
+                    }
+                    failing = false;
+                    backoff = Duration::ZERO;
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(error = format!("{error:#}"), "presence write failed; keeping rows and retrying");
+                    }
+                    failing = true;
+                    backoff = (backoff * 2).clamp(Duration::from_millis(50), MAX_BACKOFF);
+                    self.wake.notify_one();
+                }
+            }
+        }
+        // Final flush, retried briefly: graceful shutdown loses nothing the database can take.
+        for attempt in 0..20 {
+            match self.flush().await {
+                Ok(()) if self.backlog() == 0 => return,
+                Ok(()) => continue,
+                Err(error) => {
+                    tracing::warn!(attempt, error = format!("{error:#}"), "final presence flush failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        tracing::error!(rows = self.backlog(), "shutting down with unwritten presence rows");
+    }
+
+    /// Write everything pending in one transaction.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        let (sessions, presence, generation) = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.urgent = false;
+            (
+                std::mem::take(&mut pending.sessions),
+                std::mem::take(&mut pending.presence),
+                pending.generation,
+            )
+        };
+        if sessions.is_empty() && presence.is_empty() {
+            self.flushed.send_replace(generation);
+            return Ok(());
+        }
+        match self.write(&sessions, &presence).await {
+            Ok(()) => {
+                self.flushed.send_replace(generation);
+                Ok(())
+            }
+            Err(error) => {
+                // Put the rows back unless a newer state arrived meanwhile.
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                for (key, row) in sessions {
+                    pending.sessions.entry(key).or_insert(row);
+                }
+                for (key, row) in presence {
+                    pending.presence.entry(key).or_insert(row);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        sessions: &HashMap<Uuid, user_sessions::Model>,
+        presence: &HashMap<(String, Uuid), document_presence::Model>,
+    ) -> anyhow::Result<()> {
+        use document_presence::Column as P;
+        use user_sessions::Column as S;
+        let txn = self.db.begin().await.context("begin presence flush")?;
+        let session_rows: Vec<_> = sessions.values().cloned().collect();
+        for chunk in session_rows.chunks(ROWS_PER_STATEMENT) {
+            let models = chunk.iter().cloned().map(|row| row.into_active_model().reset_all());
+            user_sessions::Entity::insert_many(models)
+                .on_conflict(
+                    OnConflict::column(S::Id)
+                        .update_columns([
+                            S::UserName,
+                            S::IsActive,
+                            S::UserAgent,
+                            S::IpAddress,
+                            S::DeviceType,
+                            S::CurrentDocumentId,
+                            S::InstanceId,
+                            S::LastSeenAt,
+                            S::DisconnectedAt,
+                        ])
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await
+                .context("upsert user_sessions")?;
+        }
+        let presence_rows: Vec<_> = presence.values().cloned().collect();
+        for chunk in presence_rows.chunks(ROWS_PER_STATEMENT) {
+            let models = chunk.iter().cloned().map(|row| row.into_active_model().reset_all());
+            document_presence::Entity::insert_many(models)
+                .on_conflict(
+                    OnConflict::columns([P::DocumentId, P::SessionId])
+                        .update_columns([
+                            P::UserId,
+                            P::IsActive,
+                            P::IsEditing,
+                            P::CursorLine,
+                            P::CursorColumn,
+                            P::SelectionStartLine,
+                            P::SelectionStartColumn,
+                            P::SelectionEndLine,
+                            P::SelectionEndColumn,
+                            P::JoinedAt,
+                            P::LastSeenAt,
+                        ])
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await
+                .context("upsert document_presence")?;
+        }
+        txn.commit().await.context("commit presence flush")?;
+        Ok(())
+    }
+}
+
