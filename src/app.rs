@@ -58,18 +58,29 @@ impl Application {
             );
         }
         // Compiling the user-agent regexes takes a moment; do it before the first client.
-        tokio::task::spawn_blocking(crate::device::warm_up).await.context("user-agent parser")?;
+        tokio::task::spawn_blocking(crate::device::warm_up)
+            .await
+            .context("user-agent parser")?;
         let db = crate::db::connect_and_migrate(&config.database_url)
             .await
             .context("connect to the database")?;
-        let instance_id: Arc<str> = config.instance_id.clone().unwrap_or_else(|| Uuid::now_v7().to_string()).into();
+        let instance_id: Arc<str> = config
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| Uuid::now_v7().to_string())
+            .into();
         if config.instance_id.is_some() {
             let reclaimed = crate::cleanup::deactivate_instance(&db, &instance_id).await?;
             if reclaimed > 0 {
-                tracing::info!(sessions = reclaimed, "deactivated sessions left by this instance's previous process");
+                tracing::info!(
+                    sessions = reclaimed,
+                    "deactivated sessions left by this instance's previous process"
+                );
             }
         }
-        let listener = tokio::net::TcpListener::bind(config.bind).await.with_context(|| format!("bind {}", config.bind))?;
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("bind {}", config.bind))?;
         let local_addr = listener.local_addr()?;
         let writer = Arc::new(WriteBehind::new(db.clone()));
         let stop = CancellationToken::new();
@@ -82,7 +93,12 @@ impl Application {
             connections_stop: stop.child_token(),
             tracker: TaskTracker::new(),
         };
-        Ok(Self { state, listener, local_addr, stop })
+        Ok(Self {
+            state,
+            listener,
+            local_addr,
+            stop,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -103,7 +119,12 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { state, listener, local_addr, stop } = self;
+        let Self {
+            state,
+            listener,
+            local_addr,
+            stop,
+        } = self;
         let background = TaskTracker::new();
         let background_stop = CancellationToken::new();
         spawn_background(&state, &background, &background_stop);
@@ -121,7 +142,10 @@ impl Application {
         // Whatever ended the server, close every socket and flush.
         stop.cancel();
         state.tracker.close();
-        if tokio::time::timeout(state.config.shutdown_timeout, state.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(state.config.shutdown_timeout, state.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("sessions did not all close within the shutdown timeout");
         }
         background_stop.cancel();
@@ -129,7 +153,10 @@ impl Application {
         background.wait().await;
         match crate::cleanup::deactivate_instance(&state.db, &state.instance_id).await {
             Ok(_) => {}
-            Err(error) => tracing::warn!(error = format!("{error:#}"), "could not mark this instance's sessions inactive"),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "could not mark this instance's sessions inactive"
+            ),
         }
         if let Err(error) = state.db.clone().close().await {
             tracing::debug!(%error, "closing the database pool");

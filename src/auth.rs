@@ -123,17 +123,19 @@ impl JwtKeys {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed("token is too long".into()));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|error| match error.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidAlgorithm => {
-                    AuthError::Malformed("only HS256 tokens are accepted".into())
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|error| {
+                match error.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::InvalidSignature => AuthError::BadSignature,
+                    ErrorKind::InvalidAlgorithm => {
+                        AuthError::Malformed("only HS256 tokens are accepted".into())
+                    }
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        AuthError::Malformed(format!("missing required claim {claim:?}"))
+                    }
+                    _ => AuthError::Malformed("not a valid JWT".into()),
                 }
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    AuthError::Malformed(format!("missing required claim {claim:?}"))
-                }
-                _ => AuthError::Malformed("not a valid JWT".into()),
             })?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.sub.len() > MAX_USER_ID_BYTES {
@@ -144,7 +146,9 @@ impl JwtKeys {
         if claims.sub.chars().any(char::is_control) {
             return Err(AuthError::Malformed("sub contains control characters".into()));
         }
-        let name = claims.name.map(|name| truncate_utf8(&name, MAX_NAME_BYTES).into());
+        let name = claims
+            .name
+            .map(|name| truncate_utf8(&name, MAX_NAME_BYTES).into());
         Ok(Identity {
             user_id: claims.sub.into(),
             name,
@@ -211,7 +215,9 @@ mod tests {
     #[test]
     fn token_signed_with_another_secret_is_refused() {
         let other = JwtKeys::new(&Secret::new("other"));
-        let token = other.mint(&JwtKeys::claims_for("alice", Duration::from_secs(60))).unwrap();
+        let token = other
+            .mint(&JwtKeys::claims_for("alice", Duration::from_secs(60)))
+            .unwrap();
         assert_eq!(keys().verify(&token).unwrap_err(), AuthError::BadSignature);
     }
 
@@ -239,7 +245,10 @@ mod tests {
     fn garbage_and_empty_tokens_are_refused() {
         assert_eq!(keys().verify("").unwrap_err(), AuthError::Missing);
         assert!(matches!(keys().verify("a.b.c"), Err(AuthError::Malformed(_))));
-        assert!(matches!(keys().verify(&"x".repeat(100_000)), Err(AuthError::Malformed(_))));
+        assert!(matches!(
+            keys().verify(&"x".repeat(100_000)),
+            Err(AuthError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<SweepReport> {
     for session_id in stale {
         match state.hub.connection(session_id) {
             Some(handle) => {
-                let silent_ms = state.hub.clock_ms().saturating_sub(handle.last_heard_ms.load(Ordering::Relaxed));
+                let silent_ms = state
+                    .hub
+                    .clock_ms()
+                    .saturating_sub(handle.last_heard_ms.load(Ordering::Relaxed));
                 if silent_ms > ttl_ms {
                     handle.end.cancel();
                     report.closed_local += 1;
@@ -70,7 +73,10 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<SweepReport> {
         let result = user_sessions::Entity::update_many()
             .col_expr(user_sessions::Column::IsActive, Expr::value(false))
             .col_expr(user_sessions::Column::DisconnectedAt, Expr::value(now))
-            .col_expr(user_sessions::Column::CurrentDocumentId, Expr::value(Option::<String>::None))
+            .col_expr(
+                user_sessions::Column::CurrentDocumentId,
+                Expr::value(Option::<String>::None),
+            )
             .filter(user_sessions::Column::Id.is_in(chunk.iter().copied()))
             .filter(user_sessions::Column::IsActive.eq(true))
             .filter(user_sessions::Column::LastSeenAt.lt(cutoff))
@@ -84,7 +90,8 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<SweepReport> {
     }
     report.presence_deactivated = deactivate_orphan_presence(db).await?;
 
-    let retention = chrono::Duration::from_std(state.config.session_retention).unwrap_or(chrono::Duration::MAX);
+    let retention =
+        chrono::Duration::from_std(state.config.session_retention).unwrap_or(chrono::Duration::MAX);
     if let Some(purge_before) = now.checked_sub_signed(retention) {
         let result = user_sessions::Entity::delete_many()
             .filter(user_sessions::Column::IsActive.eq(false))
@@ -123,7 +130,10 @@ pub async fn deactivate_instance(db: &DatabaseConnection, instance_id: &str) -> 
     let result = user_sessions::Entity::update_many()
         .col_expr(user_sessions::Column::IsActive, Expr::value(false))
         .col_expr(user_sessions::Column::DisconnectedAt, Expr::value(now))
-        .col_expr(user_sessions::Column::CurrentDocumentId, Expr::value(Option::<String>::None))
+        .col_expr(
+            user_sessions::Column::CurrentDocumentId,
+            Expr::value(Option::<String>::None),
+        )
         .filter(user_sessions::Column::InstanceId.eq(instance_id))
         .filter(user_sessions::Column::IsActive.eq(true))
         .exec(db)

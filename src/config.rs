@@ -84,7 +84,12 @@ pub struct Config {
     pub bind: SocketAddr,
 
     /// `sqlite://path?mode=rwc` (default, embedded) or `postgres://...`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://tandem.db?mode=rwc", global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://tandem.db?mode=rwc",
+        global = true
+    )]
     pub database_url: String,
 
     /// HS256 secret for JWTs. Without it a development secret is used (loopback only).
@@ -139,7 +144,12 @@ pub struct Config {
     pub max_update_bytes: usize,
 
     /// Messages each connection may send per second, sustained.
-    #[arg(long, env = "TANDEM_RATE_LIMIT_PER_SECOND", default_value_t = 100, global = true)]
+    #[arg(
+        long,
+        env = "TANDEM_RATE_LIMIT_PER_SECOND",
+        default_value_t = 100,
+        global = true
+    )]
     pub rate_limit_per_second: u32,
 
     /// Messages a connection may send in a burst above the sustained rate.
@@ -151,11 +161,21 @@ pub struct Config {
     pub send_queue_capacity: usize,
 
     /// Documents one connection may be joined to at once.
-    #[arg(long, env = "TANDEM_MAX_DOCUMENTS_PER_CONNECTION", default_value_t = 64, global = true)]
+    #[arg(
+        long,
+        env = "TANDEM_MAX_DOCUMENTS_PER_CONNECTION",
+        default_value_t = 64,
+        global = true
+    )]
     pub max_documents_per_connection: usize,
 
     /// Errors a connection may cause in a row before it is closed.
-    #[arg(long, env = "TANDEM_MAX_CONSECUTIVE_ERRORS", default_value_t = 50, global = true)]
+    #[arg(
+        long,
+        env = "TANDEM_MAX_CONSECUTIVE_ERRORS",
+        default_value_t = 50,
+        global = true
+    )]
     pub max_consecutive_errors: u32,
 
     /// How long an empty room keeps its document in memory before unloading it.
@@ -163,7 +183,12 @@ pub struct Config {
     pub room_grace_period: Duration,
 
     /// Compact a document once it has more than this many updates since its snapshot.
-    #[arg(long, env = "TANDEM_COMPACT_AFTER_UPDATES", default_value_t = 500, global = true)]
+    #[arg(
+        long,
+        env = "TANDEM_COMPACT_AFTER_UPDATES",
+        default_value_t = 500,
+        global = true
+    )]
     pub compact_after_updates: u64,
 
     /// ... or once those updates add up to more than this many bytes.
@@ -205,13 +230,16 @@ impl Default for Config {
 impl Config {
     /// Defaults, ignoring the environment: what tests and embedders start from.
     pub fn defaults_without_env() -> Self {
-        // clap reads env fallbacks while parsing; build from explicit defaults instead.
-        let mut config = Self::default();
-        config.bind = "127.0.0.1:8080".parse().expect("literal address");
-        config.database_url = "sqlite://tandem.db?mode=rwc".into();
-        config.jwt_secret = None;
-        config.redis_url = None;
-        config
+        // clap reads env fallbacks while parsing; reset the ones that select
+        // real infrastructure so a developer's shell cannot leak into tests.
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://tandem.db?mode=rwc".into(),
+            jwt_secret: None,
+            redis_url: None,
+            instance_id: None,
+            ..Self::default()
+        }
     }
 
     /// Check the settings that cannot be expressed as clap types.

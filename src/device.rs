@@ -79,7 +79,10 @@ pub fn bound_user_agent(user_agent: &str) -> &str {
 
 /// Classify a (bounded) User-Agent.
 pub fn detect(user_agent: Option<&str>) -> DeviceType {
-    let Some(user_agent) = user_agent.map(bound_user_agent).filter(|ua| !ua.trim().is_empty()) else {
+    let Some(user_agent) = user_agent
+        .map(bound_user_agent)
+        .filter(|ua| !ua.trim().is_empty())
+    else {
         return DeviceType::Other;
     };
     if let Some(cached) = CACHE.lock().ok().and_then(|cache| cache.get(user_agent).copied()) {
@@ -107,7 +110,11 @@ fn classify(user_agent: &str) -> DeviceType {
     let os_family = os.family.as_ref();
     let lower = user_agent.to_ascii_lowercase();
 
-    if device_family == "spider" || ["bot", "spider", "crawler"].iter().any(|w| agent_family.contains(w)) {
+    if device_family == "spider"
+        || ["bot", "spider", "crawler"]
+            .iter()
+            .any(|w| agent_family.contains(w))
+    {
         return DeviceType::Bot;
     }
     if device_family.contains("ipad")
@@ -118,8 +125,10 @@ fn classify(user_agent: &str) -> DeviceType {
     {
         return DeviceType::Tablet;
     }
-    if matches!(os_family, "iOS" | "Android" | "Windows Phone" | "BlackBerry OS" | "KaiOS")
-        || device_family.contains("iphone")
+    if matches!(
+        os_family,
+        "iOS" | "Android" | "Windows Phone" | "BlackBerry OS" | "KaiOS"
+    ) || device_family.contains("iphone")
         || device_family.contains("smartphone")
         || lower.contains("mobile")
     {
@@ -127,7 +136,15 @@ fn classify(user_agent: &str) -> DeviceType {
     }
     if matches!(
         os_family,
-        "Windows" | "Mac OS X" | "Linux" | "Ubuntu" | "Chrome OS" | "Fedora" | "FreeBSD" | "Debian" | "OpenBSD"
+        "Windows"
+            | "Mac OS X"
+            | "Linux"
+            | "Ubuntu"
+            | "Chrome OS"
+            | "Fedora"
+            | "FreeBSD"
+            | "Debian"
+            | "OpenBSD"
     ) || os_family.starts_with("Windows")
     {
         return DeviceType::Desktop;
@@ -142,14 +159,38 @@ mod tests {
     #[test]
     fn common_user_agents_map_to_device_types() {
         let cases = [
-            ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1", DeviceType::Mobile),
-            ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36", DeviceType::Mobile),
-            ("Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1", DeviceType::Tablet),
-            ("Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36", DeviceType::Tablet),
-            ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36", DeviceType::Desktop),
-            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0", DeviceType::Desktop),
-            ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36", DeviceType::Desktop),
-            ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", DeviceType::Bot),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
+                DeviceType::Mobile,
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36",
+                DeviceType::Mobile,
+            ),
+            (
+                "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
+                DeviceType::Tablet,
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+                DeviceType::Tablet,
+            ),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+                DeviceType::Desktop,
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0",
+                DeviceType::Desktop,
+            ),
+            (
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+                DeviceType::Desktop,
+            ),
+            (
+                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+                DeviceType::Bot,
+            ),
             ("python-websockets/12.0", DeviceType::Other),
             ("", DeviceType::Other),
         ];

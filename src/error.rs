@@ -40,7 +40,10 @@ pub enum ApiError {
 }
 
 fn body(error: &str, message: impl Into<String>) -> Json<ErrorBody> {
-    Json(ErrorBody { error: error.into(), message: message.into() })
+    Json(ErrorBody {
+        error: error.into(),
+        message: message.into(),
+    })
 }
 
 impl ApiError {

@@ -11,7 +11,9 @@ use poem::{
     http::StatusCode,
     web::{Data, websocket::WebSocket},
 };
-use poem_openapi::{Object, OpenApi, OpenApiService, SecurityScheme, auth::Bearer, param::Path, payload::Json};
+use poem_openapi::{
+    Object, OpenApi, OpenApiService, SecurityScheme, auth::Bearer, param::Path, payload::Json,
+};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::{
@@ -30,7 +32,10 @@ pub struct BearerToken(Bearer);
 
 impl BearerToken {
     fn identity(&self, state: &AppState) -> Result<Identity, ApiError> {
-        state.keys.verify(&self.0.token).map_err(|e| ApiError::unauthorized(e.to_string()))
+        state
+            .keys
+            .verify(&self.0.token)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))
     }
 }
 
@@ -66,7 +71,10 @@ pub struct PresenceView {
 
 impl From<&Presence> for PresenceView {
     fn from(p: &Presence) -> Self {
-        let cursor = |c: crate::protocol::Cursor| CursorView { line: c.line, column: c.column };
+        let cursor = |c: crate::protocol::Cursor| CursorView {
+            line: c.line,
+            column: c.column,
+        };
         Self {
             user_id: p.user_id.to_string(),
             name: p.name.as_deref().map(str::to_owned),
@@ -75,7 +83,10 @@ impl From<&Presence> for PresenceView {
             device_type: p.device_type.as_str().to_owned(),
             is_editing: p.is_editing,
             cursor: p.cursor.map(cursor),
-            selection: p.selection.map(|s| SelectionView { start: cursor(s.start), end: cursor(s.end) }),
+            selection: p.selection.map(|s| SelectionView {
+                start: cursor(s.start),
+                end: cursor(s.end),
+            }),
             joined_at: p.joined_at,
             last_seen_at: p.last_seen_at,
         }
@@ -204,10 +215,16 @@ impl Api {
 
     /// A user's active sessions (devices). A token may read only its own user's.
     #[oai(path = "/api/v1/users/:user_id/sessions", method = "get")]
-    async fn user_sessions(&self, auth: BearerToken, user_id: Path<String>) -> Result<Json<UserSessionsResponse>, ApiError> {
+    async fn user_sessions(
+        &self,
+        auth: BearerToken,
+        user_id: Path<String>,
+    ) -> Result<Json<UserSessionsResponse>, ApiError> {
         let identity = auth.identity(&self.state)?;
         if *identity.user_id != *user_id {
-            return Err(ApiError::forbidden("a token may only read its own user's sessions"));
+            return Err(ApiError::forbidden(
+                "a token may only read its own user's sessions",
+            ));
         }
         let rows = user_sessions::Entity::find()
             .filter(user_sessions::Column::UserId.eq(user_id.as_str()))
@@ -254,7 +271,11 @@ impl Api {
             redis: "disabled".into(),
             instance_id: self.state.instance_id.to_string(),
         };
-        if database_ok { HealthResult::Ok(Json(response)) } else { HealthResult::Unavailable(Json(response)) }
+        if database_ok {
+            HealthResult::Ok(Json(response))
+        } else {
+            HealthResult::Unavailable(Json(response))
+        }
     }
 
     /// Rooms with member counts, and message counters.
@@ -264,7 +285,10 @@ impl Api {
         let mut rooms: Vec<RoomStats> = hub
             .rooms_snapshot()
             .iter()
-            .map(|room| RoomStats { document_id: room.id.to_string(), members: room.state().members().len() as u64 })
+            .map(|room| RoomStats {
+                document_id: room.id.to_string(),
+                members: room.state().members().len() as u64,
+            })
             .collect();
         rooms.sort_by(|a, b| a.document_id.cmp(&b.document_id));
         Json(StatsResponse {
@@ -300,14 +324,20 @@ struct UpgradeQuery {
 
 /// The token from `?token=` or `Authorization: Bearer`.
 fn request_token(req: &Request) -> Option<String> {
-    if let Ok(query) = req.params::<UpgradeQuery>() {
-        if let Some(token) = query.token.filter(|t| !t.is_empty()) {
-            return Some(token);
-        }
+    if let Ok(query) = req.params::<UpgradeQuery>()
+        && let Some(token) = query.token.filter(|t| !t.is_empty())
+    {
+        return Some(token);
     }
-    let header = req.headers().get(poem::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let header = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = header.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
 }
 
 /// The client address: the socket peer, or the first `X-Forwarded-For` hop behind a trusted proxy.
@@ -324,7 +354,9 @@ pub fn client_ip(req: &Request, trust_proxy: bool) -> Option<String> {
             return Some(ip.to_string());
         }
     }
-    req.remote_addr().as_socket_addr().map(|addr| addr.ip().to_string())
+    req.remote_addr()
+        .as_socket_addr()
+        .map(|addr| addr.ip().to_string())
 }
 
 fn user_agent(req: &Request) -> Option<String> {
@@ -334,15 +366,14 @@ fn user_agent(req: &Request) -> Option<String> {
 }
 
 /// Authenticate before upgrading; a refused token never reaches the socket.
-pub fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Peer, Response> {
-    let token = request_token(req).ok_or_else(|| {
-        json_error(StatusCode::UNAUTHORIZED, "unauthorized", crate::auth::AuthError::Missing.to_string())
-    })?;
-    let identity = state
-        .keys
-        .verify(&token)
-        .map_err(|e| json_error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
-    Ok(Peer { identity, user_agent: user_agent(req), ip_address: client_ip(req, state.config.trust_proxy) })
+pub fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Peer, crate::auth::AuthError> {
+    let token = request_token(req).ok_or(crate::auth::AuthError::Missing)?;
+    let identity = state.keys.verify(&token)?;
+    Ok(Peer {
+        identity,
+        user_agent: user_agent(req),
+        ip_address: client_ip(req, state.config.trust_proxy),
+    })
 }
 
 #[handler]
@@ -350,7 +381,7 @@ async fn ws_upgrade(req: &Request, ws: poem::Result<WebSocket>, Data(state): Dat
     // Authenticate first, so a bad token is a 401 whatever else is wrong.
     let peer = match authenticate_upgrade(req, state) {
         Ok(peer) => peer,
-        Err(response) => return response,
+        Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
     };
     let ws = match ws {
         Ok(ws) => ws,

@@ -145,7 +145,10 @@ impl Hub {
 
     /// Apply a presence change and write it behind (coalesced).
     pub fn update_presence(&self, room: &Room, connection_id: Uuid, change: PresenceChange) -> bool {
-        let urgent = matches!(change, PresenceChange::EditingStart | PresenceChange::EditingStop(_));
+        let urgent = matches!(
+            change,
+            PresenceChange::EditingStart | PresenceChange::EditingStop(_)
+        );
         let presence = room.state().update(&room.id, connection_id, change, Utc::now());
         match presence {
             Some(presence) => {

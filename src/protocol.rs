@@ -35,7 +35,9 @@ impl DocumentId {
             )));
         }
         if value.chars().any(char::is_control) {
-            return Err(ProtocolError::invalid("document_id must not contain control characters"));
+            return Err(ProtocolError::invalid(
+                "document_id must not contain control characters",
+            ));
         }
         Ok(Self(value.into()))
     }
@@ -88,19 +90,42 @@ pub struct Selection {
 /// A message from a client, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
-    JoinDocument { document_id: DocumentId },
-    LeaveDocument { document_id: DocumentId },
-    CursorMove { document_id: DocumentId, cursor: Cursor },
-    SelectionChange { document_id: DocumentId, selection: Option<Selection> },
-    EditingStart { document_id: DocumentId },
-    EditingStop { document_id: DocumentId },
+    JoinDocument {
+        document_id: DocumentId,
+    },
+    LeaveDocument {
+        document_id: DocumentId,
+    },
+    CursorMove {
+        document_id: DocumentId,
+        cursor: Cursor,
+    },
+    SelectionChange {
+        document_id: DocumentId,
+        selection: Option<Selection>,
+    },
+    EditingStart {
+        document_id: DocumentId,
+    },
+    EditingStop {
+        document_id: DocumentId,
+    },
     Heartbeat,
     /// A y-protocols sync step 1: the client's state vector (v1 encoded).
-    SyncStep1 { document_id: DocumentId, state_vector: Vec<u8> },
+    SyncStep1 {
+        document_id: DocumentId,
+        state_vector: Vec<u8>,
+    },
     /// A v1 update, from sync step 2 or a live edit; the server treats both alike.
-    SyncUpdate { document_id: DocumentId, update: Vec<u8> },
+    SyncUpdate {
+        document_id: DocumentId,
+        update: Vec<u8>,
+    },
     /// A y-protocols awareness update.
-    Awareness { document_id: DocumentId, update: Vec<u8> },
+    Awareness {
+        document_id: DocumentId,
+        update: Vec<u8>,
+    },
 }
 
 impl ClientMessage {
@@ -189,7 +214,10 @@ pub struct ProtocolError {
 
 impl ProtocolError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn invalid(message: impl Into<Cow<'static, str>>) -> Self {
@@ -379,7 +407,12 @@ impl ServerMessage<'_> {
 
 /// Encode an error reply.
 pub fn encode_error(error: &ProtocolError, id: Option<&MessageId>) -> Encoded {
-    ServerMessage::Error { code: error.code, message: &error.message, id }.encode()
+    ServerMessage::Error {
+        code: error.code,
+        message: &error.message,
+        id,
+    }
+    .encode()
 }
 
 /// Limits applied while decoding a frame.
@@ -459,7 +492,9 @@ fn is_yjs_type(kind: &str) -> bool {
 /// Decode and validate one text frame.
 pub fn decode_client_frame(text: &str, limits: DecodeLimits) -> Result<ClientFrame, FrameError> {
     let frame: WireFrame = serde_json::from_str(text).map_err(|error| {
-        let id = serde_json::from_str::<WireProbe>(text).ok().and_then(|probe| probe.id);
+        let id = serde_json::from_str::<WireProbe>(text)
+            .ok()
+            .and_then(|probe| probe.id);
         let error = if error.is_data() {
             if text.trim_start().starts_with('{') {
                 ProtocolError::invalid(error.to_string())
@@ -472,15 +507,25 @@ pub fn decode_client_frame(text: &str, limits: DecodeLimits) -> Result<ClientFra
         FrameError { id, error }
     })?;
     let id = frame.id.clone();
-    validate(frame, text.len(), limits).map_err(|error| FrameError { id: id.clone(), error })
+    validate(frame, text.len(), limits)
+        .map_err(|error| FrameError {
+            id: id.clone(),
+            error,
+        })
         .map(|message| ClientFrame { id, message })
 }
 
-fn validate(frame: WireFrame, frame_bytes: usize, limits: DecodeLimits) -> Result<ClientMessage, ProtocolError> {
-    if let Some(MessageId::String(id)) = &frame.id {
-        if id.len() > MAX_MESSAGE_ID_BYTES {
-            return Err(ProtocolError::invalid(format!("id must be at most {MAX_MESSAGE_ID_BYTES} bytes")));
-        }
+fn validate(
+    frame: WireFrame,
+    frame_bytes: usize,
+    limits: DecodeLimits,
+) -> Result<ClientMessage, ProtocolError> {
+    if let Some(MessageId::String(id)) = &frame.id
+        && id.len() > MAX_MESSAGE_ID_BYTES
+    {
+        return Err(ProtocolError::invalid(format!(
+            "id must be at most {MAX_MESSAGE_ID_BYTES} bytes"
+        )));
     }
     let Some(kind) = frame.kind.as_deref() else {
         return Err(ProtocolError::invalid("missing \"type\""));
@@ -494,14 +539,20 @@ fn validate(frame: WireFrame, frame_bytes: usize, limits: DecodeLimits) -> Resul
     if frame_bytes > limits.max_message_bytes && !is_yjs_type(kind) {
         return Err(ProtocolError::new(
             ErrorCode::TooLarge,
-            format!("{kind} messages are limited to {} bytes", limits.max_message_bytes),
+            format!(
+                "{kind} messages are limited to {} bytes",
+                limits.max_message_bytes
+            ),
         ));
     }
     if kind == "heartbeat" {
         return Ok(ClientMessage::Heartbeat);
     }
     let document_id = DocumentId::parse(
-        frame.document_id.as_deref().ok_or_else(|| ProtocolError::invalid("missing \"document_id\""))?,
+        frame
+            .document_id
+            .as_deref()
+            .ok_or_else(|| ProtocolError::invalid("missing \"document_id\""))?,
     )?;
     let payload = |field: Option<Cow<str>>, name: &'static str| -> Result<Vec<u8>, ProtocolError> {
         let text = field.ok_or_else(|| ProtocolError::invalid(format!("missing \"{name}\"")))?;
@@ -511,8 +562,13 @@ fn validate(frame: WireFrame, frame_bytes: usize, limits: DecodeLimits) -> Resul
         "join_document" => ClientMessage::JoinDocument { document_id },
         "leave_document" => ClientMessage::LeaveDocument { document_id },
         "cursor_move" => {
-            let cursor = frame.cursor.ok_or_else(|| ProtocolError::invalid("missing \"cursor\""))?;
-            ClientMessage::CursorMove { document_id, cursor: cursor.validate("cursor")? }
+            let cursor = frame
+                .cursor
+                .ok_or_else(|| ProtocolError::invalid("missing \"cursor\""))?;
+            ClientMessage::CursorMove {
+                document_id,
+                cursor: cursor.validate("cursor")?,
+            }
         }
         "selection_change" => {
             let selection = frame
@@ -525,7 +581,10 @@ fn validate(frame: WireFrame, frame_bytes: usize, limits: DecodeLimits) -> Resul
                     })
                 })
                 .transpose()?;
-            ClientMessage::SelectionChange { document_id, selection }
+            ClientMessage::SelectionChange {
+                document_id,
+                selection,
+            }
         }
         "editing_start" => ClientMessage::EditingStart { document_id },
         "editing_stop" => ClientMessage::EditingStop { document_id },
@@ -537,7 +596,10 @@ fn validate(frame: WireFrame, frame_bytes: usize, limits: DecodeLimits) -> Resul
             document_id,
             update: payload(frame.update, "update")?,
         },
-        "awareness" => ClientMessage::Awareness { document_id, update: payload(frame.update, "update")? },
+        "awareness" => ClientMessage::Awareness {
+            document_id,
+            update: payload(frame.update, "update")?,
+        },
         _ => unreachable!("every known type is matched above"),
     })
 }
@@ -552,7 +614,10 @@ impl WireCursor {
             }
             Ok(value as u32)
         };
-        Ok(Cursor { line: check(self.line, "line")?, column: check(self.column, "column")? })
+        Ok(Cursor {
+            line: check(self.line, "line")?,
+            column: check(self.column, "column")?,
+        })
     }
 }
 
@@ -564,9 +629,12 @@ pub fn decode_base64(text: &str, max_bytes: usize, field: &str) -> Result<Vec<u8
             format!("{field} is larger than {max_bytes} bytes"),
         ));
     }
-    let bytes = BASE64
-        .decode(text)
-        .map_err(|error| ProtocolError::new(ErrorCode::InvalidUpdate, format!("{field} is not valid base64: {error}")))?;
+    let bytes = BASE64.decode(text).map_err(|error| {
+        ProtocolError::new(
+            ErrorCode::InvalidUpdate,
+            format!("{field} is not valid base64: {error}"),
+        )
+    })?;
     if bytes.len() > max_bytes {
         return Err(ProtocolError::new(
             ErrorCode::TooLarge,
@@ -580,7 +648,10 @@ pub fn decode_base64(text: &str, max_bytes: usize, field: &str) -> Result<Vec<u8
 mod tests {
     use super::*;
 
-    const LIMITS: DecodeLimits = DecodeLimits { max_message_bytes: 1024, max_update_bytes: 64 };
+    const LIMITS: DecodeLimits = DecodeLimits {
+        max_message_bytes: 1024,
+        max_update_bytes: 64,
+    };
 
     fn decode(text: &str) -> Result<ClientFrame, FrameError> {
         decode_client_frame(text, LIMITS)
@@ -592,8 +663,9 @@ mod tests {
 
     #[test]
     fn cursor_move_decodes_with_numeric_id() {
-        let frame = decode(r#"{"type":"cursor_move","id":7,"document_id":"doc-1","cursor":{"line":10,"column":5}}"#)
-            .unwrap();
+        let frame =
+            decode(r#"{"type":"cursor_move","id":7,"document_id":"doc-1","cursor":{"line":10,"column":5}}"#)
+                .unwrap();
         assert_eq!(frame.id, Some(MessageId::Number(7.into())));
         assert_eq!(
             frame.message,
@@ -607,13 +679,25 @@ mod tests {
     #[test]
     fn selection_null_clears_and_absent_is_an_error() {
         let frame = decode(r#"{"type":"selection_change","document_id":"d","selection":null}"#).unwrap();
-        assert!(matches!(frame.message, ClientMessage::SelectionChange { selection: None, .. }));
-        assert_eq!(code(r#"{"type":"selection_change","document_id":"d"}"#), ErrorCode::InvalidMessage);
+        assert!(matches!(
+            frame.message,
+            ClientMessage::SelectionChange { selection: None, .. }
+        ));
+        assert_eq!(
+            code(r#"{"type":"selection_change","document_id":"d"}"#),
+            ErrorCode::InvalidMessage
+        );
         let frame = decode(
             r#"{"type":"selection_change","document_id":"d","selection":{"start":{"line":3,"column":1},"end":{"line":1,"column":0}}}"#,
         )
         .unwrap();
-        assert!(matches!(frame.message, ClientMessage::SelectionChange { selection: Some(_), .. }));
+        assert!(matches!(
+            frame.message,
+            ClientMessage::SelectionChange {
+                selection: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -626,16 +710,34 @@ mod tests {
         assert_eq!(code(r#"{"type":"teleport"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":5}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":"join_document"}"#), ErrorCode::InvalidMessage);
-        assert_eq!(code(r#"{"type":"join_document","document_id":""}"#), ErrorCode::InvalidMessage);
-        assert_eq!(code(r#"{"type":"join_document","document_id":7}"#), ErrorCode::InvalidMessage);
-        let long = format!(r#"{{"type":"join_document","document_id":"{}"}}"#, "a".repeat(257));
+        assert_eq!(
+            code(r#"{"type":"join_document","document_id":""}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"join_document","document_id":7}"#),
+            ErrorCode::InvalidMessage
+        );
+        let long = format!(
+            r#"{{"type":"join_document","document_id":"{}"}}"#,
+            "a".repeat(257)
+        );
         assert_eq!(code(&long), ErrorCode::InvalidMessage);
-        assert_eq!(code(r#"{"type":"join_document","document_id":"a\u0000b"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"join_document","document_id":"a\u0000b"}"#),
+            ErrorCode::InvalidMessage
+        );
     }
 
     #[test]
     fn coordinates_must_be_non_negative_and_bounded() {
-        for cursor in [r#"{"line":-1,"column":0}"#, r#"{"line":0,"column":99999999999}"#, r#"{"line":1.5,"column":0}"#, r#"{"line":"1","column":0}"#, r#"{"line":1}"#] {
+        for cursor in [
+            r#"{"line":-1,"column":0}"#,
+            r#"{"line":0,"column":99999999999}"#,
+            r#"{"line":1.5,"column":0}"#,
+            r#"{"line":"1","column":0}"#,
+            r#"{"line":1}"#,
+        ] {
             let text = format!(r#"{{"type":"cursor_move","document_id":"d","cursor":{cursor}}}"#);
             assert_eq!(code(&text), ErrorCode::InvalidMessage, "{cursor}");
         }
@@ -643,8 +745,9 @@ mod tests {
 
     #[test]
     fn id_is_echoed_even_when_the_message_is_invalid() {
-        let error = decode(r#"{"type":"cursor_move","id":"abc","document_id":"d","cursor":{"line":-1,"column":0}}"#)
-            .unwrap_err();
+        let error =
+            decode(r#"{"type":"cursor_move","id":"abc","document_id":"d","cursor":{"line":-1,"column":0}}"#)
+                .unwrap_err();
         assert_eq!(error.id, Some(MessageId::String("abc".into())));
         let error = decode(r#"{"type":"cursor_move","id":"abc","cursor":"oops"}"#).unwrap_err();
         assert_eq!(error.id, Some(MessageId::String("abc".into())));
@@ -656,20 +759,32 @@ mod tests {
         let text = format!(r#"{{"type":"heartbeat","pad":"{padding}"}}"#);
         assert_eq!(code(&text), ErrorCode::TooLarge);
         let update = BASE64.encode([0u8; 60]);
-        let text = format!(r#"{{"type":"sync_update","document_id":"d","update":"{update}","pad":"{padding}"}}"#);
+        let text =
+            format!(r#"{{"type":"sync_update","document_id":"d","update":"{update}","pad":"{padding}"}}"#);
         assert!(decode(&text).is_ok());
     }
 
     #[test]
     fn base64_payloads_are_checked() {
-        assert_eq!(code(r#"{"type":"sync_update","document_id":"d","update":"!!!"}"#), ErrorCode::InvalidUpdate);
+        assert_eq!(
+            code(r#"{"type":"sync_update","document_id":"d","update":"!!!"}"#),
+            ErrorCode::InvalidUpdate
+        );
         let big = BASE64.encode([0u8; 65]);
         assert_eq!(
-            code(&format!(r#"{{"type":"sync_update","document_id":"d","update":"{big}"}}"#)),
+            code(&format!(
+                r#"{{"type":"sync_update","document_id":"d","update":"{big}"}}"#
+            )),
             ErrorCode::TooLarge
         );
         let frame = decode(r#"{"type":"sync_step2","document_id":"d","update":"AAA="}"#).unwrap();
-        assert_eq!(frame.message, ClientMessage::SyncUpdate { document_id: DocumentId::parse("d").unwrap(), update: vec![0, 0] });
+        assert_eq!(
+            frame.message,
+            ClientMessage::SyncUpdate {
+                document_id: DocumentId::parse("d").unwrap(),
+                update: vec![0, 0]
+            }
+        );
     }
 
     #[test]
@@ -687,10 +802,19 @@ mod tests {
         assert_eq!(value["type"], "cursor_move");
         assert_eq!(value["cursor"]["column"], 2);
         let error = encode_error(&ProtocolError::new(ErrorCode::NotJoined, "join first"), Some(&id));
-        assert_eq!(&*error, r#"{"type":"error","code":"not_joined","message":"join first","id":3}"#);
-        let value: serde_json::Value =
-            serde_json::from_str(&ServerMessage::SyncUpdate { document_id: &doc, update: Base64(&[1, 2, 3]), user_id: "a" }.encode())
-                .unwrap();
+        assert_eq!(
+            &*error,
+            r#"{"type":"error","code":"not_joined","message":"join first","id":3}"#
+        );
+        let value: serde_json::Value = serde_json::from_str(
+            &ServerMessage::SyncUpdate {
+                document_id: &doc,
+                update: Base64(&[1, 2, 3]),
+                user_id: "a",
+            }
+            .encode(),
+        )
+        .unwrap();
         assert_eq!(value["update"], "AQID");
     }
 }

@@ -83,7 +83,10 @@ impl Default for RoomState {
     fn default() -> Self {
         // A new room counts as empty from its creation, so a room whose only
         // join failed is still unloaded.
-        Self { members: Vec::new(), empty_since: Some(Instant::now()) }
+        Self {
+            members: Vec::new(),
+            empty_since: Some(Instant::now()),
+        }
     }
 }
 
@@ -105,11 +108,15 @@ impl RoomState {
     }
 
     pub fn contains(&self, connection_id: Uuid) -> bool {
-        self.members.iter().any(|m| m.presence.connection_id == connection_id)
+        self.members
+            .iter()
+            .any(|m| m.presence.connection_id == connection_id)
     }
 
     fn member_mut(&mut self, connection_id: Uuid) -> Option<&mut Member> {
-        self.members.iter_mut().find(|m| m.presence.connection_id == connection_id)
+        self.members
+            .iter_mut()
+            .find(|m| m.presence.connection_id == connection_id)
     }
 
     /// Send `text` to every member except `except`.
@@ -132,7 +139,11 @@ impl RoomState {
 
     /// Add a member, tell the others, and return everyone present (the joiner included).
     pub fn join(&mut self, document_id: &DocumentId, member: Member) -> Vec<Presence> {
-        let joined = ServerMessage::UserJoined { document_id, user: &member.presence }.encode();
+        let joined = ServerMessage::UserJoined {
+            document_id,
+            user: &member.presence,
+        }
+        .encode();
         self.broadcast(&joined, None);
         self.members.push(member);
         self.empty_since = None;
@@ -140,8 +151,16 @@ impl RoomState {
     }
 
     /// Remove a member and tell the others why.
-    pub fn leave(&mut self, document_id: &DocumentId, connection_id: Uuid, reason: LeaveReason) -> Option<Member> {
-        let index = self.members.iter().position(|m| m.presence.connection_id == connection_id)?;
+    pub fn leave(
+        &mut self,
+        document_id: &DocumentId,
+        connection_id: Uuid,
+        reason: LeaveReason,
+    ) -> Option<Member> {
+        let index = self
+            .members
+            .iter()
+            .position(|m| m.presence.connection_id == connection_id)?;
         let member = self.members.swap_remove(index);
         let left = ServerMessage::UserLeft {
             document_id,
@@ -274,7 +293,11 @@ pub struct Room {
 
 impl Room {
     pub fn new(id: DocumentId) -> Self {
-        Self { id, state: Mutex::new(RoomState::default()), joining: AtomicUsize::new(0) }
+        Self {
+            id,
+            state: Mutex::new(RoomState::default()),
+            joining: AtomicUsize::new(0),
+        }
     }
 
     /// Lock the room state. Never held across an `.await`.
@@ -316,7 +339,15 @@ mod tests {
             joined_at: now,
             last_seen_at: now,
         };
-        (Member { presence, outbox: Outbox::new(tx, overflow.clone()), last_editing_activity: Instant::now() }, rx, overflow)
+        (
+            Member {
+                presence,
+                outbox: Outbox::new(tx, overflow.clone()),
+                last_editing_activity: Instant::now(),
+            },
+            rx,
+            overflow,
+        )
     }
 
     fn texts(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<serde_json::Value> {
@@ -340,7 +371,10 @@ mod tests {
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0]["type"], "user_joined");
         assert_eq!(seen[0]["user"]["user_id"], "bob");
-        assert!(texts(&mut bob_rx).is_empty(), "the joiner is not told about itself");
+        assert!(
+            texts(&mut bob_rx).is_empty(),
+            "the joiner is not told about itself"
+        );
     }
 
     #[test]
@@ -354,7 +388,12 @@ mod tests {
         room.join(&doc, bob);
         texts(&mut alice_rx);
         let presence = room
-            .update(&doc, alice_id, PresenceChange::Cursor(Cursor { line: 3, column: 4 }), Utc::now())
+            .update(
+                &doc,
+                alice_id,
+                PresenceChange::Cursor(Cursor { line: 3, column: 4 }),
+                Utc::now(),
+            )
             .unwrap();
         assert_eq!(presence.cursor, Some(Cursor { line: 3, column: 4 }));
         assert!(texts(&mut alice_rx).is_empty());
@@ -375,7 +414,12 @@ mod tests {
         room.join(&doc, fast);
         room.join(&doc, alice);
         for line in 0..10 {
-            room.update(&doc, alice_id, PresenceChange::Cursor(Cursor { line, column: 0 }), Utc::now());
+            room.update(
+                &doc,
+                alice_id,
+                PresenceChange::Cursor(Cursor { line, column: 0 }),
+                Utc::now(),
+            );
         }
         assert!(slow_overflow.is_cancelled());
         assert!(!fast_overflow.is_cancelled());
@@ -390,7 +434,10 @@ mod tests {
         let alice_id = alice.presence.connection_id;
         room.join(&doc, alice);
         room.update(&doc, alice_id, PresenceChange::EditingStart, Utc::now());
-        assert!(room.expire_editing(&doc, std::time::Duration::from_secs(60), Utc::now()).is_empty());
+        assert!(
+            room.expire_editing(&doc, std::time::Duration::from_secs(60), Utc::now())
+                .is_empty()
+        );
         let stopped = room.expire_editing(&doc, std::time::Duration::ZERO, Utc::now());
         assert_eq!(stopped.len(), 1);
         assert!(!stopped[0].is_editing);

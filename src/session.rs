@@ -99,7 +99,9 @@ pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer) {
         last_heard_ms: last_heard.clone(),
         protocol: "json",
     });
-    let writer = state.tracker.spawn(write_loop(sink, queue_rx, overflowed.clone()));
+    let writer = state
+        .tracker
+        .spawn(write_loop(sink, queue_rx, overflowed.clone()));
     outbox.text(
         ServerMessage::Connected {
             connection_id: record.connection_id,
@@ -135,19 +137,33 @@ pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer) {
         record,
     };
 
-    let exit = session.read_loop(&mut stream, &overflowed, &end, &last_heard).await;
+    let exit = session
+        .read_loop(&mut stream, &overflowed, &end, &last_heard)
+        .await;
     session.finish(exit.reason);
     state.hub.unregister(session.record.session_id);
-    if let Some(close) = exit.close {
-        if !overflowed.is_cancelled() {
-            outbox.push(Outgoing::Close(close));
-        }
+    if let Some(close) = exit.close
+        && !overflowed.is_cancelled()
+    {
+        outbox.push(Outgoing::Close(close));
     }
     drop(outbox);
     drop(session);
     let mut writer = writer;
     if tokio::time::timeout(CLOSE_GRACE * 2, &mut writer).await.is_err() {
         writer.abort();
+    }
+    if exit.close.is_some() && !overflowed.is_cancelled() {
+        // Finish the closing handshake: read until the client's close frame (or
+        // EOF), so the client sees our close frame rather than a reset.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -243,7 +259,10 @@ impl Session {
             counters.messages_rejected.fetch_add(1, Ordering::Relaxed);
             // One reply per second at most, so a flood is not answered by a flood.
             let now = self.state.hub.clock_ms();
-            if self.last_rate_limit_reply_ms.is_none_or(|last| now.saturating_sub(last) >= 1000) {
+            if self
+                .last_rate_limit_reply_ms
+                .is_none_or(|last| now.saturating_sub(last) >= 1000)
+            {
                 self.last_rate_limit_reply_ms = Some(now);
                 let error = ProtocolError::new(
                     ErrorCode::RateLimited,
@@ -266,7 +285,11 @@ impl Session {
     }
 
     fn reject(&mut self, error: ProtocolError, id: Option<&MessageId>) {
-        self.state.hub.counters.messages_rejected.fetch_add(1, Ordering::Relaxed);
+        self.state
+            .hub
+            .counters
+            .messages_rejected
+            .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(session_id = %self.record.session_id, code = error.code.as_str(), message = %error.message, "rejected message");
         self.outbox.text(encode_error(&error, id));
         self.consecutive_errors += 1;
@@ -283,11 +306,18 @@ impl Session {
 
     fn joined_room(&self, document_id: &DocumentId) -> Result<Arc<Room>, ProtocolError> {
         self.joined.get(document_id).cloned().ok_or_else(|| {
-            ProtocolError::new(ErrorCode::NotJoined, format!("join document {document_id:?} first"))
+            ProtocolError::new(
+                ErrorCode::NotJoined,
+                format!("join document {document_id:?} first"),
+            )
         })
     }
 
-    async fn dispatch(&mut self, message: ClientMessage, id: Option<&MessageId>) -> Result<(), ProtocolError> {
+    async fn dispatch(
+        &mut self,
+        message: ClientMessage,
+        id: Option<&MessageId>,
+    ) -> Result<(), ProtocolError> {
         let hub = self.state.hub.clone();
         let connection_id = self.record.connection_id;
         match message {
@@ -309,7 +339,10 @@ impl Session {
                 self.ack(id);
                 Ok(())
             }
-            ClientMessage::SelectionChange { document_id, selection } => {
+            ClientMessage::SelectionChange {
+                document_id,
+                selection,
+            } => {
                 let room = self.joined_room(&document_id)?;
                 hub.update_presence(&room, connection_id, PresenceChange::Selection(selection));
                 self.ack(id);
@@ -323,20 +356,33 @@ impl Session {
             }
             ClientMessage::EditingStop { document_id } => {
                 let room = self.joined_room(&document_id)?;
-                hub.update_presence(&room, connection_id, PresenceChange::EditingStop(EditingStopReason::Client));
+                hub.update_presence(
+                    &room,
+                    connection_id,
+                    PresenceChange::EditingStop(EditingStopReason::Client),
+                );
                 self.ack(id);
                 Ok(())
             }
             ClientMessage::Heartbeat => {
                 self.touch(false);
-                self.outbox.text(ServerMessage::HeartbeatAck { id, server_time: Utc::now().timestamp_millis() }.encode());
+                self.outbox.text(
+                    ServerMessage::HeartbeatAck {
+                        id,
+                        server_time: Utc::now().timestamp_millis(),
+                    }
+                    .encode(),
+                );
                 Ok(())
             }
             ClientMessage::SyncStep1 { document_id, .. }
             | ClientMessage::SyncUpdate { document_id, .. }
             | ClientMessage::Awareness { document_id, .. } => {
                 self.joined_room(&document_id)?;
-                Err(ProtocolError::new(ErrorCode::Internal, "document sync is not available"))
+                Err(ProtocolError::new(
+                    ErrorCode::Internal,
+                    "document sync is not available",
+                ))
             }
         }
     }
@@ -349,7 +395,10 @@ impl Session {
             ));
         }
         if self.joined.contains_key(&document_id) {
-            return Err(ProtocolError::new(ErrorCode::AlreadyJoined, format!("already joined {document_id:?}")));
+            return Err(ProtocolError::new(
+                ErrorCode::AlreadyJoined,
+                format!("already joined {document_id:?}"),
+            ));
         }
         if self.joined.len() >= self.state.config.max_documents_per_connection {
             return Err(ProtocolError::new(
@@ -369,7 +418,14 @@ impl Session {
             last_editing_activity: std::time::Instant::now(),
         };
         let users = hub.finish_join(&room, member);
-        self.outbox.text(ServerMessage::PresenceList { id, document_id: &document_id, users: &users }.encode());
+        self.outbox.text(
+            ServerMessage::PresenceList {
+                id,
+                document_id: &document_id,
+                users: &users,
+            }
+            .encode(),
+        );
         self.joined.insert(document_id.clone(), room);
         self.record.current_document_id = Some(document_id);
         self.touch(false);
@@ -421,7 +477,11 @@ async fn write_loop(
             Outgoing::Binary(bytes) => Message::Binary(bytes.to_vec()),
             Outgoing::Ping => Message::Ping(Vec::new()),
             Outgoing::Close(code) => {
-                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::close_with(code.code(), code.reason()))).await;
+                let _ = tokio::time::timeout(
+                    CLOSE_GRACE,
+                    sink.send(Message::close_with(code.code(), code.reason())),
+                )
+                .await;
                 break;
             }
         };
@@ -446,4 +506,3 @@ async fn write_loop(
         }
     }
 }
-

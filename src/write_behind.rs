@@ -124,7 +124,10 @@ impl WriteBehind {
                 }
                 Err(error) => {
                     if !failing {
-                        tracing::warn!(error = format!("{error:#}"), "presence write failed; keeping rows and retrying");
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "presence write failed; keeping rows and retrying"
+                        );
                     }
                     failing = true;
                     backoff = (backoff * 2).clamp(Duration::from_millis(50), MAX_BACKOFF);
@@ -138,12 +141,19 @@ impl WriteBehind {
                 Ok(()) if self.backlog() == 0 => return,
                 Ok(()) => continue,
                 Err(error) => {
-                    tracing::warn!(attempt, error = format!("{error:#}"), "final presence flush failed");
+                    tracing::warn!(
+                        attempt,
+                        error = format!("{error:#}"),
+                        "final presence flush failed"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
-        tracing::error!(rows = self.backlog(), "shutting down with unwritten presence rows");
+        tracing::error!(
+            rows = self.backlog(),
+            "shutting down with unwritten presence rows"
+        );
     }
 
     /// Write everything pending in one transaction.
@@ -190,7 +200,10 @@ impl WriteBehind {
         let txn = self.db.begin().await.context("begin presence flush")?;
         let session_rows: Vec<_> = sessions.values().cloned().collect();
         for chunk in session_rows.chunks(ROWS_PER_STATEMENT) {
-            let models = chunk.iter().cloned().map(|row| row.into_active_model().reset_all());
+            let models = chunk
+                .iter()
+                .cloned()
+                .map(|row| row.into_active_model().reset_all());
             user_sessions::Entity::insert_many(models)
                 .on_conflict(
                     OnConflict::column(S::Id)
@@ -213,7 +226,10 @@ impl WriteBehind {
         }
         let presence_rows: Vec<_> = presence.values().cloned().collect();
         for chunk in presence_rows.chunks(ROWS_PER_STATEMENT) {
-            let models = chunk.iter().cloned().map(|row| row.into_active_model().reset_all());
+            let models = chunk
+                .iter()
+                .cloned()
+                .map(|row| row.into_active_model().reset_all());
             document_presence::Entity::insert_many(models)
                 .on_conflict(
                     OnConflict::columns([P::DocumentId, P::SessionId])
@@ -240,4 +256,3 @@ impl WriteBehind {
         Ok(())
     }
 }
-

@@ -40,9 +40,18 @@ impl MigrationTrait for Migration {
             )
             .await?;
         for (name, columns) in [
-            ("idx_user_sessions_user_active", [UserSessions::UserId, UserSessions::IsActive]),
-            ("idx_user_sessions_active_seen", [UserSessions::IsActive, UserSessions::LastSeenAt]),
-            ("idx_user_sessions_instance_active", [UserSessions::InstanceId, UserSessions::IsActive]),
+            (
+                "idx_user_sessions_user_active",
+                [UserSessions::UserId, UserSessions::IsActive],
+            ),
+            (
+                "idx_user_sessions_active_seen",
+                [UserSessions::IsActive, UserSessions::LastSeenAt],
+            ),
+            (
+                "idx_user_sessions_instance_active",
+                [UserSessions::InstanceId, UserSessions::IsActive],
+            ),
         ] {
             manager
                 .create_index(

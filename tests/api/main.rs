@@ -1,0 +1,8 @@
+//! Integration tests: the real gateway on port 0, real sockets and HTTP.
+
+mod auth;
+mod bad_input;
+mod helpers;
+mod presence;
+mod rest;
+mod storage;
