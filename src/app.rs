@@ -13,7 +13,17 @@ use sea_orm::DatabaseConnection;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
-use crate::{auth::JwtKeys, config::Config, hub::Hub, write_behind::WriteBehind};
+use crate::{
+    auth::JwtKeys,
+    config::Config,
+    documents::Documents,
+    hub::Hub,
+    store::{CompactionPolicy, DocumentStore},
+    write_behind::WriteBehind,
+};
+
+/// Updates queued for commit before new ones are refused as busy.
+const PERSIST_QUEUE: usize = 16 * 1024;
 
 /// What every handler and task shares.
 #[derive(Clone)]
@@ -23,6 +33,8 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     pub db: DatabaseConnection,
     pub instance_id: Arc<str>,
+    /// Documents: loading, applying, persisting.
+    pub docs: Arc<Documents>,
     /// Fired at shutdown: every session closes its socket with 1001.
     pub connections_stop: CancellationToken,
     /// Every session and its writer task.
@@ -47,6 +59,10 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
     stop: CancellationToken,
+    /// Background tasks (flushers, sweeps, compactions) and their stop signal.
+    background: TaskTracker,
+    background_stop: CancellationToken,
+    persister: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
 impl Application {
@@ -84,7 +100,22 @@ impl Application {
         let local_addr = listener.local_addr()?;
         let writer = Arc::new(WriteBehind::new(db.clone()));
         let stop = CancellationToken::new();
+        let background = TaskTracker::new();
+        let background_stop = CancellationToken::new();
+        let store = DocumentStore::new(db.clone());
+        let (persister, persister_task) = crate::store::persister(
+            store.clone(),
+            PERSIST_QUEUE,
+            CompactionPolicy {
+                after_updates: config.compact_after_updates,
+                after_bytes: config.compact_after_bytes,
+            },
+            background.clone(),
+            background_stop.clone(),
+        );
+        let docs = Arc::new(Documents::new(store, persister, config.max_pending_update_bytes));
         let state = AppState {
+            docs,
             keys: Arc::new(JwtKeys::new(&config.jwt_secret_or_development())),
             config: Arc::new(config),
             hub: Arc::new(Hub::new(writer)),
@@ -98,6 +129,9 @@ impl Application {
             listener,
             local_addr,
             stop,
+            background,
+            background_stop,
+            persister: Box::pin(persister_task),
         })
     }
 
@@ -124,9 +158,11 @@ impl Application {
             listener,
             local_addr,
             stop,
+            background,
+            background_stop,
+            persister,
         } = self;
-        let background = TaskTracker::new();
-        let background_stop = CancellationToken::new();
+        background.spawn(persister);
         spawn_background(&state, &background, &background_stop);
         tracing::info!(%local_addr, instance_id = %state.instance_id, "tandem listening");
 
@@ -210,7 +246,7 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
                     _ = tick.tick() => {}
                 }
                 hub.expire_editing(timeout);
-                hub.unload_idle_rooms(grace, |_| true);
+                hub.unload_idle_rooms(grace, |room| room.is_settled());
             }
         });
     }

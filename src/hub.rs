@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     presence::Presence,
-    protocol::{DocumentId, LeaveReason},
+    protocol::{DocumentId, LeaveReason, MessageId},
     room::{Member, PresenceChange, Room},
     write_behind::WriteBehind,
 };
@@ -121,10 +121,11 @@ impl Hub {
         room
     }
 
-    /// Add the member to a room obtained from [`Hub::begin_join`]; returns everyone present.
-    pub fn finish_join(&self, room: &Room, member: Member) -> Vec<Presence> {
+    /// Add the member to a room obtained from [`Hub::begin_join`] and send it
+    /// its welcome (see [`crate::room::RoomState::join`]); returns everyone present.
+    pub fn finish_join(&self, room: &Room, member: Member, id: Option<&MessageId>) -> Vec<Presence> {
         let row = member.presence.to_row(&room.id, true);
-        let list = room.state().join(&room.id, member);
+        let list = room.state().join(&room.id, member, id);
         room.end_join();
         self.writer.presence(row, true);
         list

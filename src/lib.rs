@@ -4,6 +4,8 @@
 //! multiplexes JSON messages for many documents over it. The layers:
 //! - [`protocol`]: wire types, decode/validate once, error and close codes (pure).
 //! - [`room`] / [`hub`]: in-memory rooms, members and fan-out (pure state + non-blocking sends).
+//! - [`sync`] / [`awareness`]: Yjs updates and awareness on yrs, validated (pure).
+//! - [`documents`] / [`store`]: load on first join, apply and relay, group-committed persistence, compaction.
 //! - [`session`]: one socket: reader, bounded writer queue, liveness, rate limit.
 //! - [`write_behind`]: coalesced session/presence rows flushed to the database.
 //! - [`cleanup`]: the stale-session sweep, which also clears a crashed process's rows.
@@ -12,10 +14,12 @@
 
 pub mod app;
 pub mod auth;
+pub mod awareness;
 pub mod cleanup;
 pub mod config;
 pub mod db;
 pub mod device;
+pub mod documents;
 pub mod error;
 pub mod http;
 pub mod hub;
@@ -23,6 +27,8 @@ pub mod presence;
 pub mod protocol;
 pub mod room;
 pub mod session;
+pub mod store;
+pub mod sync;
 pub mod write_behind;
 
 pub use app::{AppState, Application};

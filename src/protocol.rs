@@ -491,6 +491,14 @@ fn is_yjs_type(kind: &str) -> bool {
 
 /// Decode and validate one text frame.
 pub fn decode_client_frame(text: &str, limits: DecodeLimits) -> Result<ClientFrame, FrameError> {
+    // serde would read a JSON array into the struct field by field; only objects are messages.
+    if !text.trim_start().starts_with('{') {
+        let error = match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => ProtocolError::invalid("a message must be a JSON object with a \"type\""),
+            Err(error) => ProtocolError::new(ErrorCode::InvalidJson, format!("not valid JSON: {error}")),
+        };
+        return Err(FrameError { id: None, error });
+    }
     let frame: WireFrame = serde_json::from_str(text).map_err(|error| {
         let id = serde_json::from_str::<WireProbe>(text)
             .ok()
@@ -506,7 +514,11 @@ pub fn decode_client_frame(text: &str, limits: DecodeLimits) -> Result<ClientFra
         };
         FrameError { id, error }
     })?;
-    let id = frame.id.clone();
+    // An over-long string id is refused, and not echoed either.
+    let id = frame
+        .id
+        .clone()
+        .filter(|id| !matches!(id, MessageId::String(s) if s.len() > MAX_MESSAGE_ID_BYTES));
     validate(frame, text.len(), limits)
         .map_err(|error| FrameError {
             id: id.clone(),
@@ -705,6 +717,14 @@ mod tests {
         assert_eq!(code("{not json"), ErrorCode::InvalidJson);
         assert_eq!(code(""), ErrorCode::InvalidJson);
         assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"["join_document",7,"doc-1",null,null,null,null]"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(decode("[5]").unwrap_err().id, None);
+        let long_id = format!(r#"{{"type":"heartbeat","id":"{}"}}"#, "i".repeat(200));
+        let error = decode(&long_id).unwrap_err();
+        assert_eq!((error.error.code, error.id), (ErrorCode::InvalidMessage, None));
         assert_eq!(code("42"), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"document_id":"d"}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":"teleport"}"#), ErrorCode::UnknownType);

@@ -8,7 +8,7 @@
 use std::{
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Instant,
 };
@@ -20,7 +20,9 @@ use uuid::Uuid;
 
 use crate::{
     presence::Presence,
-    protocol::{Cursor, DocumentId, EditingStopReason, Encoded, LeaveReason, Selection, ServerMessage},
+    protocol::{
+        Cursor, DocumentId, EditingStopReason, Encoded, LeaveReason, MessageId, Selection, ServerMessage,
+    },
 };
 
 /// What a session's writer task sends on its socket.
@@ -71,12 +73,25 @@ pub struct Member {
     pub last_editing_activity: Instant,
 }
 
-/// Members of a room and what they last said about themselves.
-#[derive(Debug)]
+/// Members of a room, what they last said about themselves, and the document.
 pub struct RoomState {
     members: Vec<Member>,
     /// When the last member left; rooms are unloaded a grace period later.
     empty_since: Option<Instant>,
+    /// The shared document; `None` until loaded from storage (or after a
+    /// failed apply dropped it for a reload).
+    pub doc: Option<yrs::Doc>,
+    /// Latest awareness state of every Yjs client in the room.
+    pub awareness: crate::awareness::AwarenessStates,
+}
+
+impl std::fmt::Debug for RoomState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomState")
+            .field("members", &self.members.len())
+            .field("doc_loaded", &self.doc.is_some())
+            .finish()
+    }
 }
 
 impl Default for RoomState {
@@ -86,6 +101,8 @@ impl Default for RoomState {
         Self {
             members: Vec::new(),
             empty_since: Some(Instant::now()),
+            doc: None,
+            awareness: Default::default(),
         }
     }
 }
@@ -137,8 +154,16 @@ impl RoomState {
         }
     }
 
-    /// Add a member, tell the others, and return everyone present (the joiner included).
-    pub fn join(&mut self, document_id: &DocumentId, member: Member) -> Vec<Presence> {
+    /// Add a member, tell the others, and welcome the joiner: `presence_list`
+    /// (echoing `id`), then `sync_step1` and the current awareness states if
+    /// the document is loaded. Done under the room lock, so the joiner's first
+    /// messages come before any broadcast it receives as a member.
+    pub fn join(
+        &mut self,
+        document_id: &DocumentId,
+        member: Member,
+        id: Option<&MessageId>,
+    ) -> Vec<Presence> {
         let joined = ServerMessage::UserJoined {
             document_id,
             user: &member.presence,
@@ -147,7 +172,39 @@ impl RoomState {
         self.broadcast(&joined, None);
         self.members.push(member);
         self.empty_since = None;
-        self.presence_list()
+        let users = self.presence_list();
+        let Some(joiner) = self.members.last() else {
+            return users;
+        };
+        joiner.outbox.text(
+            ServerMessage::PresenceList {
+                id,
+                document_id,
+                users: &users,
+            }
+            .encode(),
+        );
+        if let Some(doc) = &self.doc {
+            let state_vector = crate::sync::state_vector(doc);
+            joiner.outbox.text(
+                ServerMessage::SyncStep1 {
+                    document_id,
+                    state_vector: crate::protocol::Base64(&state_vector),
+                }
+                .encode(),
+            );
+        }
+        if let Some(states) = self.awareness.snapshot() {
+            joiner.outbox.text(
+                ServerMessage::Awareness {
+                    document_id,
+                    update: crate::protocol::Base64(&states),
+                    user_id: None,
+                }
+                .encode(),
+            );
+        }
+        users
     }
 
     /// Remove a member and tell the others why.
@@ -162,6 +219,16 @@ impl RoomState {
             .iter()
             .position(|m| m.presence.connection_id == connection_id)?;
         let member = self.members.swap_remove(index);
+        if let Some(removal) = self.awareness.remove_owner(connection_id) {
+            // No ghost cursors: the member's awareness states go with it.
+            let removed = ServerMessage::Awareness {
+                document_id,
+                update: crate::protocol::Base64(&removal),
+                user_id: None,
+            }
+            .encode();
+            self.broadcast(&removed, None);
+        }
         let left = ServerMessage::UserLeft {
             document_id,
             user_id: &member.presence.user_id,
@@ -289,6 +356,16 @@ pub struct Room {
     state: Mutex<RoomState>,
     /// Joins in progress; a room with joiners is never unloaded.
     joining: AtomicUsize,
+    /// Single flight for loading the document from storage.
+    pub load_lock: tokio::sync::Mutex<()>,
+    /// Updates applied in memory and queued, not yet committed.
+    pub unpersisted: AtomicUsize,
+    /// Update rows stored since the last snapshot (drives compaction).
+    pub stored_updates: AtomicU64,
+    /// Bytes of those rows.
+    pub stored_bytes: AtomicU64,
+    /// A compaction of this document is running.
+    pub compacting: AtomicBool,
 }
 
 impl Room {
@@ -297,7 +374,17 @@ impl Room {
             id,
             state: Mutex::new(RoomState::default()),
             joining: AtomicUsize::new(0),
+            load_lock: tokio::sync::Mutex::new(()),
+            unpersisted: AtomicUsize::new(0),
+            stored_updates: AtomicU64::new(0),
+            stored_bytes: AtomicU64::new(0),
+            compacting: AtomicBool::new(false),
         }
+    }
+
+    /// Nothing in flight: the room may be unloaded without losing anything.
+    pub fn is_settled(&self) -> bool {
+        self.unpersisted.load(Ordering::Acquire) == 0 && !self.compacting.load(Ordering::Acquire)
     }
 
     /// Lock the room state. Never held across an `.await`.
@@ -364,17 +451,21 @@ mod tests {
         let mut room = RoomState::default();
         let (alice, mut alice_rx, _) = member("alice", 8);
         let (bob, mut bob_rx, _) = member("bob", 8);
-        assert_eq!(room.join(&doc, alice).len(), 1);
-        let list = room.join(&doc, bob);
+        assert_eq!(room.join(&doc, alice, None).len(), 1);
+        let list = room.join(&doc, bob, None);
         assert_eq!(list.len(), 2);
         let seen = texts(&mut alice_rx);
-        assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0]["type"], "user_joined");
-        assert_eq!(seen[0]["user"]["user_id"], "bob");
-        assert!(
-            texts(&mut bob_rx).is_empty(),
-            "the joiner is not told about itself"
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0]["type"], "presence_list");
+        assert_eq!(seen[1]["type"], "user_joined");
+        assert_eq!(seen[1]["user"]["user_id"], "bob");
+        let welcome = texts(&mut bob_rx);
+        assert_eq!(
+            welcome.len(),
+            1,
+            "the joiner gets its list, not a user_joined about itself"
         );
+        assert_eq!(welcome[0]["users"].as_array().unwrap().len(), 2);
     }
 
     #[test]
@@ -384,9 +475,10 @@ mod tests {
         let (alice, mut alice_rx, _) = member("alice", 8);
         let alice_id = alice.presence.connection_id;
         let (bob, mut bob_rx, _) = member("bob", 8);
-        room.join(&doc, alice);
-        room.join(&doc, bob);
+        room.join(&doc, alice, None);
+        room.join(&doc, bob, None);
         texts(&mut alice_rx);
+        texts(&mut bob_rx);
         let presence = room
             .update(
                 &doc,
@@ -410,9 +502,9 @@ mod tests {
         let alice_id = alice.presence.connection_id;
         let (slow, _slow_rx, slow_overflow) = member("slow", 1);
         let (fast, mut fast_rx, fast_overflow) = member("fast", 64);
-        room.join(&doc, slow);
-        room.join(&doc, fast);
-        room.join(&doc, alice);
+        room.join(&doc, slow, None);
+        room.join(&doc, fast, None);
+        room.join(&doc, alice, None);
         for line in 0..10 {
             room.update(
                 &doc,
@@ -423,7 +515,11 @@ mod tests {
         }
         assert!(slow_overflow.is_cancelled());
         assert!(!fast_overflow.is_cancelled());
-        assert_eq!(texts(&mut fast_rx).len(), 11);
+        assert_eq!(
+            texts(&mut fast_rx).len(),
+            12,
+            "its list, alice joining, ten cursor moves"
+        );
     }
 
     #[test]
@@ -432,7 +528,7 @@ mod tests {
         let mut room = RoomState::default();
         let (alice, mut alice_rx, _) = member("alice", 8);
         let alice_id = alice.presence.connection_id;
-        room.join(&doc, alice);
+        room.join(&doc, alice, None);
         room.update(&doc, alice_id, PresenceChange::EditingStart, Utc::now());
         assert!(
             room.expire_editing(&doc, std::time::Duration::from_secs(60), Utc::now())
@@ -454,8 +550,8 @@ mod tests {
         let alice_id = alice.presence.connection_id;
         let (bob, mut bob_rx, _) = member("bob", 8);
         let bob_id = bob.presence.connection_id;
-        room.join(&doc, bob);
-        room.join(&doc, alice);
+        room.join(&doc, bob, None);
+        room.join(&doc, alice, None);
         room.leave(&doc, alice_id, LeaveReason::Timeout).unwrap();
         let seen = texts(&mut bob_rx);
         assert_eq!(seen.last().unwrap()["type"], "user_left");

@@ -27,13 +27,15 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     auth::Identity,
+    documents::Origin,
     hub::ConnectionHandle,
     presence::SessionRecord,
     protocol::{
-        ClientMessage, CloseCode, DecodeLimits, DocumentId, EditingStopReason, ErrorCode, FrameError,
+        Base64, ClientMessage, CloseCode, DecodeLimits, DocumentId, EditingStopReason, ErrorCode, FrameError,
         LeaveReason, MessageId, ProtocolError, ServerMessage, decode_client_frame, encode_error,
     },
     room::{Member, Outbox, Outgoing, PresenceChange, Room},
+    store::Durable,
 };
 
 /// How long a new connection waits for its session row to be committed before
@@ -375,14 +377,67 @@ impl Session {
                 );
                 Ok(())
             }
-            ClientMessage::SyncStep1 { document_id, .. }
-            | ClientMessage::SyncUpdate { document_id, .. }
-            | ClientMessage::Awareness { document_id, .. } => {
-                self.joined_room(&document_id)?;
-                Err(ProtocolError::new(
-                    ErrorCode::Internal,
-                    "document sync is not available",
-                ))
+            ClientMessage::SyncStep1 {
+                document_id,
+                state_vector,
+            } => {
+                let room = self.joined_room(&document_id)?;
+                let docs = &self.state.docs;
+                docs.ensure_loaded(&room).await.map_err(|e| e.to_protocol())?;
+                let update = docs.diff(&room, &state_vector).map_err(|e| e.to_protocol())?;
+                self.outbox.text(
+                    ServerMessage::SyncStep2 {
+                        id,
+                        document_id: &document_id,
+                        update: Base64(&update),
+                    }
+                    .encode(),
+                );
+                Ok(())
+            }
+            ClientMessage::SyncUpdate { document_id, update } => {
+                let room = self.joined_room(&document_id)?;
+                if !self.identity.may_write() {
+                    return Err(ProtocolError::new(
+                        ErrorCode::Forbidden,
+                        "this token has the viewer role: document updates are refused",
+                    ));
+                }
+                let docs = &self.state.docs;
+                docs.ensure_loaded(&room).await.map_err(|e| e.to_protocol())?;
+                let durable = match id {
+                    Some(id) => Durable::Ack {
+                        outbox: self.outbox.clone(),
+                        id: id.clone(),
+                    },
+                    None => Durable::Quietly,
+                };
+                let origin = Origin {
+                    connection_id: Some(connection_id),
+                    user_id: self.record.user_id.clone(),
+                };
+                docs.apply_update(&room, &origin, update, durable)
+                    .map_err(|e| e.to_protocol())?;
+                hub.update_presence(&room, connection_id, PresenceChange::Activity);
+                Ok(())
+            }
+            ClientMessage::Awareness { document_id, update } => {
+                let room = self.joined_room(&document_id)?;
+                if update.len() > self.state.config.max_message_bytes {
+                    return Err(ProtocolError::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "awareness updates are limited to {} bytes",
+                            self.state.config.max_message_bytes
+                        ),
+                    ));
+                }
+                self.state
+                    .docs
+                    .apply_awareness(&room, connection_id, &self.record.user_id, &update)
+                    .map_err(|e| e.to_protocol())?;
+                self.ack(id);
+                Ok(())
             }
         }
     }
@@ -411,21 +466,21 @@ impl Session {
         }
         let hub = &self.state.hub;
         let room = hub.begin_join(&document_id);
-        let now = Utc::now();
+        // Joiners wait for the document to load; a failed load fails the join.
+        if let Err(error) = self.state.docs.ensure_loaded(&room).await {
+            hub.abort_join(&room);
+            tracing::warn!(document_id = %document_id, error = format!("{:#}", anyhow::Error::from(error)), "document load failed");
+            return Err(ProtocolError::new(
+                ErrorCode::DocumentUnavailable,
+                "the document could not be loaded; try again",
+            ));
+        }
         let member = Member {
-            presence: self.record.presence(now),
+            presence: self.record.presence(Utc::now()),
             outbox: self.outbox.clone(),
             last_editing_activity: std::time::Instant::now(),
         };
-        let users = hub.finish_join(&room, member);
-        self.outbox.text(
-            ServerMessage::PresenceList {
-                id,
-                document_id: &document_id,
-                users: &users,
-            }
-            .encode(),
-        );
+        hub.finish_join(&room, member, id);
         self.joined.insert(document_id.clone(), room);
         self.record.current_document_id = Some(document_id);
         self.touch(false);
@@ -504,5 +559,9 @@ async fn write_loop(
                 break;
             }
         }
+    }
+    // Sends the reply tungstenite queued for a client's close frame, if any.
+    if !overflowed.is_cancelled() {
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
     }
 }

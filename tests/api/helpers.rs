@@ -349,10 +349,14 @@ impl Client {
     }
 
     /// Join a document and return the `presence_list`.
+    /// Also reads the `sync_step1` that follows the list.
     pub async fn join(&mut self, document_id: &str) -> Value {
         self.send(json!({"type": "join_document", "document_id": document_id}))
             .await;
-        self.recv_until("presence_list").await
+        let list = self.recv_until("presence_list").await;
+        let step1 = self.recv_type("sync_step1").await;
+        assert_eq!(step1["document_id"], document_id);
+        list
     }
 
     /// Send a heartbeat and expect its ack: proof the connection still works.

@@ -1,0 +1,204 @@
+//! Document operations on rooms: load on first use, apply updates, answer
+//! sync step 1, relay awareness. Shared by the JSON socket, REST and the
+//! y-websocket endpoint, so every path validates and persists alike.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use uuid::Uuid;
+
+use crate::{
+    awareness::{self, AwarenessError},
+    protocol::{Base64, ErrorCode, ProtocolError, ServerMessage},
+    room::Room,
+    store::{DocumentStore, Durable, PendingWrite, Persister},
+    sync::{self, Applied, SyncError},
+};
+
+/// How long a reload waits for in-flight writes to commit first.
+const RELOAD_SETTLE: Duration = Duration::from_secs(5);
+
+/// Why a document operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error(transparent)]
+    Awareness(#[from] AwarenessError),
+    #[error("the document could not be loaded; try again")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("the server is busy persisting updates; retry shortly")]
+    Busy,
+}
+
+impl DocError {
+    pub fn to_protocol(&self) -> ProtocolError {
+        let code = match self {
+            Self::Sync(_) => ErrorCode::InvalidUpdate,
+            Self::Awareness(AwarenessError::NotOwner(_)) => ErrorCode::Forbidden,
+            Self::Awareness(_) => ErrorCode::InvalidUpdate,
+            Self::Unavailable(_) => ErrorCode::DocumentUnavailable,
+            Self::Busy => ErrorCode::RateLimited,
+        };
+        ProtocolError::new(code, self.to_string())
+    }
+}
+
+/// Who sent an update: excluded from its relay, named in it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub connection_id: Option<Uuid>,
+    pub user_id: Arc<str>,
+}
+
+pub struct Documents {
+    pub store: DocumentStore,
+    persister: Persister,
+    max_pending_bytes: usize,
+}
+
+impl Documents {
+    pub fn new(store: DocumentStore, persister: Persister, max_pending_bytes: usize) -> Self {
+        Self {
+            store,
+            persister,
+            max_pending_bytes,
+        }
+    }
+
+    /// Load the room's document from storage unless it is in memory. Callers
+    /// that arrive while it loads wait for the same load; a failed load
+    /// leaves no document behind, so an empty one can never overwrite storage.
+    pub async fn ensure_loaded(&self, room: &Room) -> Result<(), DocError> {
+        if room.state().doc.is_some() {
+            return Ok(());
+        }
+        let _loading = room.load_lock.lock().await;
+        if room.state().doc.is_some() {
+            return Ok(());
+        }
+        // After a dropped document, let queued writes land so the reload has them.
+        let settle = tokio::time::Instant::now() + RELOAD_SETTLE;
+        while room.unpersisted.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < settle {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let stored = self.store.load(&room.id).await.map_err(DocError::Unavailable)?;
+        let (count, bytes) = (stored.updates.len() as u64, stored.update_bytes);
+        let (doc, skipped) =
+            tokio::task::spawn_blocking(move || sync::load(stored.snapshot.as_deref(), stored.updates))
+                .await
+                .map_err(|e| DocError::Unavailable(e.into()))?;
+        if skipped > 0 {
+            tracing::error!(document_id = %room.id, skipped, "stored updates that do not decode were skipped");
+        }
+        room.stored_updates.store(count, Ordering::Relaxed);
+        room.stored_bytes.store(bytes, Ordering::Relaxed);
+        let mut state = room.state();
+        let reloaded = !state.is_empty();
+        let state_vector = sync::state_vector(&doc);
+        state.doc = Some(doc);
+        if reloaded {
+            // Members hold what the dropped copy had: ask them for it.
+            let step1 = ServerMessage::SyncStep1 {
+                document_id: &room.id,
+                state_vector: Base64(&state_vector),
+            }
+            .encode();
+            state.broadcast(&step1, None);
+        }
+        Ok(())
+    }
+
+    /// Apply an update, relay it to the other members, and queue it for
+    /// durability; `durable` is told once it is committed.
+    pub fn apply_update(
+        &self,
+        room: &Arc<Room>,
+        origin: &Origin,
+        update: Vec<u8>,
+        durable: Durable,
+    ) -> Result<Applied, DocError> {
+        // A place in the durable queue first: nothing is applied that cannot be stored.
+        let permit = self.persister.try_reserve().ok_or(DocError::Busy)?;
+        let mut state = room.state();
+        let Some(doc) = state.doc.as_ref() else {
+            return Err(DocError::Unavailable(anyhow::anyhow!("document not loaded")));
+        };
+        let applied = match sync::apply_update(doc, &update, self.max_pending_bytes) {
+            Ok(applied) => applied,
+            Err(SyncError::Panicked) => {
+                tracing::error!(document_id = %room.id, "yrs panicked applying an update; dropping the in-memory document for a reload");
+                state.doc = None;
+                return Err(SyncError::Panicked.into());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if applied.empty {
+            drop(state);
+            drop(permit);
+            notify_now(durable);
+            return Ok(applied);
+        }
+        let update: Arc<[u8]> = update.into();
+        let relay = ServerMessage::SyncUpdate {
+            document_id: &room.id,
+            update: Base64(&update),
+            user_id: &origin.user_id,
+        }
+        .encode();
+        state.broadcast(&relay, origin.connection_id);
+        room.unpersisted.fetch_add(1, Ordering::AcqRel);
+        permit.send(PendingWrite {
+            room: room.clone(),
+            update,
+            durable,
+        });
+        Ok(applied)
+    }
+
+    /// What a peer with `state_vector` lacks (sync step 2).
+    pub fn diff(&self, room: &Room, state_vector: &[u8]) -> Result<Vec<u8>, DocError> {
+        let state = room.state();
+        let doc = state
+            .doc
+            .as_ref()
+            .ok_or_else(|| DocError::Unavailable(anyhow::anyhow!("document not loaded")))?;
+        Ok(sync::diff(doc, state_vector)?)
+    }
+
+    /// Validate an awareness update from `owner`, keep it, relay it to the others.
+    pub fn apply_awareness(
+        &self,
+        room: &Room,
+        owner: Uuid,
+        user_id: &str,
+        update: &[u8],
+    ) -> Result<(), DocError> {
+        let entries = awareness::decode(update)?;
+        let mut state = room.state();
+        state.awareness.apply(owner, &entries)?;
+        let relay = ServerMessage::Awareness {
+            document_id: &room.id,
+            update: Base64(update),
+            user_id: Some(user_id),
+        }
+        .encode();
+        state.broadcast(&relay, Some(owner));
+        Ok(())
+    }
+}
+
+/// Tell `durable` at once: an empty update is as durable as it will ever be.
+fn notify_now(durable: Durable) {
+    match durable {
+        Durable::Quietly => {}
+        Durable::Ack { outbox, id } => {
+            outbox.text(ServerMessage::Ack { id: &id }.encode());
+        }
+        Durable::Notify(done) => {
+            let _ = done.send(());
+        }
+    }
+}

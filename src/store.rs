@@ -1,0 +1,395 @@
+//! Durable documents: an append-only update log, snapshots, compaction, and
+//! the group-commit persister that acknowledges updates once committed.
+//!
+//! One persister task owns all writes of updates: it takes everything that
+//! queued while its previous commit ran and commits it in one transaction
+//! (group commit), so durability costs one transaction per batch, not per
+//! keystroke. A failed commit is retried; nothing queued is dropped.
+//! Loading is the snapshot plus every remaining update row in seq order
+//! (whatever its seq: rows are deleted only by the compaction that folded
+//! them, so a row committed late by another instance is never skipped).
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use anyhow::Context;
+use chrono::Utc;
+use entity::{document_snapshots, document_updates};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait, sea_query::Expr,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    protocol::{DocumentId, MessageId, ServerMessage},
+    room::{Outbox, Room},
+};
+
+/// Rows per INSERT statement.
+const ROWS_PER_STATEMENT: usize = 200;
+/// Updates committed in one transaction at most.
+const MAX_BATCH: usize = 2000;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A document as stored: snapshot plus the updates not folded into it.
+#[derive(Debug, Default)]
+pub struct StoredDocument {
+    pub snapshot: Option<Vec<u8>>,
+    pub updates: Vec<Vec<u8>>,
+    /// Bytes of `updates`.
+    pub update_bytes: u64,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compaction {
+    Folded {
+        updates: u64,
+        bytes: u64,
+    },
+    NothingToDo,
+    /// Another compaction (another instance) replaced the snapshot first; try later.
+    Conflict,
+}
+
+/// Database access for documents.
+#[derive(Clone)]
+pub struct DocumentStore {
+    db: DatabaseConnection,
+}
+
+impl DocumentStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    #[tracing::instrument(skip(self), fields(document_id = %document_id))]
+    pub async fn load(&self, document_id: &DocumentId) -> anyhow::Result<StoredDocument> {
+        let snapshot = document_snapshots::Entity::find_by_id(document_id.as_str())
+            .one(&self.db)
+            .await
+            .context("read snapshot")?;
+        let updates: Vec<Vec<u8>> = document_updates::Entity::find()
+            .select_only()
+            .column(document_updates::Column::Update)
+            .filter(document_updates::Column::DocumentId.eq(document_id.as_str()))
+            .order_by_asc(document_updates::Column::Seq)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .context("read updates")?;
+        let update_bytes = updates.iter().map(|u| u.len() as u64).sum();
+        Ok(StoredDocument {
+            snapshot: snapshot.map(|s| s.state),
+            updates,
+            update_bytes,
+        })
+    }
+
+    /// Append updates (of any documents) in one transaction.
+    pub async fn append(&self, updates: &[(DocumentId, Arc<[u8]>)]) -> anyhow::Result<()> {
+        let now = Utc::now();
+        let txn = self.db.begin().await.context("begin update batch")?;
+        for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+            let rows = chunk
+                .iter()
+                .map(|(document_id, update)| document_updates::ActiveModel {
+                    seq: sea_orm::ActiveValue::NotSet,
+                    document_id: sea_orm::ActiveValue::Set(document_id.as_str().to_owned()),
+                    update: sea_orm::ActiveValue::Set(update.to_vec()),
+                    created_at: sea_orm::ActiveValue::Set(now),
+                });
+            document_updates::Entity::insert_many(rows)
+                .exec_without_returning(&txn)
+                .await
+                .context("insert updates")?;
+        }
+        txn.commit().await.context("commit update batch")?;
+        Ok(())
+    }
+
+    /// Number of update rows not yet folded into the snapshot.
+    pub async fn updates_since_snapshot(&self, document_id: &DocumentId) -> anyhow::Result<u64> {
+        use sea_orm::PaginatorTrait;
+        document_updates::Entity::find()
+            .filter(document_updates::Column::DocumentId.eq(document_id.as_str()))
+            .count(&self.db)
+            .await
+            .context("count updates")
+    }
+
+    /// Fold the document's update rows into its snapshot, in one transaction.
+    #[tracing::instrument(skip(self), fields(document_id = %document_id))]
+    pub async fn compact(&self, document_id: &DocumentId) -> anyhow::Result<Compaction> {
+        let txn = self.db.begin().await.context("begin compaction")?;
+        let snapshot = document_snapshots::Entity::find_by_id(document_id.as_str())
+            .one(&txn)
+            .await
+            .context("read snapshot")?;
+        let rows: Vec<(i64, Vec<u8>)> = document_updates::Entity::find()
+            .select_only()
+            .column(document_updates::Column::Seq)
+            .column(document_updates::Column::Update)
+            .filter(document_updates::Column::DocumentId.eq(document_id.as_str()))
+            .order_by_asc(document_updates::Column::Seq)
+            .into_tuple()
+            .all(&txn)
+            .await
+            .context("read updates")?;
+        if rows.is_empty() {
+            return Ok(Compaction::NothingToDo);
+        }
+        let bytes: u64 = rows.iter().map(|(_, u)| u.len() as u64).sum();
+        let max_seq = rows.iter().map(|(seq, _)| *seq).max().unwrap_or_default();
+        let previous = snapshot.as_ref().map(|s| s.state.clone());
+        let updates: Vec<Vec<u8>> = rows.iter().map(|(_, u)| u.clone()).collect();
+        let merged = tokio::task::spawn_blocking(move || {
+            let (doc, skipped) = crate::sync::load(previous.as_deref(), updates);
+            (crate::sync::full_state(&doc), skipped)
+        })
+        .await
+        .context("merge updates")?;
+        if merged.1 > 0 {
+            tracing::error!(
+                skipped = merged.1,
+                "compaction skipped undecodable stored updates"
+            );
+        }
+        let now = Utc::now();
+        match snapshot {
+            Some(old) => {
+                let result = document_snapshots::Entity::update_many()
+                    .col_expr(document_snapshots::Column::State, Expr::value(merged.0))
+                    .col_expr(
+                        document_snapshots::Column::LastSeq,
+                        Expr::value(max_seq.max(old.last_seq)),
+                    )
+                    .col_expr(document_snapshots::Column::UpdatedAt, Expr::value(now))
+                    .filter(document_snapshots::Column::DocumentId.eq(document_id.as_str()))
+                    .filter(document_snapshots::Column::LastSeq.eq(old.last_seq))
+                    .exec(&txn)
+                    .await
+                    .context("replace snapshot")?;
+                if result.rows_affected != 1 {
+                    return Ok(Compaction::Conflict);
+                }
+            }
+            None => {
+                let inserted = document_snapshots::Model {
+                    document_id: document_id.as_str().to_owned(),
+                    state: merged.0,
+                    last_seq: max_seq,
+                    updated_at: now,
+                }
+                .into_active_model()
+                .reset_all()
+                .insert(&txn)
+                .await;
+                if inserted.is_err() {
+                    return Ok(Compaction::Conflict);
+                }
+            }
+        }
+        // Delete exactly the rows folded in: a row another instance commits
+        // meanwhile (even with a lower seq) stays and is replayed on load.
+        let seqs: Vec<i64> = rows.iter().map(|(seq, _)| *seq).collect();
+        for chunk in seqs.chunks(500) {
+            document_updates::Entity::delete_many()
+                .filter(document_updates::Column::Seq.is_in(chunk.iter().copied()))
+                .exec(&txn)
+                .await
+                .context("delete folded updates")?;
+        }
+        txn.commit().await.context("commit compaction")?;
+        Ok(Compaction::Folded {
+            updates: rows.len() as u64,
+            bytes,
+        })
+    }
+}
+
+/// Who is told when an update is durable.
+#[derive(Debug)]
+pub enum Durable {
+    /// Nobody (no `id` on the message).
+    Quietly,
+    /// A socket client: `{"type":"ack","id":..}`.
+    Ack { outbox: Outbox, id: MessageId },
+    /// A REST caller awaiting the commit.
+    Notify(oneshot::Sender<()>),
+}
+
+/// An update waiting for its commit.
+pub struct PendingWrite {
+    pub room: Arc<Room>,
+    pub update: Arc<[u8]>,
+    pub durable: Durable,
+}
+
+/// When to compact a document.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionPolicy {
+    pub after_updates: u64,
+    pub after_bytes: u64,
+}
+
+/// The queue in front of the persister.
+#[derive(Clone)]
+pub struct Persister {
+    queue: mpsc::Sender<PendingWrite>,
+}
+
+impl Persister {
+    /// Reserve room in the queue before an update is applied, so an update
+    /// is never applied in memory without a place in the durable queue.
+    pub fn try_reserve(&self) -> Option<mpsc::Permit<'_, PendingWrite>> {
+        self.queue.try_reserve().ok()
+    }
+}
+
+/// Start the persister: returns its queue and the task to run.
+pub fn persister(
+    store: DocumentStore,
+    capacity: usize,
+    policy: CompactionPolicy,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) -> (Persister, impl std::future::Future<Output = ()>) {
+    let (queue, receiver) = mpsc::channel(capacity);
+    (
+        Persister { queue },
+        run_persister(store, receiver, policy, tracker, stop),
+    )
+}
+
+/// Attempts at one batch after shutdown began before it is given up (and logged).
+const ATTEMPTS_AFTER_STOP: u32 = 50;
+
+async fn run_persister(
+    store: DocumentStore,
+    mut receiver: mpsc::Receiver<PendingWrite>,
+    policy: CompactionPolicy,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::new();
+    let mut closed = false;
+    loop {
+        // On stop, refuse new updates but commit everything already queued.
+        let received = tokio::select! {
+            received = receiver.recv_many(&mut batch, MAX_BATCH) => received,
+            _ = stop.cancelled(), if !closed => {
+                receiver.close();
+                closed = true;
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        let rows: Vec<(DocumentId, Arc<[u8]>)> = batch
+            .iter()
+            .map(|w| (w.room.id.clone(), w.update.clone()))
+            .collect();
+        let mut backoff = Duration::from_millis(20);
+        let mut attempts = 0u32;
+        let committed = loop {
+            match store.append(&rows).await {
+                Ok(()) => break true,
+                Err(error) => {
+                    attempts += 1;
+                    if stop.is_cancelled() && attempts > ATTEMPTS_AFTER_STOP {
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            updates = rows.len(),
+                            "giving up on unacknowledged updates at shutdown"
+                        );
+                        break false;
+                    }
+                    if attempts == 1 || attempts.is_power_of_two() {
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            updates = rows.len(),
+                            attempts,
+                            "committing document updates failed; retrying"
+                        );
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        for write in batch.drain(..) {
+            let room = write.room;
+            room.unpersisted.fetch_sub(1, Ordering::AcqRel);
+            if !committed {
+                continue;
+            }
+            room.stored_updates.fetch_add(1, Ordering::Relaxed);
+            room.stored_bytes
+                .fetch_add(write.update.len() as u64, Ordering::Relaxed);
+            match write.durable {
+                Durable::Quietly => {}
+                Durable::Ack { outbox, id } => {
+                    outbox.text(ServerMessage::Ack { id: &id }.encode());
+                }
+                Durable::Notify(done) => {
+                    let _ = done.send(());
+                }
+            }
+            maybe_compact(&store, &room, policy, &tracker);
+        }
+    }
+}
+
+/// Compact off the per-message path when a document's log has grown past the policy.
+fn maybe_compact(store: &DocumentStore, room: &Arc<Room>, policy: CompactionPolicy, tracker: &TaskTracker) {
+    let updates = room.stored_updates.load(Ordering::Relaxed);
+    let bytes = room.stored_bytes.load(Ordering::Relaxed);
+    if updates <= policy.after_updates && bytes <= policy.after_bytes {
+        return;
+    }
+    if room.compacting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let store = store.clone();
+    let room = room.clone();
+    tracker.spawn(async move {
+        match store.compact(&room.id).await {
+            Ok(Compaction::Folded { updates, bytes }) => {
+                room.stored_updates.fetch_sub(
+                    updates.min(room.stored_updates.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+                room.stored_bytes.fetch_sub(
+                    bytes.min(room.stored_bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+                tracing::info!(document_id = %room.id, updates, bytes, "compacted document");
+            }
+            Ok(Compaction::NothingToDo) => {
+                room.stored_updates.store(0, Ordering::Relaxed);
+                room.stored_bytes.store(0, Ordering::Relaxed);
+            }
+            Ok(Compaction::Conflict) => {
+                tracing::debug!(document_id = %room.id, "compaction raced another; will retry")
+            }
+            Err(error) => {
+                tracing::warn!(document_id = %room.id, error = format!("{error:#}"), "compaction failed")
+            }
+        }
+        room.compacting.store(false, Ordering::Release);
+    });
+}
+
+/// Cancel-safe helper for callers that await a commit with a deadline.
+pub async fn wait_durable(done: oneshot::Receiver<()>, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        result = done => result.is_ok(),
+        _ = stop.cancelled() => false,
+    }
+}

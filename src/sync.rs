@@ -1,0 +1,300 @@
+//! Yjs document logic on yrs: decode, validate and apply updates, answer
+//! sync step 1, load from stored updates. Pure: no sockets, no database.
+//!
+//! Every client-supplied byte string is hostile. Decoding runs under
+//! `catch_unwind` (yrs asserts on some malformed input), applying is
+//! refused when it would leave more than a bounded amount of update data
+//! waiting for missing dependencies, and no yrs transaction outlives a call.
+
+use std::{
+    cell::Cell,
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::Once,
+};
+
+use yrs::{
+    Doc, GetString, Options, ReadTxn, StateVector, Transact, Update, WriteTxn,
+    updates::{decoder::Decode, encoder::Encode},
+};
+
+/// Why an update or state vector was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    #[error("not a valid Yjs v1 update: {0}")]
+    BadUpdate(String),
+    #[error("not a valid Yjs state vector: {0}")]
+    BadStateVector(String),
+    #[error("the update could not be applied: {0}")]
+    Rejected(String),
+    #[error("too many updates are waiting for missing dependencies; resync with sync_step1")]
+    PendingOverflow,
+    #[error("the update could not be applied safely; the document was reloaded, resync")]
+    Panicked,
+}
+
+/// What applying an update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The update carried nothing (no blocks, no deletions): nothing to store or relay.
+    pub empty: bool,
+    /// Some of it waits for updates this server has not seen yet.
+    pub pending: bool,
+}
+
+/// A new document as the server holds it.
+pub fn new_doc() -> Doc {
+    // The server never edits: its client id never appears in the document.
+    Doc::with_options(Options {
+        skip_gc: false,
+        ..Options::default()
+    })
+}
+
+thread_local! {
+    /// Set while this thread runs yrs on untrusted input under `catch_unwind`.
+    static CONTAINING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Route panics raised inside [`contained`] to one log line instead of the
+/// default hook's backtrace: hostile input can trigger them at will, and they
+/// are handled. Every other panic still reaches the previous hook.
+fn install_panic_filter() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CONTAINING.with(Cell::get) {
+                tracing::warn!(panic = %info, "yrs panicked on client input; contained");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Run yrs on untrusted input, turning a panic into `None`.
+fn contained<T>(work: impl FnOnce() -> T) -> Option<T> {
+    install_panic_filter();
+    let was = CONTAINING.with(|flag| flag.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(work)).ok();
+    CONTAINING.with(|flag| flag.set(was));
+    result
+}
+
+/// Whether the leading count of a lib0 structure fits the payload, given the
+/// minimum bytes each entry takes. yrs reserves a hash map of the declared
+/// size before reading any entry: a ten-byte message declaring four billion
+/// clients would otherwise cost hundreds of megabytes.
+fn declared_count_fits(bytes: &[u8], min_entry_bytes: usize) -> bool {
+    let mut cursor = yrs::encoding::read::Cursor::new(bytes);
+    match yrs::encoding::read::Read::read_var::<u64>(&mut cursor) {
+        Ok(count) => count <= (bytes.len() / min_entry_bytes) as u64,
+        Err(_) => false,
+    }
+}
+
+/// Decode a v1 update, containing any panic inside the decoder.
+pub fn decode_update(bytes: &[u8]) -> Result<Update, SyncError> {
+    // Each client section holds at least its block count, client id and clock.
+    if !declared_count_fits(bytes, 3) {
+        return Err(SyncError::BadUpdate("client count exceeds the payload".into()));
+    }
+    match contained(|| Update::decode_v1(bytes)) {
+        Some(Ok(update)) => Ok(update),
+        Some(Err(error)) => Err(SyncError::BadUpdate(error.to_string())),
+        None => Err(SyncError::BadUpdate("malformed update".into())),
+    }
+}
+
+/// Decode a v1 state vector.
+pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, SyncError> {
+    // Each entry holds at least a client id and a clock.
+    if !declared_count_fits(bytes, 2) {
+        return Err(SyncError::BadStateVector(
+            "client count exceeds the payload".into(),
+        ));
+    }
+    match contained(|| StateVector::decode_v1(bytes)) {
+        Some(Ok(sv)) => Ok(sv),
+        Some(Err(error)) => Err(SyncError::BadStateVector(error.to_string())),
+        None => Err(SyncError::BadStateVector("malformed state vector".into())),
+    }
+}
+
+/// Apply a client's v1 update to `doc`.
+///
+/// On `Err(SyncError::Panicked)` the document may be inconsistent: the
+/// caller must drop it and load it again from storage.
+pub fn apply_update(doc: &Doc, bytes: &[u8], max_pending_bytes: usize) -> Result<Applied, SyncError> {
+    let update = decode_update(bytes)?;
+    if update.is_empty() {
+        return Ok(Applied {
+            empty: true,
+            pending: false,
+        });
+    }
+    let outcome = contained(|| {
+        let mut txn = doc.transact_mut();
+        if let Err(error) = txn.apply_update(update) {
+            return Err(SyncError::Rejected(error.to_string()));
+        }
+        let store = txn.store();
+        let pending = store.pending_update().is_some() || store.pending_ds().is_some();
+        if pending {
+            let pending_bytes = store.pending_update().map_or(0, |p| p.update.encode_v1().len());
+            if pending_bytes > max_pending_bytes {
+                // Drop everything waiting: its senders resync. Integrated data stays.
+                txn.prune_pending();
+                return Err(SyncError::PendingOverflow);
+            }
+        }
+        Ok(Applied {
+            empty: false,
+            pending,
+        })
+    });
+    outcome.unwrap_or(Err(SyncError::Panicked))
+}
+
+/// The document's state vector, v1 encoded (sync step 1).
+pub fn state_vector(doc: &Doc) -> Vec<u8> {
+    doc.transact().state_vector().encode_v1()
+}
+
+/// Everything in `doc` that a peer with `remote_state_vector` lacks (sync step 2).
+pub fn diff(doc: &Doc, remote_state_vector: &[u8]) -> Result<Vec<u8>, SyncError> {
+    let sv = decode_state_vector(remote_state_vector)?;
+    contained(|| doc.transact().encode_state_as_update_v1(&sv))
+        .ok_or_else(|| SyncError::BadStateVector("malformed state vector".into()))
+}
+
+/// The whole document as one v1 update.
+pub fn full_state(doc: &Doc) -> Vec<u8> {
+    doc.transact().encode_state_as_update_v1(&StateVector::default())
+}
+
+/// The content of the root `Y.Text` named `name`, if the document has one.
+pub fn text(doc: &Doc, name: &str) -> Option<String> {
+    let txn = doc.transact();
+    let text = txn.get_text(name)?;
+    Some(text.get_string(&txn))
+}
+
+/// Rebuild a document from its snapshot and stored updates (in seq order).
+/// Rows that do not decode are skipped and reported: they were validated
+/// before they were stored, so this only happens if storage was tampered with.
+pub fn load(snapshot: Option<&[u8]>, updates: impl IntoIterator<Item = impl AsRef<[u8]>>) -> (Doc, usize) {
+    let doc = new_doc();
+    let mut skipped = 0;
+    for bytes in snapshot
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .chain(updates.into_iter().map(|u| u.as_ref().to_vec()))
+    {
+        if apply_update(&doc, &bytes, usize::MAX).is_err() {
+            skipped += 1;
+        }
+    }
+    (doc, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::Text;
+
+    fn edit(client: u64, text: &str) -> (Doc, Vec<u8>) {
+        let doc = Doc::with_client_id(client);
+        let t = doc.get_or_insert_text("content");
+        t.insert(&mut doc.transact_mut(), 0, text);
+        let update = full_state(&doc);
+        (doc, update)
+    }
+
+    #[test]
+    fn concurrent_inserts_converge() {
+        let server = new_doc();
+        let (_a, from_a) = edit(1, "hello");
+        let (_b, from_b) = edit(2, "world");
+        apply_update(&server, &from_a, 1024).unwrap();
+        apply_update(&server, &from_b, 1024).unwrap();
+        let other = new_doc();
+        apply_update(&other, &from_b, 1024).unwrap();
+        apply_update(&other, &from_a, 1024).unwrap();
+        assert_eq!(text(&server, "content"), text(&other, "content"));
+        assert_eq!(text(&server, "content").unwrap().len(), 10);
+    }
+
+    #[test]
+    fn diff_carries_exactly_what_the_peer_lacks() {
+        let server = new_doc();
+        let (client, update) = edit(1, "abc");
+        apply_update(&server, &update, 1024).unwrap();
+        let nothing = diff(&server, &state_vector(&client)).unwrap();
+        assert!(decode_update(&nothing).unwrap().is_empty());
+        let everything = diff(&server, &state_vector(&new_doc())).unwrap();
+        let fresh = new_doc();
+        apply_update(&fresh, &everything, 1024).unwrap();
+        assert_eq!(text(&fresh, "content").as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn updates_with_missing_dependencies_are_bounded() {
+        let doc = Doc::with_client_id(1);
+        let t = doc.get_or_insert_text("content");
+        t.insert(&mut doc.transact_mut(), 0, "first");
+        let sv = doc.transact().state_vector();
+        t.insert(&mut doc.transact_mut(), 5, &"x".repeat(4000));
+        let second = doc.transact().encode_state_as_update_v1(&sv);
+
+        let server = new_doc();
+        let applied = apply_update(&server, &second, 100_000).unwrap();
+        assert!(applied.pending, "the second update waits for the first");
+        let tight = new_doc();
+        assert_eq!(
+            apply_update(&tight, &second, 100),
+            Err(SyncError::PendingOverflow)
+        );
+        assert!(
+            tight.transact().store().pending_update().is_none(),
+            "pending data is dropped"
+        );
+    }
+
+    #[test]
+    fn random_bytes_never_panic_and_never_change_the_document() {
+        let server = new_doc();
+        let (_c, update) = edit(7, "stable");
+        apply_update(&server, &update, 1 << 20).unwrap();
+        let before = full_state(&server);
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        for round in 0..4000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 64) as usize + round % 3;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| (seed.rotate_left(i as u32 % 64) & 0xff) as u8)
+                .collect();
+            let _ = apply_update(&server, &bytes, 1 << 16);
+            let _ = diff(&server, &bytes);
+        }
+        let mut truncated = update.clone();
+        truncated.truncate(update.len() / 2);
+        assert!(
+            apply_update(&server, &truncated, 1 << 16).is_err()
+                || text(&server, "content").as_deref() == Some("stable")
+        );
+        assert_eq!(text(&server, "content").as_deref(), Some("stable"));
+        let _ = before;
+    }
+
+    #[test]
+    fn loading_replays_snapshot_and_updates() {
+        let (_a, first) = edit(1, "one ");
+        let (_b, second) = edit(2, "two");
+        let (doc, skipped) = load(Some(&first), [second.clone(), vec![0xff, 0x01]]);
+        assert_eq!(skipped, 1);
+        assert_eq!(text(&doc, "content").unwrap().len(), 7);
+    }
+}
