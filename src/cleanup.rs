@@ -13,7 +13,8 @@ use anyhow::Context;
 use chrono::Utc;
 use entity::{document_presence, user_sessions};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
     sea_query::{Expr, Query},
 };
 use uuid::Uuid;
@@ -69,6 +70,9 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<SweepReport> {
             None => dead.push(session_id),
         }
     }
+    // Sessions and their presence rows change together: nobody sees an
+    // ended session that is still present in a document.
+    let txn = db.begin().await.context("begin sweep")?;
     for chunk in dead.chunks(500) {
         let result = user_sessions::Entity::update_many()
             .col_expr(user_sessions::Column::IsActive, Expr::value(false))
@@ -80,15 +84,16 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<SweepReport> {
             .filter(user_sessions::Column::Id.is_in(chunk.iter().copied()))
             .filter(user_sessions::Column::IsActive.eq(true))
             .filter(user_sessions::Column::LastSeenAt.lt(cutoff))
-            .exec(db)
+            .exec(&txn)
             .await
             .context("deactivate stale sessions")?;
         report.deactivated += result.rows_affected;
     }
+    report.presence_deactivated = deactivate_orphan_presence(&txn).await?;
+    txn.commit().await.context("commit sweep")?;
     if report.deactivated > 0 {
         tracing::info!(sessions = report.deactivated, "deactivated stale sessions");
     }
-    report.presence_deactivated = deactivate_orphan_presence(db).await?;
 
     let retention =
         chrono::Duration::from_std(state.config.session_retention).unwrap_or(chrono::Duration::MAX);
@@ -105,7 +110,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<SweepReport> {
 }
 
 /// Deactivate presence rows whose session is no longer active.
-async fn deactivate_orphan_presence(db: &DatabaseConnection) -> anyhow::Result<u64> {
+async fn deactivate_orphan_presence(db: &impl ConnectionTrait) -> anyhow::Result<u64> {
     let inactive_sessions = Query::select()
         .column(user_sessions::Column::Id)
         .from(user_sessions::Entity)
@@ -127,6 +132,7 @@ async fn deactivate_orphan_presence(db: &DatabaseConnection) -> anyhow::Result<u
 /// shutdown after the sessions have closed.
 pub async fn deactivate_instance(db: &DatabaseConnection, instance_id: &str) -> anyhow::Result<u64> {
     let now = Utc::now();
+    let txn = db.begin().await.context("begin instance deactivation")?;
     let result = user_sessions::Entity::update_many()
         .col_expr(user_sessions::Column::IsActive, Expr::value(false))
         .col_expr(user_sessions::Column::DisconnectedAt, Expr::value(now))
@@ -136,9 +142,10 @@ pub async fn deactivate_instance(db: &DatabaseConnection, instance_id: &str) -> 
         )
         .filter(user_sessions::Column::InstanceId.eq(instance_id))
         .filter(user_sessions::Column::IsActive.eq(true))
-        .exec(db)
+        .exec(&txn)
         .await
         .context("deactivate instance sessions")?;
-    deactivate_orphan_presence(db).await?;
+    deactivate_orphan_presence(&txn).await?;
+    txn.commit().await.context("commit instance deactivation")?;
     Ok(result.rows_affected)
 }

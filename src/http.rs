@@ -16,6 +16,8 @@ use poem_openapi::{
 };
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+
 use crate::{
     app::AppState,
     auth::Identity,
@@ -166,8 +168,84 @@ pub struct StatsResponse {
     pub write_backlog: u64,
 }
 
+/// A whole document, for backends without a socket.
+#[derive(Debug, Clone, Object)]
+pub struct DocumentResponse {
+    pub document_id: String,
+    /// The whole document as one Yjs v1 update, standard base64.
+    pub state: String,
+    /// Its state vector (v1), standard base64.
+    pub state_vector: String,
+    /// Update rows stored since the last compaction.
+    pub updates_since_snapshot: u64,
+}
+
+/// A Yjs v1 update to apply.
+#[derive(Debug, Clone, Object)]
+pub struct UpdateRequest {
+    /// Standard base64 of a Yjs v1 update.
+    pub update: String,
+}
+
+/// The result of an applied, durable update.
+#[derive(Debug, Clone, Object)]
+pub struct UpdateResponse {
+    pub document_id: String,
+    /// The document's state vector after the update, standard base64.
+    pub state_vector: String,
+}
+
+/// How long a REST update waits for its commit.
+const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct Api {
     pub state: AppState,
+}
+
+impl Api {
+    /// Run `work` on the document's room, loaded, keeping it from being unloaded meanwhile.
+    async fn with_document<T>(
+        &self,
+        document_id: &DocumentId,
+        work: impl AsyncFnOnce(&std::sync::Arc<crate::room::Room>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let hub = &self.state.hub;
+        let room = hub.begin_join(document_id);
+        let result = match self.state.docs.ensure_loaded(&room).await {
+            Ok(()) => work(&room).await,
+            Err(error) => {
+                tracing::warn!(%document_id, error = format!("{:#}", anyhow::Error::from(error)), "document load failed");
+                Err(ApiError::unavailable(
+                    "the document could not be loaded; try again",
+                ))
+            }
+        };
+        hub.abort_join(&room);
+        result
+    }
+
+    fn authorize(&self, auth: &BearerToken, document_id: &str) -> Result<(Identity, DocumentId), ApiError> {
+        let identity = auth.identity(&self.state)?;
+        let document_id = parse_document_id(document_id)?;
+        if !identity.may_access(&document_id) {
+            return Err(ApiError::forbidden("this token may not open this document"));
+        }
+        Ok((identity, document_id))
+    }
+}
+
+/// Map a document error to its HTTP status.
+fn doc_error(error: crate::documents::DocError) -> ApiError {
+    use crate::documents::DocError;
+    match error {
+        DocError::Sync(e) => ApiError::bad_request("invalid_update", e.to_string()),
+        DocError::Awareness(e) => ApiError::bad_request("invalid_update", e.to_string()),
+        DocError::Busy => ApiError::unavailable("the server is busy persisting updates; retry shortly"),
+        DocError::Unavailable(e) => {
+            tracing::warn!(error = format!("{e:#}"), "document unavailable");
+            ApiError::unavailable("the document could not be loaded; try again")
+        }
+    }
 }
 
 fn parse_document_id(raw: &str) -> Result<DocumentId, ApiError> {
@@ -250,6 +328,117 @@ impl Api {
                 })
                 .collect(),
         }))
+    }
+
+    /// A whole document: its state as one Yjs update, its state vector, and the
+    /// number of updates stored since its last compaction.
+    #[oai(path = "/api/v1/documents/:document_id", method = "get")]
+    async fn get_document(
+        &self,
+        auth: BearerToken,
+        document_id: Path<String>,
+    ) -> Result<Json<DocumentResponse>, ApiError> {
+        let (_, document_id) = self.authorize(&auth, &document_id)?;
+        let (state, state_vector) = self
+            .with_document(&document_id, async |room| {
+                let guard = room.state();
+                let doc = guard
+                    .doc
+                    .as_ref()
+                    .ok_or_else(|| ApiError::unavailable("the document is reloading; retry"))?;
+                Ok((crate::sync::full_state(doc), crate::sync::state_vector(doc)))
+            })
+            .await?;
+        let updates_since_snapshot = self
+            .state
+            .docs
+            .store
+            .updates_since_snapshot(&document_id)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Json(DocumentResponse {
+            document_id: document_id.to_string(),
+            state: BASE64.encode(state),
+            state_vector: BASE64.encode(state_vector),
+            updates_since_snapshot,
+        }))
+    }
+
+    /// Apply a Yjs update: validated like a socket update, made durable, then
+    /// broadcast to everyone connected to the document. Viewers get 403.
+    #[oai(path = "/api/v1/documents/:document_id/updates", method = "post")]
+    async fn post_update(
+        &self,
+        auth: BearerToken,
+        document_id: Path<String>,
+        body: Json<UpdateRequest>,
+    ) -> Result<Json<UpdateResponse>, ApiError> {
+        let (identity, document_id) = self.authorize(&auth, &document_id)?;
+        if !identity.may_write() {
+            return Err(ApiError::forbidden(
+                "this token has the viewer role: document updates are refused",
+            ));
+        }
+        let update =
+            crate::protocol::decode_base64(&body.update, self.state.config.max_update_bytes, "update")
+                .map_err(|e| match e.code {
+                    crate::protocol::ErrorCode::TooLarge => ApiError::too_large(e.message.into_owned()),
+                    _ => ApiError::bad_request("invalid_update", e.message.into_owned()),
+                })?;
+        let origin = crate::documents::Origin {
+            connection_id: None,
+            user_id: identity.user_id.clone(),
+        };
+        let state_vector = self
+            .with_document(&document_id, async |room| {
+                let (done, committed) = tokio::sync::oneshot::channel();
+                self.state
+                    .docs
+                    .apply_update(room, &origin, update, crate::store::Durable::Notify(done))
+                    .map_err(doc_error)?;
+                let state_vector = {
+                    let guard = room.state();
+                    guard
+                        .doc
+                        .as_ref()
+                        .map(crate::sync::state_vector)
+                        .unwrap_or_default()
+                };
+                match tokio::time::timeout(DURABLE_WAIT, committed).await {
+                    Ok(Ok(())) => Ok(state_vector),
+                    _ => Err(ApiError::unavailable(
+                        "the update was applied but is not yet durable; retry",
+                    )),
+                }
+            })
+            .await?;
+        Ok(Json(UpdateResponse {
+            document_id: document_id.to_string(),
+            state_vector: BASE64.encode(state_vector),
+        }))
+    }
+
+    /// The plain text content of the document's root `Y.Text` named `name`.
+    #[oai(path = "/api/v1/documents/:document_id/text/:name", method = "get")]
+    async fn get_text(
+        &self,
+        auth: BearerToken,
+        document_id: Path<String>,
+        name: Path<String>,
+    ) -> Result<poem_openapi::payload::PlainText<String>, ApiError> {
+        let (_, document_id) = self.authorize(&auth, &document_id)?;
+        let text = self
+            .with_document(&document_id, async |room| {
+                let guard = room.state();
+                let doc = guard
+                    .doc
+                    .as_ref()
+                    .ok_or_else(|| ApiError::unavailable("the document is reloading; retry"))?;
+                Ok(crate::sync::text(doc, &name))
+            })
+            .await?;
+        text.map(poem_openapi::payload::PlainText)
+            .ok_or_else(|| ApiError::not_found(format!("the document has no root text named {:?}", name.0)))
     }
 
     /// Liveness: 200 when the database answers, 503 otherwise.
@@ -393,8 +582,34 @@ async fn ws_upgrade(req: &Request, ws: poem::Result<WebSocket>, Data(state): Dat
         .into_response()
 }
 
-/// Log method, path (never the query: it may hold a token), status and time.
-async fn log_request<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+/// The edge of every request: bound the body, then log method, path (never
+/// the query: it may hold a token), status and time.
+async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+    let limit = req
+        .data::<AppState>()
+        .map(|state| state.config.max_frame_bytes())
+        .unwrap_or(2 << 20);
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Ok(json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request bodies are limited to {limit} bytes"),
+        ));
+    }
+    if matches!(
+        *req.method(),
+        poem::http::Method::POST | poem::http::Method::PUT | poem::http::Method::PATCH
+    ) {
+        // A body without a declared length is cut at the limit (and then fails to parse).
+        use tokio::io::AsyncReadExt;
+        let body = req.take_body().into_async_read().take(limit as u64 + 1);
+        req.set_body(poem::Body::from_async_read(body));
+    }
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -417,7 +632,7 @@ pub fn routes(state: AppState) -> impl Endpoint {
         .at("/openapi.json", spec)
         .nest("/docs", ui)
         .nest("/", api)
-        .data(state)
         .catch_all_error(render_error)
-        .around(log_request)
+        .around(edge)
+        .data(state)
 }

@@ -62,6 +62,19 @@ impl Outbox {
     pub fn text(&self, text: Encoded) -> bool {
         self.push(Outgoing::Text(text))
     }
+
+    /// Queue a reply to this connection's own message, waiting up to
+    /// `patience` for room; a client that reads nothing for that long is
+    /// marked too slow. Returns false if it was not queued.
+    pub async fn push_waiting(&self, message: Outgoing, patience: std::time::Duration) -> bool {
+        match tokio::time::timeout(patience, self.queue.send(message)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                self.overflowed.cancel();
+                false
+            }
+        }
+    }
 }
 
 /// A member of a room: one connection in one document.

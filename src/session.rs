@@ -137,6 +137,7 @@ pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer) {
         },
         end: end.clone(),
         record,
+        replies: Vec::new(),
     };
 
     let exit = session
@@ -183,6 +184,10 @@ struct Session {
     record_dirty: bool,
     limits: DecodeLimits,
     end: CancellationToken,
+    /// Replies to this client's own messages, sent after each frame with
+    /// backpressure: a client that pipelines requests waits for its answers
+    /// instead of overflowing its queue.
+    replies: Vec<crate::protocol::Encoded>,
 }
 
 impl Session {
@@ -241,11 +246,17 @@ impl Session {
                     last_heard.store(self.state.hub.clock_ms(), Ordering::Relaxed);
                     self.record_dirty = true;
                     match frame {
-                        Message::Text(text) => self.handle_text(&text).await,
-                        Message::Binary(_) => self.reject(
-                            ProtocolError::new(ErrorCode::UnsupportedFrame, "binary frames are not accepted on /ws: send JSON text frames (Yjs payloads as base64)"),
-                            None,
-                        ),
+                        Message::Text(text) => {
+                            self.handle_text(&text).await;
+                            self.flush_replies().await;
+                        }
+                        Message::Binary(_) => {
+                            self.reject(
+                                ProtocolError::new(ErrorCode::UnsupportedFrame, "binary frames are not accepted on /ws: send JSON text frames (Yjs payloads as base64)"),
+                                None,
+                            );
+                            self.flush_replies().await;
+                        }
                         Message::Close(_) => return Exit { close: None, reason: LeaveReason::Disconnected },
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
@@ -273,7 +284,7 @@ impl Session {
                         self.state.config.rate_limit_per_second
                     ),
                 );
-                self.outbox.text(encode_error(&error, None));
+                self.reply(encode_error(&error, None));
             }
             return;
         }
@@ -286,6 +297,21 @@ impl Session {
         }
     }
 
+    fn reply(&mut self, text: crate::protocol::Encoded) {
+        self.replies.push(text);
+    }
+
+    /// Queue this frame's replies, waiting for room in the queue (stop reading
+    /// from a client until it reads its answers), up to the session TTL.
+    async fn flush_replies(&mut self) {
+        let patience = self.state.config.session_ttl;
+        for reply in std::mem::take(&mut self.replies) {
+            if !self.outbox.push_waiting(Outgoing::Text(reply), patience).await {
+                break;
+            }
+        }
+    }
+
     fn reject(&mut self, error: ProtocolError, id: Option<&MessageId>) {
         self.state
             .hub
@@ -293,16 +319,16 @@ impl Session {
             .messages_rejected
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(session_id = %self.record.session_id, code = error.code.as_str(), message = %error.message, "rejected message");
-        self.outbox.text(encode_error(&error, id));
+        self.reply(encode_error(&error, id));
         self.consecutive_errors += 1;
         if self.consecutive_errors > self.state.config.max_consecutive_errors {
             self.end.cancel();
         }
     }
 
-    fn ack(&self, id: Option<&MessageId>) {
+    fn ack(&mut self, id: Option<&MessageId>) {
         if let Some(id) = id {
-            self.outbox.text(ServerMessage::Ack { id }.encode());
+            self.reply(ServerMessage::Ack { id }.encode());
         }
     }
 
@@ -368,7 +394,7 @@ impl Session {
             }
             ClientMessage::Heartbeat => {
                 self.touch(false);
-                self.outbox.text(
+                self.reply(
                     ServerMessage::HeartbeatAck {
                         id,
                         server_time: Utc::now().timestamp_millis(),
@@ -385,7 +411,7 @@ impl Session {
                 let docs = &self.state.docs;
                 docs.ensure_loaded(&room).await.map_err(|e| e.to_protocol())?;
                 let update = docs.diff(&room, &state_vector).map_err(|e| e.to_protocol())?;
-                self.outbox.text(
+                self.reply(
                     ServerMessage::SyncStep2 {
                         id,
                         document_id: &document_id,

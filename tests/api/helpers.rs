@@ -2,8 +2,9 @@
 //! `TEST_DATABASE_URL` is set), real WebSocket and HTTP clients.
 
 use std::{
-    io::Write,
+    io::{BufRead, BufReader, Write},
     net::SocketAddr,
+    process::{Child, Command, Stdio},
     sync::Once,
     time::{Duration, Instant},
 };
@@ -225,6 +226,16 @@ impl TestApp {
         )
     }
 
+    pub async fn get_text(&self, path: &str, token: &str) -> (u16, String) {
+        let response = reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("http");
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
         let mut request = reqwest::Client::new().post(self.url(path)).json(body);
         if let Some(token) = token {
@@ -389,5 +400,109 @@ where
         }
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The real binary, killed with SIGKILL: its rows stay active until another
+/// process's sweep finds them stale.
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+}
+
+impl Gateway {
+    pub fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", database_url)
+            .env("TANDEM_BIND", "127.0.0.1:0")
+            .env("TANDEM_JWT_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start tandem");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let port = loop {
+            let line = lines.next().expect("tandem exited before listening").unwrap();
+            if let Some(rest) = line.split("local_addr=").nth(1) {
+                let addr: std::net::SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                break addr.port();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, port }
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Yjs peer: a yrs document that syncs through a [`Client`].
+pub struct YPeer {
+    pub doc: yrs::Doc,
+}
+
+impl YPeer {
+    pub fn new(client_id: u64) -> Self {
+        Self {
+            doc: yrs::Doc::with_client_id(client_id),
+        }
+    }
+
+    /// Insert at `index` of the root text "content"; returns the v1 update.
+    pub fn insert(&self, index: u32, text: &str) -> Vec<u8> {
+        use yrs::{Text, Transact};
+        let content = self.doc.get_or_insert_text("content");
+        let mut txn = self.doc.transact_mut();
+        content.insert(&mut txn, index, text);
+        txn.encode_update_v1()
+    }
+
+    pub fn apply_b64(&self, update: &str) {
+        use yrs::{Transact, Update, updates::decoder::Decode};
+        let bytes = b64::decode(update);
+        self.doc
+            .transact_mut()
+            .apply_update(Update::decode_v1(&bytes).unwrap())
+            .unwrap();
+    }
+
+    pub fn text(&self) -> String {
+        use yrs::{GetString, Transact};
+        let content = self.doc.get_or_insert_text("content");
+        content.get_string(&self.doc.transact())
+    }
+
+    pub fn state_vector(&self) -> Vec<u8> {
+        use yrs::{ReadTxn, Transact, updates::encoder::Encode};
+        self.doc.transact().state_vector().encode_v1()
+    }
+}
+
+pub mod b64 {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+
+    pub fn encode(bytes: impl AsRef<[u8]>) -> String {
+        STANDARD.encode(bytes)
+    }
+
+    pub fn decode(text: &str) -> Vec<u8> {
+        STANDARD.decode(text).expect("base64")
     }
 }

@@ -2,6 +2,7 @@
 
 mod auth;
 mod bad_input;
+mod documents;
 mod helpers;
 mod presence;
 mod rest;

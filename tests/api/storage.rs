@@ -2,11 +2,7 @@
 //! `TEST_DATABASE_URL` is set): written behind, cleaned when stale, cleaned
 //! after a crash, and marked inactive on graceful shutdown.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use chrono::Utc;
 use entity::{document_presence, user_sessions};
@@ -304,56 +300,6 @@ async fn graceful_shutdown_closes_sockets_with_1001_and_marks_sessions_inactive(
             Some(42),
             "the written-behind cursor was flushed"
         );
-    }
-}
-
-/// The real binary, killed with SIGKILL: its rows stay active until another
-/// process's sweep finds them stale.
-struct Gateway {
-    child: Child,
-    port: u16,
-}
-
-impl Gateway {
-    fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tandem"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", database_url)
-            .env("TANDEM_BIND", "127.0.0.1:0")
-            .env("TANDEM_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (key, value) in extra_env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("start tandem");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let port = loop {
-            let line = lines.next().expect("tandem exited before listening").unwrap();
-            if let Some(rest) = line.split("local_addr=").nth(1) {
-                let addr: std::net::SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                break addr.port();
-            }
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, port }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
