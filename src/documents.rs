@@ -107,6 +107,7 @@ impl Documents {
             }
             .encode();
             state.broadcast(&step1, None);
+            state.broadcast_binary(&crate::yws::sync_step1(&state_vector).into(), None);
         }
         Ok(())
     }
@@ -149,6 +150,7 @@ impl Documents {
         }
         .encode();
         state.broadcast(&relay, origin.connection_id);
+        state.broadcast_binary(&crate::yws::update(&update).into(), origin.connection_id);
         room.unpersisted.fetch_add(1, Ordering::AcqRel);
         permit.send(PendingWrite {
             room: room.clone(),
@@ -169,13 +171,14 @@ impl Documents {
     }
 
     /// Validate an awareness update from `owner`, keep it, relay it to the others.
+    /// Returns the entries, so a caller can mirror cursor fields into presence.
     pub fn apply_awareness(
         &self,
         room: &Room,
         owner: Uuid,
         user_id: &str,
         update: &[u8],
-    ) -> Result<(), DocError> {
+    ) -> Result<Vec<awareness::AwarenessEntry>, DocError> {
         let entries = awareness::decode(update)?;
         let mut state = room.state();
         state.awareness.apply(owner, &entries)?;
@@ -186,7 +189,8 @@ impl Documents {
         }
         .encode();
         state.broadcast(&relay, Some(owner));
-        Ok(())
+        state.broadcast_binary(&crate::yws::awareness(update).into(), Some(owner));
+        Ok(entries)
     }
 }
 

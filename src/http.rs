@@ -582,6 +582,39 @@ async fn ws_upgrade(req: &Request, ws: poem::Result<WebSocket>, Data(state): Dat
         .into_response()
 }
 
+/// `/yjs/{document_id}`: the y-websocket binary protocol on the same rooms.
+#[handler]
+async fn yjs_upgrade(
+    req: &Request,
+    ws: poem::Result<WebSocket>,
+    poem::web::Path(document_id): poem::web::Path<String>,
+    Data(state): Data<&AppState>,
+) -> Response {
+    let peer = match authenticate_upgrade(req, state) {
+        Ok(peer) => peer,
+        Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
+    };
+    let document_id = match DocumentId::parse(&document_id) {
+        Ok(id) => id,
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, "invalid_document_id", error.message),
+    };
+    if !peer.identity.may_access(&document_id) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token may not open this document",
+        );
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(error) => return render_error(error).await,
+    };
+    let state = state.clone();
+    ws.config(state.websocket_config())
+        .on_upgrade(move |socket| crate::yjs_session::run(socket, state, peer, document_id))
+        .into_response()
+}
+
 /// The edge of every request: bound the body, then log method, path (never
 /// the query: it may hold a token), status and time.
 async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
@@ -629,6 +662,7 @@ pub fn routes(state: AppState) -> impl Endpoint {
     let ui = api.swagger_ui();
     Route::new()
         .at("/ws", get(ws_upgrade))
+        .at("/yjs/:document_id", get(yjs_upgrade))
         .at("/openapi.json", spec)
         .nest("/docs", ui)
         .nest("/", api)

@@ -7,6 +7,7 @@
 //! - [`sync`] / [`awareness`]: Yjs updates and awareness on yrs, validated (pure).
 //! - [`documents`] / [`store`]: load on first join, apply and relay, group-committed persistence, compaction.
 //! - [`session`]: one socket: reader, bounded writer queue, liveness, rate limit.
+//! - [`yws`] / [`yjs_session`]: the y-websocket binary endpoint on the same rooms.
 //! - [`write_behind`]: coalesced session/presence rows flushed to the database.
 //! - [`cleanup`]: the stale-session sweep, which also clears a crashed process's rows.
 //! - [`http`]: REST (poem-openapi), the `/ws` upgrade, JSON errors.
@@ -30,6 +31,8 @@ pub mod session;
 pub mod store;
 pub mod sync;
 pub mod write_behind;
+pub mod yjs_session;
+pub mod yws;
 
 pub use app::{AppState, Application};
 pub use config::Config;

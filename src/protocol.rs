@@ -247,8 +247,8 @@ pub enum CloseCode {
     TooManyErrors,
     /// 4003: the session was ended by the server (stale-session cleanup).
     SessionEnded,
-    /// 4004: a viewer sent a document update on the y-websocket endpoint.
-    Forbidden,
+    /// 1011: the document could not be loaded (y-websocket endpoint); reconnect later.
+    Unavailable,
 }
 
 impl CloseCode {
@@ -260,7 +260,7 @@ impl CloseCode {
             Self::SlowConsumer => 4001,
             Self::TooManyErrors => 4002,
             Self::SessionEnded => 4003,
-            Self::Forbidden => 4004,
+            Self::Unavailable => 1011,
         }
     }
 
@@ -272,7 +272,7 @@ impl CloseCode {
             Self::SlowConsumer => "send queue overflow: client too slow",
             Self::TooManyErrors => "too many errors",
             Self::SessionEnded => "session ended by server",
-            Self::Forbidden => "forbidden",
+            Self::Unavailable => "document unavailable",
         }
     }
 }

@@ -77,6 +77,15 @@ impl Outbox {
     }
 }
 
+/// Which protocol a member speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKind {
+    /// The JSON protocol on `/ws`.
+    Json,
+    /// The y-websocket binary protocol on `/yjs/{document_id}`.
+    Yjs,
+}
+
 /// A member of a room: one connection in one document.
 #[derive(Debug)]
 pub struct Member {
@@ -84,6 +93,83 @@ pub struct Member {
     pub outbox: Outbox,
     /// Last editing_start, cursor, selection or update while editing.
     pub last_editing_activity: Instant,
+    pub kind: MemberKind,
+    /// Clock of the awareness state y-websocket members see for a JSON member.
+    pub awareness_clock: u32,
+}
+
+impl Member {
+    pub fn new(presence: Presence, outbox: Outbox, kind: MemberKind) -> Self {
+        Self {
+            presence,
+            outbox,
+            last_editing_activity: Instant::now(),
+            kind,
+            awareness_clock: 0,
+        }
+    }
+
+    /// The awareness client id under which y-websocket members see this JSON
+    /// member: derived from its connection id, within Yjs's 53 bits.
+    pub fn awareness_client_id(&self) -> u64 {
+        let bytes = self.presence.connection_id.as_bytes();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&bytes[8..16]);
+        u64::from_le_bytes(id) & ((1 << 53) - 1)
+    }
+
+    /// This JSON member's presence as an awareness entry, in the shape
+    /// y-websocket front ends read: `{ user: { name, color, id }, cursor, selection, editing }`.
+    fn awareness_entry(&self) -> crate::awareness::AwarenessEntry {
+        let presence = &self.presence;
+        let state = serde_json::json!({
+            "user": {
+                "name": presence.name.as_deref().unwrap_or(&presence.user_id),
+                "color": user_color(&presence.user_id),
+                "id": &*presence.user_id,
+            },
+            "cursor": presence.cursor,
+            "selection": presence.selection,
+            "editing": presence.is_editing,
+            "connection_id": presence.connection_id,
+        });
+        crate::awareness::AwarenessEntry {
+            client_id: self.awareness_client_id(),
+            clock: self.awareness_clock,
+            json: state.to_string().into(),
+        }
+    }
+
+    fn awareness_removal(&self) -> crate::awareness::AwarenessEntry {
+        crate::awareness::AwarenessEntry {
+            client_id: self.awareness_client_id(),
+            clock: self.awareness_clock.wrapping_add(1),
+            json: "null".into(),
+        }
+    }
+}
+
+/// A stable colour per user, so every client draws a user's cursor alike.
+pub fn user_color(user_id: &str) -> String {
+    let hash = user_id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    let hue = (hash % 360) as f64;
+    // HSL(hue, 65%, 45%) to RGB.
+    let (s, l) = (0.65, 0.45);
+    let c = (1.0 - (2.0 * l - 1.0f64).abs()) * s;
+    let x = c * (1.0 - ((hue / 60.0) % 2.0 - 1.0).abs());
+    let m = l - c / 2.0;
+    let (r, g, b) = match (hue / 60.0) as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    let byte = |v: f64| ((v + m) * 255.0).round() as u8;
+    format!("#{:02x}{:02x}{:02x}", byte(r), byte(g), byte(b))
 }
 
 /// Members of a room, what they last said about themselves, and the document.
@@ -149,28 +235,56 @@ impl RoomState {
             .find(|m| m.presence.connection_id == connection_id)
     }
 
-    /// Send `text` to every member except `except`.
+    /// Send a JSON message to every JSON member except `except`.
     pub fn broadcast(&self, text: &Encoded, except: Option<Uuid>) {
         for member in &self.members {
-            if Some(member.presence.connection_id) != except {
+            if member.kind == MemberKind::Json && Some(member.presence.connection_id) != except {
                 member.outbox.text(text.clone());
             }
         }
     }
 
-    /// Send raw bytes to every member except `except` (y-websocket members).
+    /// Send a binary frame to every y-websocket member except `except`.
     pub fn broadcast_binary(&self, bytes: &Arc<[u8]>, except: Option<Uuid>) {
         for member in &self.members {
-            if Some(member.presence.connection_id) != except {
+            if member.kind == MemberKind::Yjs && Some(member.presence.connection_id) != except {
                 member.outbox.push(Outgoing::Binary(bytes.clone()));
             }
         }
     }
 
-    /// Add a member, tell the others, and welcome the joiner: `presence_list`
-    /// (echoing `id`), then `sync_step1` and the current awareness states if
-    /// the document is loaded. Done under the room lock, so the joiner's first
-    /// messages come before any broadcast it receives as a member.
+    fn has_yjs_members(&self) -> bool {
+        self.members.iter().any(|m| m.kind == MemberKind::Yjs)
+    }
+
+    /// Tell y-websocket members about a JSON member's presence (or its removal).
+    fn publish_json_member_awareness(&self, entry: crate::awareness::AwarenessEntry) {
+        if self.has_yjs_members() {
+            let frame: Arc<[u8]> = crate::yws::awareness(&crate::awareness::encode(&[entry])).into();
+            self.broadcast_binary(&frame, None);
+        }
+    }
+
+    /// Every awareness state a y-websocket newcomer should see: the real
+    /// ones plus one per JSON member.
+    fn binary_awareness_snapshot(&self) -> Option<Vec<u8>> {
+        let mut entries: Vec<_> = self
+            .members
+            .iter()
+            .filter(|m| m.kind == MemberKind::Json)
+            .map(Member::awareness_entry)
+            .collect();
+        if let Some(real) = self.awareness.snapshot() {
+            entries.extend(crate::awareness::decode(&real).unwrap_or_default());
+        }
+        (!entries.is_empty()).then(|| crate::awareness::encode(&entries))
+    }
+
+    /// Add a member, tell the others, and welcome the joiner. A JSON joiner
+    /// gets `presence_list` (echoing `id`), then `sync_step1` and the current
+    /// awareness states; a y-websocket joiner gets sync step 1 and the
+    /// awareness states (JSON members included) as binary frames. Done under
+    /// the room lock, so the welcome comes before any broadcast to the joiner.
     pub fn join(
         &mut self,
         document_id: &DocumentId,
@@ -183,41 +297,65 @@ impl RoomState {
         }
         .encode();
         self.broadcast(&joined, None);
+        if member.kind == MemberKind::Json {
+            self.publish_json_member_awareness(member.awareness_entry());
+        }
         self.members.push(member);
         self.empty_since = None;
         let users = self.presence_list();
         let Some(joiner) = self.members.last() else {
             return users;
         };
-        joiner.outbox.text(
-            ServerMessage::PresenceList {
-                id,
-                document_id,
-                users: &users,
+        let state_vector = self.doc.as_ref().map(crate::sync::state_vector);
+        match joiner.kind {
+            MemberKind::Json => {
+                joiner.outbox.text(
+                    ServerMessage::PresenceList {
+                        id,
+                        document_id,
+                        users: &users,
+                    }
+                    .encode(),
+                );
+                if let Some(state_vector) = &state_vector {
+                    joiner.outbox.text(
+                        ServerMessage::SyncStep1 {
+                            document_id,
+                            state_vector: crate::protocol::Base64(state_vector),
+                        }
+                        .encode(),
+                    );
+                }
+                if let Some(states) = self.awareness.snapshot() {
+                    joiner.outbox.text(
+                        ServerMessage::Awareness {
+                            document_id,
+                            update: crate::protocol::Base64(&states),
+                            user_id: None,
+                        }
+                        .encode(),
+                    );
+                }
             }
-            .encode(),
-        );
-        if let Some(doc) = &self.doc {
-            let state_vector = crate::sync::state_vector(doc);
-            joiner.outbox.text(
-                ServerMessage::SyncStep1 {
-                    document_id,
-                    state_vector: crate::protocol::Base64(&state_vector),
+            MemberKind::Yjs => {
+                if let Some(state_vector) = &state_vector {
+                    joiner
+                        .outbox
+                        .push(Outgoing::Binary(crate::yws::sync_step1(state_vector).into()));
                 }
-                .encode(),
-            );
-        }
-        if let Some(states) = self.awareness.snapshot() {
-            joiner.outbox.text(
-                ServerMessage::Awareness {
-                    document_id,
-                    update: crate::protocol::Base64(&states),
-                    user_id: None,
+                if let Some(states) = self.binary_awareness_snapshot() {
+                    joiner
+                        .outbox
+                        .push(Outgoing::Binary(crate::yws::awareness(&states).into()));
                 }
-                .encode(),
-            );
+            }
         }
         users
+    }
+
+    /// Every awareness state for a y-websocket client that asked (query-awareness).
+    pub fn awareness_for_yjs(&self) -> Option<Vec<u8>> {
+        self.binary_awareness_snapshot()
     }
 
     /// Remove a member and tell the others why.
@@ -232,8 +370,8 @@ impl RoomState {
             .iter()
             .position(|m| m.presence.connection_id == connection_id)?;
         let member = self.members.swap_remove(index);
+        // No ghost cursors: the member's awareness states go with it, for everyone at once.
         if let Some(removal) = self.awareness.remove_owner(connection_id) {
-            // No ghost cursors: the member's awareness states go with it.
             let removed = ServerMessage::Awareness {
                 document_id,
                 update: crate::protocol::Base64(&removal),
@@ -241,6 +379,10 @@ impl RoomState {
             }
             .encode();
             self.broadcast(&removed, None);
+            self.broadcast_binary(&crate::yws::awareness(&removal).into(), None);
+        }
+        if member.kind == MemberKind::Json {
+            self.publish_json_member_awareness(member.awareness_removal());
         }
         let left = ServerMessage::UserLeft {
             document_id,
@@ -315,8 +457,15 @@ impl RoomState {
         };
         let encoded = message.map(|m| m.encode());
         let presence = member.presence.clone();
+        let awareness = (encoded.is_some() && member.kind == MemberKind::Json).then(|| {
+            member.awareness_clock = member.awareness_clock.wrapping_add(1);
+            member.awareness_entry()
+        });
         if let Some(encoded) = encoded {
             self.broadcast(&encoded, Some(connection_id));
+        }
+        if let Some(entry) = awareness {
+            self.publish_json_member_awareness(entry);
         }
         Some(presence)
     }
@@ -329,12 +478,20 @@ impl RoomState {
         now: DateTime<Utc>,
     ) -> Vec<Presence> {
         let mut stopped = Vec::new();
+        let mut awareness = Vec::new();
         for member in &mut self.members {
             if member.presence.is_editing && member.last_editing_activity.elapsed() >= timeout {
                 member.presence.is_editing = false;
                 member.presence.last_seen_at = now;
                 stopped.push(member.presence.clone());
+                if member.kind == MemberKind::Json {
+                    member.awareness_clock = member.awareness_clock.wrapping_add(1);
+                    awareness.push(member.awareness_entry());
+                }
             }
+        }
+        for entry in awareness {
+            self.publish_json_member_awareness(entry);
         }
         for presence in &stopped {
             // Everyone is told, the idle member included: its own UI shows editing too.
@@ -440,11 +597,7 @@ mod tests {
             last_seen_at: now,
         };
         (
-            Member {
-                presence,
-                outbox: Outbox::new(tx, overflow.clone()),
-                last_editing_activity: Instant::now(),
-            },
+            Member::new(presence, Outbox::new(tx, overflow.clone()), MemberKind::Json),
             rx,
             overflow,
         )

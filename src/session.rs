@@ -34,15 +34,15 @@ use crate::{
         Base64, ClientMessage, CloseCode, DecodeLimits, DocumentId, EditingStopReason, ErrorCode, FrameError,
         LeaveReason, MessageId, ProtocolError, ServerMessage, decode_client_frame, encode_error,
     },
-    room::{Member, Outbox, Outgoing, PresenceChange, Room},
+    room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, Room},
     store::Durable,
 };
 
 /// How long a new connection waits for its session row to be committed before
 /// it goes on regardless (the row is still written once the database is back).
-const SESSION_ROW_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const SESSION_ROW_WAIT: Duration = Duration::from_secs(5);
 /// How long the writer gets to deliver the close frame before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Who is connecting, from the upgrade request.
 #[derive(Debug, Clone)]
@@ -501,11 +501,11 @@ impl Session {
                 "the document could not be loaded; try again",
             ));
         }
-        let member = Member {
-            presence: self.record.presence(Utc::now()),
-            outbox: self.outbox.clone(),
-            last_editing_activity: std::time::Instant::now(),
-        };
+        let member = Member::new(
+            self.record.presence(Utc::now()),
+            self.outbox.clone(),
+            MemberKind::Json,
+        );
         hub.finish_join(&room, member, id);
         self.joined.insert(document_id.clone(), room);
         self.record.current_document_id = Some(document_id);
@@ -536,7 +536,7 @@ impl Session {
 }
 
 /// Drain the queue onto the socket; stop on close, error, or overflow.
-async fn write_loop(
+pub(crate) async fn write_loop(
     mut sink: SplitSink<WebSocketStream, Message>,
     mut queue: mpsc::Receiver<Outgoing>,
     overflowed: CancellationToken,

@@ -7,3 +7,4 @@ mod helpers;
 mod presence;
 mod rest;
 mod storage;
+mod yjs_endpoint;

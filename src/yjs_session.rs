@@ -1,0 +1,330 @@
+//! One y-websocket connection on `/yjs/{document_id}`: a stock `WebsocketProvider`
+//! joins the same room as JSON clients, as a session and a presence member.
+//!
+//! The binary protocol has no error message, so bad input (garbage, a text
+//! frame, an unknown type, a truncated message) is dropped, logged and counted;
+//! a connection that keeps sending it is closed with 4002. A viewer's document
+//! updates are dropped and logged rather than answered with a close: a
+//! provider sends its local state as sync step 2 right after connecting, and
+//! closing would only make it reconnect and send it again, in a loop.
+
+use std::{
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use governor::{Quota, RateLimiter};
+use poem::web::websocket::{Message, WebSocketStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    documents::Origin,
+    hub::ConnectionHandle,
+    presence::SessionRecord,
+    protocol::{CloseCode, Cursor, DocumentId, LeaveReason, MAX_COORDINATE, Selection},
+    room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, Room},
+    session::{CLOSE_GRACE, Peer, SESSION_ROW_WAIT, write_loop},
+    store::Durable,
+    yws::{self, Inbound},
+};
+
+/// Serve one upgraded y-websocket connection for `document_id`.
+pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer, document_id: DocumentId) {
+    let _tracked = state.tracker.token();
+    let config = state.config.clone();
+    let (sink, mut stream) = socket.split();
+    let (queue, queue_rx) = mpsc::channel(config.send_queue_capacity);
+    let overflowed = CancellationToken::new();
+    let outbox = Outbox::new(queue, overflowed.clone());
+    let now = Utc::now();
+    let device_type = crate::device::detect(peer.user_agent.as_deref());
+    let mut record = SessionRecord {
+        session_id: Uuid::now_v7(),
+        connection_id: Uuid::now_v7(),
+        user_id: peer.identity.user_id.clone(),
+        name: peer.identity.name.clone(),
+        user_agent: peer.user_agent,
+        ip_address: peer.ip_address,
+        device_type,
+        current_document_id: Some(document_id.clone()),
+        instance_id: state.instance_id.clone(),
+        created_at: now,
+        last_seen_at: now,
+        disconnected_at: None,
+    };
+    let generation = state.hub.writer.session(record.to_row(), true);
+    let _ = tokio::time::timeout(SESSION_ROW_WAIT, state.hub.writer.wait_flushed(generation)).await;
+    let end = CancellationToken::new();
+    let last_heard = Arc::new(AtomicU64::new(state.hub.clock_ms()));
+    state.hub.register(ConnectionHandle {
+        session_id: record.session_id,
+        connection_id: record.connection_id,
+        user_id: record.user_id.clone(),
+        end: end.clone(),
+        last_heard_ms: last_heard.clone(),
+        protocol: "yjs",
+    });
+    let writer = state
+        .tracker
+        .spawn(write_loop(sink, queue_rx, overflowed.clone()));
+
+    let hub = state.hub.clone();
+    let room = hub.begin_join(&document_id);
+    let exit = match state.docs.ensure_loaded(&room).await {
+        Err(error) => {
+            hub.abort_join(&room);
+            tracing::warn!(%document_id, error = format!("{:#}", anyhow::Error::from(error)), "document load failed");
+            (Some(CloseCode::Unavailable), LeaveReason::Disconnected, false)
+        }
+        Ok(()) => {
+            let member = Member::new(record.presence(Utc::now()), outbox.clone(), MemberKind::Yjs);
+            hub.finish_join(&room, member, None);
+            tracing::info!(session_id = %record.session_id, user_id = %record.user_id, %document_id, "y-websocket session opened");
+            let mut connection = Connection {
+                state: state.clone(),
+                room: room.clone(),
+                outbox: outbox.clone(),
+                connection_id: record.connection_id,
+                user_id: record.user_id.clone(),
+                may_write: peer.identity.may_write(),
+                consecutive_errors: 0,
+            };
+            let (close, reason) = connection
+                .read_loop(&mut stream, &overflowed, &end, &last_heard)
+                .await;
+            (close, reason, true)
+        }
+    };
+    let (close, reason, joined) = exit;
+    if joined {
+        hub.leave(&room, record.connection_id, reason);
+    }
+    let now = Utc::now();
+    record.current_document_id = None;
+    record.last_seen_at = now;
+    record.disconnected_at = Some(now);
+    hub.writer.session(record.to_row(), true);
+    hub.unregister(record.session_id);
+    tracing::info!(session_id = %record.session_id, ?reason, "y-websocket session closed");
+    if let Some(close) = close
+        && !overflowed.is_cancelled()
+    {
+        outbox.push(Outgoing::Close(close));
+    }
+    drop(outbox);
+    let mut writer = writer;
+    if tokio::time::timeout(CLOSE_GRACE * 2, &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+struct Connection {
+    state: AppState,
+    room: Arc<Room>,
+    outbox: Outbox,
+    connection_id: Uuid,
+    user_id: Arc<str>,
+    may_write: bool,
+    consecutive_errors: u32,
+}
+
+impl Connection {
+    async fn read_loop(
+        &mut self,
+        stream: &mut futures_util::stream::SplitStream<WebSocketStream>,
+        overflowed: &CancellationToken,
+        end: &CancellationToken,
+        last_heard: &AtomicU64,
+    ) -> (Option<CloseCode>, LeaveReason) {
+        let config = self.state.config.clone();
+        let shutdown = self.state.connections_stop.clone();
+        let ttl_ms = config.session_ttl.as_millis() as u64;
+        let limiter = RateLimiter::direct(
+            Quota::per_second(NonZeroU32::new(config.rate_limit_per_second).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(config.rate_limit_burst).unwrap_or(NonZeroU32::MIN)),
+        );
+        let mut tick = tokio::time::interval(config.heartbeat_interval.min(config.session_ttl / 3));
+        tick.reset();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return (Some(CloseCode::GoingAway), LeaveReason::Disconnected),
+                _ = overflowed.cancelled() => return (Some(CloseCode::SlowConsumer), LeaveReason::Disconnected),
+                _ = end.cancelled() => {
+                    return if self.consecutive_errors > config.max_consecutive_errors {
+                        (Some(CloseCode::TooManyErrors), LeaveReason::Disconnected)
+                    } else {
+                        (Some(CloseCode::SessionEnded), LeaveReason::Timeout)
+                    };
+                }
+                _ = tick.tick() => {
+                    let silent_ms = self.state.hub.clock_ms().saturating_sub(last_heard.load(Ordering::Relaxed));
+                    if silent_ms > ttl_ms {
+                        return (Some(CloseCode::SessionTimeout), LeaveReason::Timeout);
+                    }
+                    self.outbox.push(Outgoing::Ping);
+                }
+                frame = stream.next() => {
+                    let Some(Ok(frame)) = frame else {
+                        return (None, LeaveReason::Disconnected);
+                    };
+                    last_heard.store(self.state.hub.clock_ms(), Ordering::Relaxed);
+                    match frame {
+                        Message::Binary(bytes) => {
+                            self.state.hub.counters.messages_processed.fetch_add(1, Ordering::Relaxed);
+                            if limiter.check().is_err() {
+                                self.state.hub.counters.messages_rejected.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            match self.handle(&bytes) {
+                                Ok(()) => self.consecutive_errors = 0,
+                                Err(why) => self.bad_input(why, end),
+                            }
+                        }
+                        Message::Text(_) => self.bad_input("text frame on the binary y-websocket endpoint".into(), end),
+                        Message::Close(_) => return (None, LeaveReason::Disconnected),
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn bad_input(&mut self, why: String, end: &CancellationToken) {
+        self.state
+            .hub
+            .counters
+            .messages_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(connection_id = %self.connection_id, why, "dropped y-websocket frame");
+        self.consecutive_errors += 1;
+        if self.consecutive_errors > self.state.config.max_consecutive_errors {
+            end.cancel();
+        }
+    }
+
+    fn handle(&mut self, frame: &[u8]) -> Result<(), String> {
+        let config = &self.state.config;
+        let docs = &self.state.docs;
+        match yws::decode(frame).map_err(|e| e.to_string())? {
+            Inbound::SyncStep1(state_vector) => {
+                let update = docs.diff(&self.room, &state_vector).map_err(|e| e.to_string())?;
+                self.outbox
+                    .push(Outgoing::Binary(yws::sync_step2(&update).into()));
+            }
+            Inbound::Update(update) => {
+                if update.len() > config.max_update_bytes {
+                    return Err(format!("update of {} bytes over the limit", update.len()));
+                }
+                if !self.may_write {
+                    let empty = crate::sync::decode_update(&update).is_ok_and(|u| u.is_empty());
+                    if !empty {
+                        tracing::warn!(connection_id = %self.connection_id, user_id = %self.user_id, document_id = %self.room.id, "dropped a viewer's document update");
+                        self.state
+                            .hub
+                            .counters
+                            .messages_rejected
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(());
+                }
+                let origin = Origin {
+                    connection_id: Some(self.connection_id),
+                    user_id: self.user_id.clone(),
+                };
+                docs.apply_update(&self.room, &origin, update, Durable::Quietly)
+                    .map_err(|e| e.to_string())?;
+                self.state
+                    .hub
+                    .update_presence(&self.room, self.connection_id, PresenceChange::Activity);
+            }
+            Inbound::Awareness(update) => {
+                if update.len() > config.max_message_bytes {
+                    return Err("awareness update over the limit".into());
+                }
+                let entries = docs
+                    .apply_awareness(&self.room, self.connection_id, &self.user_id, &update)
+                    .map_err(|e| e.to_string())?;
+                self.mirror_presence(&entries);
+            }
+            Inbound::QueryAwareness => {
+                if let Some(states) = self.room.state().awareness_for_yjs() {
+                    self.outbox.push(Outgoing::Binary(yws::awareness(&states).into()));
+                }
+            }
+            Inbound::Auth => {}
+        }
+        Ok(())
+    }
+
+    /// Reflect `cursor` / `selection` fields of this client's awareness state
+    /// (when they are `{line, column}` shaped) into its presence.
+    fn mirror_presence(&self, entries: &[crate::awareness::AwarenessEntry]) {
+        let Some(state) = entries
+            .iter()
+            .filter(|e| !e.is_removal())
+            .find_map(|e| serde_json::from_str::<serde_json::Value>(&e.json).ok())
+        else {
+            return;
+        };
+        let current = {
+            let room = self.room.state();
+            room.members()
+                .iter()
+                .find(|m| m.presence.connection_id == self.connection_id)
+                .map(|m| (m.presence.cursor, m.presence.selection))
+        };
+        let Some((cursor_now, selection_now)) = current else {
+            return;
+        };
+        let hub = &self.state.hub;
+        if let Some(cursor) = state.get("cursor").and_then(as_cursor)
+            && Some(cursor) != cursor_now
+        {
+            hub.update_presence(&self.room, self.connection_id, PresenceChange::Cursor(cursor));
+        }
+        if let Some(selection) = state.get("selection") {
+            let selection = match selection {
+                serde_json::Value::Null => Some(None),
+                value => match (
+                    value.get("start").and_then(as_cursor),
+                    value.get("end").and_then(as_cursor),
+                ) {
+                    (Some(start), Some(end)) => Some(Some(Selection { start, end })),
+                    _ => None,
+                },
+            };
+            if let Some(selection) = selection
+                && selection != selection_now
+            {
+                hub.update_presence(
+                    &self.room,
+                    self.connection_id,
+                    PresenceChange::Selection(selection),
+                );
+            }
+        }
+    }
+}
+
+fn as_cursor(value: &serde_json::Value) -> Option<Cursor> {
+    let coordinate = |name: &str| {
+        value
+            .get(name)?
+            .as_i64()
+            .filter(|v| (0..=MAX_COORDINATE).contains(v))
+            .map(|v| v as u32)
+    };
+    Some(Cursor {
+        line: coordinate("line")?,
+        column: coordinate("column")?,
+    })
+}
