@@ -58,53 +58,149 @@ struct Exit {
     reason: LeaveReason,
 }
 
+/// What every connection, JSON or y-websocket, owns besides its protocol:
+/// its queue and writer task, its liveness clock and the signals that end it.
+pub(crate) struct Link {
+    pub outbox: Outbox,
+    /// Fired when the queue overflows (the client is too slow).
+    pub overflowed: CancellationToken,
+    /// Fired to end the session from outside (stale cleanup, too many errors).
+    pub end: CancellationToken,
+    /// Hub clock (ms) when the client was last heard from.
+    pub last_heard: Arc<AtomicU64>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+type Sink = SplitSink<WebSocketStream, Message>;
+type Stream = futures_util::stream::SplitStream<WebSocketStream>;
+
+impl Link {
+    /// Record the session (committed before the client hears anything, so
+    /// REST sees what the client sees), register it, and start its writer.
+    pub(crate) async fn open(
+        state: &AppState,
+        sink: Sink,
+        peer: &Peer,
+        protocol: &'static str,
+        current_document_id: Option<DocumentId>,
+    ) -> (SessionRecord, Self) {
+        let (queue, queue_rx) = mpsc::channel(state.config.send_queue_capacity);
+        let overflowed = CancellationToken::new();
+        let now = Utc::now();
+        let record = SessionRecord {
+            session_id: Uuid::now_v7(),
+            connection_id: Uuid::now_v7(),
+            user_id: peer.identity.user_id.clone(),
+            name: peer.identity.name.clone(),
+            user_agent: peer.user_agent.clone(),
+            ip_address: peer.ip_address.clone(),
+            device_type: crate::device::detect(peer.user_agent.as_deref()),
+            current_document_id,
+            instance_id: state.instance_id.clone(),
+            created_at: now,
+            last_seen_at: now,
+            disconnected_at: None,
+        };
+        let generation = state.hub.writer.session(record.to_row(), true);
+        if tokio::time::timeout(SESSION_ROW_WAIT, state.hub.writer.wait_flushed(generation))
+            .await
+            .is_err()
+        {
+            tracing::warn!(session_id = %record.session_id, "session row not committed yet; continuing");
+        }
+        let end = CancellationToken::new();
+        let last_heard = Arc::new(AtomicU64::new(state.hub.clock_ms()));
+        state.hub.register(ConnectionHandle {
+            session_id: record.session_id,
+            connection_id: record.connection_id,
+            user_id: record.user_id.clone(),
+            end: end.clone(),
+            last_heard_ms: last_heard.clone(),
+            protocol,
+        });
+        let writer = state
+            .tracker
+            .spawn(write_loop(sink, queue_rx, overflowed.clone()));
+        tracing::info!(
+            session_id = %record.session_id,
+            user_id = %record.user_id,
+            device_type = record.device_type.as_str(),
+            protocol,
+            "session opened"
+        );
+        let outbox = Outbox::new(queue, overflowed.clone());
+        (
+            record,
+            Self {
+                outbox,
+                overflowed,
+                end,
+                last_heard,
+                writer,
+            },
+        )
+    }
+
+    /// Record the session's end, unregister it, send the close frame, and
+    /// finish the closing handshake. The caller has already left its rooms.
+    pub(crate) async fn close(
+        self,
+        state: &AppState,
+        mut record: SessionRecord,
+        stream: &mut Stream,
+        close: Option<CloseCode>,
+    ) {
+        let now = Utc::now();
+        record.current_document_id = None;
+        record.last_seen_at = now;
+        record.disconnected_at = Some(now);
+        state.hub.writer.session(record.to_row(), true);
+        state.hub.unregister(record.session_id);
+        tracing::info!(session_id = %record.session_id, ?close, "session closed");
+        let Self {
+            outbox,
+            overflowed,
+            mut writer,
+            ..
+        } = self;
+        if let Some(close) = close
+            && !overflowed.is_cancelled()
+        {
+            outbox.push(Outgoing::Close(close));
+        }
+        drop(outbox);
+        if tokio::time::timeout(CLOSE_GRACE * 2, &mut writer).await.is_err() {
+            writer.abort();
+        }
+        if close.is_some() && !overflowed.is_cancelled() {
+            // Read until the client's close frame (or EOF), so the client sees
+            // our close frame rather than a reset.
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                while let Some(Ok(frame)) = stream.next().await {
+                    if matches!(frame, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// The per-connection message rate limiter.
+pub(crate) fn rate_limiter(config: &crate::config::Config) -> DefaultDirectRateLimiter {
+    let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(NonZeroU32::MIN);
+    let rate = NonZeroU32::new(config.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+}
+
 /// Serve one upgraded `/ws` socket until it closes or the server stops.
 pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer) {
     let _tracked = state.tracker.token();
     let config = state.config.clone();
     let (sink, mut stream) = socket.split();
-    let (queue, queue_rx) = mpsc::channel(config.send_queue_capacity);
-    let overflowed = CancellationToken::new();
-    let outbox = Outbox::new(queue, overflowed.clone());
-
-    let now = Utc::now();
-    let device_type = crate::device::detect(peer.user_agent.as_deref());
-    let record = SessionRecord {
-        session_id: Uuid::now_v7(),
-        connection_id: Uuid::now_v7(),
-        user_id: peer.identity.user_id.clone(),
-        name: peer.identity.name.clone(),
-        user_agent: peer.user_agent,
-        ip_address: peer.ip_address,
-        device_type,
-        current_document_id: None,
-        instance_id: state.instance_id.clone(),
-        created_at: now,
-        last_seen_at: now,
-        disconnected_at: None,
-    };
-    let generation = state.hub.writer.session(record.to_row(), true);
-    if tokio::time::timeout(SESSION_ROW_WAIT, state.hub.writer.wait_flushed(generation))
-        .await
-        .is_err()
-    {
-        tracing::warn!(session_id = %record.session_id, "session row not committed yet; continuing");
-    }
-
-    let end = CancellationToken::new();
-    let last_heard = Arc::new(AtomicU64::new(state.hub.clock_ms()));
-    state.hub.register(ConnectionHandle {
-        session_id: record.session_id,
-        connection_id: record.connection_id,
-        user_id: record.user_id.clone(),
-        end: end.clone(),
-        last_heard_ms: last_heard.clone(),
-        protocol: "json",
-    });
-    let writer = state
-        .tracker
-        .spawn(write_loop(sink, queue_rx, overflowed.clone()));
-    outbox.text(
+    let (record, link) = Link::open(&state, sink, &peer, "json", None).await;
+    link.outbox.text(
         ServerMessage::Connected {
             connection_id: record.connection_id,
             session_id: record.session_id,
@@ -113,20 +209,11 @@ pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer) {
         }
         .encode(),
     );
-    tracing::info!(
-        session_id = %record.session_id,
-        user_id = %record.user_id,
-        device_type = device_type.as_str(),
-        "session opened"
-    );
-
-    let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(NonZeroU32::MIN);
-    let rate = NonZeroU32::new(config.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
     let mut session = Session {
         state: state.clone(),
         identity: peer.identity,
-        outbox: outbox.clone(),
-        limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+        outbox: link.outbox.clone(),
+        limiter: rate_limiter(&config),
         consecutive_errors: 0,
         last_rate_limit_reply_ms: None,
         joined: HashMap::new(),
@@ -135,39 +222,17 @@ pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer) {
             max_message_bytes: config.max_message_bytes,
             max_update_bytes: config.max_update_bytes,
         },
-        end: end.clone(),
+        end: link.end.clone(),
         record,
         replies: Vec::new(),
     };
-
     let exit = session
-        .read_loop(&mut stream, &overflowed, &end, &last_heard)
+        .read_loop(&mut stream, &link.overflowed, &link.end, &link.last_heard)
         .await;
-    session.finish(exit.reason);
-    state.hub.unregister(session.record.session_id);
-    if let Some(close) = exit.close
-        && !overflowed.is_cancelled()
-    {
-        outbox.push(Outgoing::Close(close));
-    }
-    drop(outbox);
+    session.leave_all(exit.reason);
+    let record = session.record.clone();
     drop(session);
-    let mut writer = writer;
-    if tokio::time::timeout(CLOSE_GRACE * 2, &mut writer).await.is_err() {
-        writer.abort();
-    }
-    if exit.close.is_some() && !overflowed.is_cancelled() {
-        // Finish the closing handshake: read until the client's close frame (or
-        // EOF), so the client sees our close frame rather than a reset.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while let Some(Ok(frame)) = stream.next().await {
-                if matches!(frame, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
+    link.close(&state, record, &mut stream, exit.close).await;
 }
 
 struct Session {
@@ -520,18 +585,12 @@ impl Session {
         self.state.hub.writer.session(self.record.to_row(), urgent);
     }
 
-    /// Leave every room and record the session as ended.
-    fn finish(&mut self, reason: LeaveReason) {
+    /// Leave every room, telling the others why.
+    fn leave_all(&mut self, reason: LeaveReason) {
         let connection_id = self.record.connection_id;
         for (_, room) in self.joined.drain() {
             self.state.hub.leave(&room, connection_id, reason);
         }
-        let now = Utc::now();
-        self.record.current_document_id = None;
-        self.record.last_seen_at = now;
-        self.record.disconnected_at = Some(now);
-        self.state.hub.writer.session(self.record.to_row(), true);
-        tracing::info!(session_id = %self.record.session_id, ?reason, "session closed");
     }
 }
 

@@ -8,30 +8,23 @@
 //! provider sends its local state as sync step 2 right after connecting, and
 //! closing would only make it reconnect and send it again, in a loop.
 
-use std::{
-    num::NonZeroU32,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
 };
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use governor::{Quota, RateLimiter};
 use poem::web::websocket::{Message, WebSocketStream};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
     app::AppState,
     documents::Origin,
-    hub::ConnectionHandle,
-    presence::SessionRecord,
     protocol::{CloseCode, Cursor, DocumentId, LeaveReason, MAX_COORDINATE, Selection},
     room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, Room},
-    session::{CLOSE_GRACE, Peer, SESSION_ROW_WAIT, write_loop},
+    session::{Link, Peer, rate_limiter},
     store::Durable,
     yws::{self, Inbound},
 };
@@ -39,91 +32,36 @@ use crate::{
 /// Serve one upgraded y-websocket connection for `document_id`.
 pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer, document_id: DocumentId) {
     let _tracked = state.tracker.token();
-    let config = state.config.clone();
     let (sink, mut stream) = socket.split();
-    let (queue, queue_rx) = mpsc::channel(config.send_queue_capacity);
-    let overflowed = CancellationToken::new();
-    let outbox = Outbox::new(queue, overflowed.clone());
-    let now = Utc::now();
-    let device_type = crate::device::detect(peer.user_agent.as_deref());
-    let mut record = SessionRecord {
-        session_id: Uuid::now_v7(),
-        connection_id: Uuid::now_v7(),
-        user_id: peer.identity.user_id.clone(),
-        name: peer.identity.name.clone(),
-        user_agent: peer.user_agent,
-        ip_address: peer.ip_address,
-        device_type,
-        current_document_id: Some(document_id.clone()),
-        instance_id: state.instance_id.clone(),
-        created_at: now,
-        last_seen_at: now,
-        disconnected_at: None,
-    };
-    let generation = state.hub.writer.session(record.to_row(), true);
-    let _ = tokio::time::timeout(SESSION_ROW_WAIT, state.hub.writer.wait_flushed(generation)).await;
-    let end = CancellationToken::new();
-    let last_heard = Arc::new(AtomicU64::new(state.hub.clock_ms()));
-    state.hub.register(ConnectionHandle {
-        session_id: record.session_id,
-        connection_id: record.connection_id,
-        user_id: record.user_id.clone(),
-        end: end.clone(),
-        last_heard_ms: last_heard.clone(),
-        protocol: "yjs",
-    });
-    let writer = state
-        .tracker
-        .spawn(write_loop(sink, queue_rx, overflowed.clone()));
-
+    let (record, link) = Link::open(&state, sink, &peer, "yjs", Some(document_id.clone())).await;
     let hub = state.hub.clone();
     let room = hub.begin_join(&document_id);
-    let exit = match state.docs.ensure_loaded(&room).await {
+    let close = match state.docs.ensure_loaded(&room).await {
         Err(error) => {
             hub.abort_join(&room);
             tracing::warn!(%document_id, error = format!("{:#}", anyhow::Error::from(error)), "document load failed");
-            (Some(CloseCode::Unavailable), LeaveReason::Disconnected, false)
+            Some(CloseCode::Unavailable)
         }
         Ok(()) => {
-            let member = Member::new(record.presence(Utc::now()), outbox.clone(), MemberKind::Yjs);
+            let member = Member::new(record.presence(Utc::now()), link.outbox.clone(), MemberKind::Yjs);
             hub.finish_join(&room, member, None);
-            tracing::info!(session_id = %record.session_id, user_id = %record.user_id, %document_id, "y-websocket session opened");
             let mut connection = Connection {
                 state: state.clone(),
                 room: room.clone(),
-                outbox: outbox.clone(),
+                outbox: link.outbox.clone(),
                 connection_id: record.connection_id,
                 user_id: record.user_id.clone(),
                 may_write: peer.identity.may_write(),
                 consecutive_errors: 0,
             };
             let (close, reason) = connection
-                .read_loop(&mut stream, &overflowed, &end, &last_heard)
+                .read_loop(&mut stream, &link.overflowed, &link.end, &link.last_heard)
                 .await;
-            (close, reason, true)
+            hub.leave(&room, record.connection_id, reason);
+            close
         }
     };
-    let (close, reason, joined) = exit;
-    if joined {
-        hub.leave(&room, record.connection_id, reason);
-    }
-    let now = Utc::now();
-    record.current_document_id = None;
-    record.last_seen_at = now;
-    record.disconnected_at = Some(now);
-    hub.writer.session(record.to_row(), true);
-    hub.unregister(record.session_id);
-    tracing::info!(session_id = %record.session_id, ?reason, "y-websocket session closed");
-    if let Some(close) = close
-        && !overflowed.is_cancelled()
-    {
-        outbox.push(Outgoing::Close(close));
-    }
-    drop(outbox);
-    let mut writer = writer;
-    if tokio::time::timeout(CLOSE_GRACE * 2, &mut writer).await.is_err() {
-        writer.abort();
-    }
+    link.close(&state, record, &mut stream, close).await;
 }
 
 struct Connection {
@@ -147,10 +85,7 @@ impl Connection {
         let config = self.state.config.clone();
         let shutdown = self.state.connections_stop.clone();
         let ttl_ms = config.session_ttl.as_millis() as u64;
-        let limiter = RateLimiter::direct(
-            Quota::per_second(NonZeroU32::new(config.rate_limit_per_second).unwrap_or(NonZeroU32::MIN))
-                .allow_burst(NonZeroU32::new(config.rate_limit_burst).unwrap_or(NonZeroU32::MIN)),
-        );
+        let limiter = rate_limiter(&config);
         let mut tick = tokio::time::interval(config.heartbeat_interval.min(config.session_ttl / 3));
         tick.reset();
         loop {

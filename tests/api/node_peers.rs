@@ -11,15 +11,24 @@ use crate::helpers::*;
 #[tokio::test]
 async fn stock_websocket_providers_converge_share_presence_and_survive_a_restart() {
     let node_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    let has_node = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let has_node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !has_node || !node_dir.join("node_modules/y-websocket").exists() {
-        note("NOTE: node or tests/node/node_modules missing: the y-websocket provider test is SKIPPED (run `npm ci --prefix tests/node`)");
+        note(
+            "NOTE: node or tests/node/node_modules missing: the y-websocket provider test is SKIPPED (run `npm ci --prefix tests/node`)",
+        );
         return;
     }
     let database = TestDatabase::create(&Backend::Sqlite).await;
     let app = spawn_app_on(database, |c| c.heartbeat_interval = Duration::from_secs(5)).await;
     let port = app.addr.port();
-    let tokens = [app.token("provider-a"), app.token("provider-b"), app.token_with("json-user", |c| c.name = Some("Jay".into()))];
+    let tokens = [
+        app.token("provider-a"),
+        app.token("provider-b"),
+        app.token_with("json-user", |c| c.name = Some("Jay".into())),
+    ];
 
     let mut node = tokio::process::Command::new("node")
         .arg(node_dir.join("providers.mjs"))
@@ -35,13 +44,30 @@ async fn stock_websocket_providers_converge_share_presence_and_survive_a_restart
     let mut stdout = BufReader::new(node.stdout.take().unwrap()).lines();
     let mut stdin = node.stdin.take().unwrap();
 
-    let line = tokio::time::timeout(Duration::from_secs(90), stdout.next_line()).await.expect("node phase 1").unwrap();
-    assert_eq!(line.as_deref(), Some("restart"), "node phase 1 failed (see its stderr)");
+    let line = tokio::time::timeout(Duration::from_secs(90), stdout.next_line())
+        .await
+        .expect("node phase 1")
+        .unwrap();
+    assert_eq!(
+        line.as_deref(),
+        Some("restart"),
+        "node phase 1 failed (see its stderr)"
+    );
     let database = app.shutdown().await;
-    let _restarted = spawn_app_on(database, move |c| c.bind = format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let _restarted = spawn_app_on(database, move |c| {
+        c.bind = format!("127.0.0.1:{port}").parse().unwrap()
+    })
+    .await;
     stdin.write_all(b"go\n").await.unwrap();
 
-    let line = tokio::time::timeout(Duration::from_secs(90), stdout.next_line()).await.expect("node phase 2").unwrap();
-    assert_eq!(line.as_deref(), Some("ok"), "node phase 2 failed (see its stderr)");
+    let line = tokio::time::timeout(Duration::from_secs(90), stdout.next_line())
+        .await
+        .expect("node phase 2")
+        .unwrap();
+    assert_eq!(
+        line.as_deref(),
+        Some("ok"),
+        "node phase 2 failed (see its stderr)"
+    );
     assert!(node.wait().await.unwrap().success());
 }
