@@ -127,8 +127,19 @@ impl Documents {
         let Some(doc) = state.doc.as_ref() else {
             return Err(DocError::Unavailable(anyhow::anyhow!("document not loaded")));
         };
+        // Part of an update may integrate while the rest overflows the pending
+        // bound: that part is stored and relayed like any update (memory and
+        // storage never diverge), and the sender is still told to resync.
+        let mut resync = None;
         let applied = match sync::apply_update(doc, &update, self.max_pending_bytes) {
             Ok(applied) => applied,
+            Err(error @ SyncError::PendingOverflow { integrated: true }) => {
+                resync = Some(error);
+                Applied {
+                    empty: false,
+                    pending: false,
+                }
+            }
             Err(SyncError::Panicked) => {
                 tracing::error!(document_id = %room.id, "yrs panicked applying an update; dropping the in-memory document for a reload");
                 state.doc = None;
@@ -152,12 +163,24 @@ impl Documents {
         state.broadcast(&relay, origin.connection_id);
         state.broadcast_binary(&crate::yws::update(&update).into(), origin.connection_id);
         room.unpersisted.fetch_add(1, Ordering::AcqRel);
-        permit.send(PendingWrite {
-            room: room.clone(),
-            update,
-            durable,
-        });
-        Ok(applied)
+        match resync {
+            Some(error) => {
+                permit.send(PendingWrite {
+                    room: room.clone(),
+                    update,
+                    durable: Durable::Quietly,
+                });
+                Err(error.into())
+            }
+            None => {
+                permit.send(PendingWrite {
+                    room: room.clone(),
+                    update,
+                    durable,
+                });
+                Ok(applied)
+            }
+        }
     }
 
     /// What a peer with `state_vector` lacks (sync step 2).

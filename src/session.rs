@@ -489,6 +489,11 @@ impl Session {
             ClientMessage::SyncUpdate { document_id, update } => {
                 let room = self.joined_room(&document_id)?;
                 if !self.identity.may_write() {
+                    // A viewer answering sync_step1 sends an empty step 2: nothing to refuse.
+                    if crate::sync::decode_update(&update).is_ok_and(|u| u.is_empty()) {
+                        self.ack(id);
+                        return Ok(());
+                    }
                     return Err(ProtocolError::new(
                         ErrorCode::Forbidden,
                         "this token has the viewer role: document updates are refused",

@@ -26,8 +26,10 @@ pub enum SyncError {
     BadStateVector(String),
     #[error("the update could not be applied: {0}")]
     Rejected(String),
+    /// `integrated`: part of the update did apply (and must still be stored
+    /// and relayed); only what waited on missing updates was dropped.
     #[error("too many updates are waiting for missing dependencies; resync with sync_step1")]
-    PendingOverflow,
+    PendingOverflow { integrated: bool },
     #[error("the update could not be applied safely; the document was reloaded, resync")]
     Panicked,
 }
@@ -135,6 +137,7 @@ pub fn apply_update(doc: &Doc, bytes: &[u8], max_pending_bytes: usize) -> Result
     }
     let outcome = contained(|| {
         let mut txn = doc.transact_mut();
+        let before = txn.state_vector();
         if let Err(error) = txn.apply_update(update) {
             return Err(SyncError::Rejected(error.to_string()));
         }
@@ -145,7 +148,9 @@ pub fn apply_update(doc: &Doc, bytes: &[u8], max_pending_bytes: usize) -> Result
             if pending_bytes > max_pending_bytes {
                 // Drop everything waiting: its senders resync. Integrated data stays.
                 txn.prune_pending();
-                return Err(SyncError::PendingOverflow);
+                return Err(SyncError::PendingOverflow {
+                    integrated: txn.state_vector() != before,
+                });
             }
         }
         Ok(Applied {
@@ -253,12 +258,22 @@ mod tests {
         let tight = new_doc();
         assert_eq!(
             apply_update(&tight, &second, 100),
-            Err(SyncError::PendingOverflow)
+            Err(SyncError::PendingOverflow { integrated: false })
         );
         assert!(
             tight.transact().store().pending_update().is_none(),
             "pending data is dropped"
         );
+
+        // Half of an update integrates, half waits: the caller learns that part applied.
+        let (_other, hello) = edit(3, "hello");
+        let merged = yrs::merge_updates_v1([hello.as_slice(), second.as_slice()]).unwrap();
+        let partial = new_doc();
+        assert_eq!(
+            apply_update(&partial, &merged, 100),
+            Err(SyncError::PendingOverflow { integrated: true })
+        );
+        assert_eq!(text(&partial, "content").as_deref(), Some("hello"));
     }
 
     #[test]

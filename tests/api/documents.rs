@@ -195,6 +195,11 @@ async fn a_viewer_syncs_and_shares_presence_but_its_updates_are_forbidden() {
     v.apply_b64(viewer.recv_type("sync_step2").await["update"].as_str().unwrap());
     assert_eq!(v.text(), "hello");
 
+    // Answering the server's sync_step1 with an empty step 2 is fine for a viewer.
+    viewer
+        .send(json!({"type": "sync_step2", "document_id": "doc", "update": b64::encode([0u8, 0]), "id": "empty"}))
+        .await;
+    assert_eq!(viewer.recv_type("ack").await["id"], "empty");
     let error = viewer
         .expect_error(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(v.insert(0, "evil ")), "id": 1}), "forbidden")
         .await;
