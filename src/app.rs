@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::JwtKeys,
+    bus::Bus,
     config::Config,
     documents::Documents,
     hub::Hub,
@@ -35,6 +36,8 @@ pub struct AppState {
     pub instance_id: Arc<str>,
     /// Documents: loading, applying, persisting.
     pub docs: Arc<Documents>,
+    /// Fan-out to other instances (no-op without Redis).
+    pub bus: Bus,
     /// Fired at shutdown: every session closes its socket with 1001.
     pub connections_stop: CancellationToken,
     /// Every session and its writer task.
@@ -113,12 +116,22 @@ impl Application {
             background.clone(),
             background_stop.clone(),
         );
-        let docs = Arc::new(Documents::new(store, persister, config.max_pending_update_bytes));
+        let bus = match &config.redis_url {
+            Some(url) => Bus::redis(url, &config.redis_prefix, instance_id.clone()).context("redis url")?,
+            None => Bus::disabled(),
+        };
+        let docs = Arc::new(Documents::new(
+            store,
+            persister,
+            config.max_pending_update_bytes,
+            bus.clone(),
+        ));
         let state = AppState {
             docs,
             keys: Arc::new(JwtKeys::new(&config.jwt_secret_or_development())),
             config: Arc::new(config),
-            hub: Arc::new(Hub::new(writer)),
+            hub: Arc::new(Hub::new(writer, bus.clone())),
+            bus,
             db,
             instance_id,
             connections_stop: stop.child_token(),
@@ -206,6 +219,7 @@ impl Application {
 /// and the room reaper: each loops until `stop` and finishes its work.
 fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &CancellationToken) {
     let config = state.config.clone();
+    tracker.spawn(crate::bus::run(state.clone(), stop.clone()));
     {
         let writer = state.hub.writer.clone();
         let stop = stop.clone();

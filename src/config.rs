@@ -104,6 +104,11 @@ pub struct Config {
     #[arg(long, env = "TANDEM_REDIS_PREFIX", default_value = "tandem", global = true)]
     pub redis_prefix: String,
 
+    /// An instance whose Redis heartbeat key has been missing this long is
+    /// dead: the survivors end its sessions and tell their rooms.
+    #[arg(long, env = "TANDEM_INSTANCE_TTL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub instance_ttl: Duration,
+
     /// Identity of this process in `user_sessions.instance_id`. Give each instance a
     /// stable one (e.g. the pod name) so a restarted instance cleans its own leftovers
     /// at once; by default a fresh id per process.

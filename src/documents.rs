@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     awareness::{self, AwarenessError},
+    bus::Bus,
     protocol::{Base64, ErrorCode, ProtocolError, ServerMessage},
     room::Room,
     store::{DocumentStore, Durable, PendingWrite, Persister},
@@ -57,14 +58,17 @@ pub struct Documents {
     pub store: DocumentStore,
     persister: Persister,
     max_pending_bytes: usize,
+    /// Updates and awareness go to other instances too.
+    bus: Bus,
 }
 
 impl Documents {
-    pub fn new(store: DocumentStore, persister: Persister, max_pending_bytes: usize) -> Self {
+    pub fn new(store: DocumentStore, persister: Persister, max_pending_bytes: usize, bus: Bus) -> Self {
         Self {
             store,
             persister,
             max_pending_bytes,
+            bus,
         }
     }
 
@@ -97,6 +101,10 @@ impl Documents {
         room.stored_bytes.store(bytes, Ordering::Relaxed);
         let mut state = room.state();
         let reloaded = !state.is_empty();
+        // Updates other instances published while this copy loaded.
+        for update in std::mem::take(&mut state.pending_remote_updates) {
+            let _ = sync::apply_update(&doc, &update, usize::MAX);
+        }
         let state_vector = sync::state_vector(&doc);
         state.doc = Some(doc);
         if reloaded {
@@ -163,6 +171,8 @@ impl Documents {
         state.broadcast(&relay, origin.connection_id);
         state.broadcast_binary(&crate::yws::update(&update).into(), origin.connection_id);
         room.unpersisted.fetch_add(1, Ordering::AcqRel);
+        self.bus
+            .publish(&room.id, crate::bus::update_event(&update, &origin.user_id));
         match resync {
             Some(error) => {
                 permit.send(PendingWrite {
@@ -212,8 +222,89 @@ impl Documents {
         }
         .encode();
         state.broadcast(&relay, Some(owner));
+        self.bus
+            .publish(&room.id, crate::bus::awareness_event(update, user_id, owner));
         state.broadcast_binary(&crate::yws::awareness(update).into(), Some(owner));
         Ok(entries)
+    }
+}
+
+impl Documents {
+    /// Apply an update another instance applied and persisted: relay it to
+    /// local members, store nothing (its origin did). While the document is
+    /// still loading here, keep it for when the load completes.
+    pub fn apply_remote_update(&self, room: &Room, user_id: &str, update: Vec<u8>) {
+        let mut state = room.state();
+        let Some(doc) = state.doc.as_ref() else {
+            state.pending_remote_updates.push(update);
+            return;
+        };
+        match sync::apply_update(doc, &update, usize::MAX) {
+            Ok(applied) if !applied.empty => {
+                let relay = ServerMessage::SyncUpdate {
+                    document_id: &room.id,
+                    update: Base64(&update),
+                    user_id,
+                }
+                .encode();
+                state.broadcast(&relay, None);
+                state.broadcast_binary(&crate::yws::update(&update).into(), None);
+            }
+            Ok(_) => {}
+            Err(SyncError::Panicked) => state.doc = None,
+            Err(error) => {
+                tracing::warn!(document_id = %room.id, %error, "ignored a bad update from another instance")
+            }
+        }
+    }
+
+    /// Apply an awareness update from another instance's member.
+    pub fn apply_remote_awareness(
+        &self,
+        room: &Room,
+        owner: Uuid,
+        user_id: &str,
+        update: &[u8],
+    ) -> Result<(), DocError> {
+        let entries = awareness::decode(update)?;
+        let mut state = room.state();
+        state.awareness.apply(owner, &entries)?;
+        let relay = ServerMessage::Awareness {
+            document_id: &room.id,
+            update: Base64(update),
+            user_id: Some(user_id),
+        }
+        .encode();
+        state.broadcast(&relay, None);
+        state.broadcast_binary(&crate::yws::awareness(update).into(), None);
+        Ok(())
+    }
+
+    /// Bring the in-memory document up to date with storage (after a Redis
+    /// outage hid other instances' updates), relaying what was missing.
+    pub async fn resync_from_storage(&self, room: &Room) -> Result<(), DocError> {
+        let stored = self.store.load(&room.id).await.map_err(DocError::Unavailable)?;
+        let (stored_doc, _) =
+            tokio::task::spawn_blocking(move || sync::load(stored.snapshot.as_deref(), stored.updates))
+                .await
+                .map_err(|e| DocError::Unavailable(e.into()))?;
+        let state = room.state();
+        let Some(doc) = state.doc.as_ref() else {
+            return Ok(());
+        };
+        let missing = sync::diff(&stored_doc, &sync::state_vector(doc))?;
+        let applied = sync::apply_update(doc, &missing, usize::MAX)?;
+        if !applied.empty {
+            let relay = ServerMessage::SyncUpdate {
+                document_id: &room.id,
+                update: Base64(&missing),
+                user_id: "tandem",
+            }
+            .encode();
+            state.broadcast(&relay, None);
+            state.broadcast_binary(&crate::yws::update(&missing).into(), None);
+        }
+        Ok(())
     }
 }
 

@@ -266,12 +266,16 @@ impl Api {
         if !identity.may_access(&document_id) {
             return Err(ApiError::forbidden("this token may not open this document"));
         }
-        let mut users: Vec<Presence> = self
+        // The local room mirrors members on other instances; without one, ask Redis.
+        let local = self
             .state
             .hub
             .room(&document_id)
-            .map(|room| room.state().presence_list())
-            .unwrap_or_default();
+            .map(|room| room.state().presence_list());
+        let mut users: Vec<Presence> = match local {
+            Some(users) => users,
+            None => self.state.bus.remote_members(&document_id).await,
+        };
         users.sort_by(|a, b| (&a.user_id, a.joined_at).cmp(&(&b.user_id, b.joined_at)));
         let mut by_user: Vec<UserDevices> = Vec::new();
         for presence in &users {
@@ -457,7 +461,7 @@ impl Api {
             connections: self.state.hub.connection_count() as u64,
             rooms: self.state.hub.rooms_snapshot().len() as u64,
             database: if database_ok { "ok" } else { "down" }.into(),
-            redis: "disabled".into(),
+            redis: self.state.bus.state().as_str().into(),
             instance_id: self.state.instance_id.to_string(),
         };
         if database_ok {

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
+    bus::{Bus, BusEvent, RemoteChange},
     presence::Presence,
     protocol::{DocumentId, LeaveReason, MessageId},
     room::{Member, PresenceChange, Room},
@@ -52,16 +53,19 @@ pub struct Hub {
     rooms: Mutex<HashMap<DocumentId, Arc<Room>>>,
     connections: Mutex<HashMap<Uuid, ConnectionHandle>>,
     pub writer: Arc<WriteBehind>,
+    /// Fan-out to other instances (a no-op without Redis).
+    pub bus: Bus,
     pub counters: Counters,
     started: Instant,
 }
 
 impl Hub {
-    pub fn new(writer: Arc<WriteBehind>) -> Self {
+    pub fn new(writer: Arc<WriteBehind>, bus: Bus) -> Self {
         Self {
             rooms: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
             writer,
+            bus,
             counters: Counters::default(),
             started: Instant::now(),
         }
@@ -125,6 +129,12 @@ impl Hub {
     /// its welcome (see [`crate::room::RoomState::join`]); returns everyone present.
     pub fn finish_join(&self, room: &Room, member: Member, id: Option<&MessageId>) -> Vec<Presence> {
         let row = member.presence.to_row(&room.id, true);
+        self.bus.publish(
+            &room.id,
+            BusEvent::Joined {
+                presence: member.presence.clone(),
+            },
+        );
         let list = room.state().join(&room.id, member, id);
         room.end_join();
         self.writer.presence(row, true);
@@ -140,6 +150,14 @@ impl Hub {
         let member = room.state().leave(&room.id, connection_id, reason)?;
         let mut presence = member.presence;
         presence.last_seen_at = Utc::now();
+        self.bus.publish(
+            &room.id,
+            BusEvent::Left {
+                connection_id,
+                user_id: presence.user_id.to_string(),
+                reason,
+            },
+        );
         self.writer.presence(presence.to_row(&room.id, false), true);
         Some(presence)
     }
@@ -153,8 +171,17 @@ impl Hub {
         let presence = room.state().update(&room.id, connection_id, change, Utc::now());
         match presence {
             Some(presence) => {
-                if change != PresenceChange::Activity {
+                let remote = match change {
+                    PresenceChange::Cursor(_) => Some(RemoteChange::Cursor),
+                    PresenceChange::Selection(_) => Some(RemoteChange::Selection),
+                    PresenceChange::EditingStart => Some(RemoteChange::EditingStart),
+                    PresenceChange::EditingStop(reason) => Some(RemoteChange::EditingStop(reason)),
+                    PresenceChange::Activity => None,
+                };
+                if let Some(change) = remote {
                     self.writer.presence(presence.to_row(&room.id, true), urgent);
+                    self.bus
+                        .publish(&room.id, BusEvent::Presence { presence, change });
                 }
                 true
             }
@@ -177,6 +204,9 @@ impl Hub {
             let stopped = room.state().expire_editing(&room.id, timeout, now);
             for presence in stopped {
                 self.writer.presence(presence.to_row(&room.id, true), true);
+                let change = RemoteChange::EditingStop(crate::protocol::EditingStopReason::Idle);
+                self.bus
+                    .publish(&room.id, BusEvent::Presence { presence, change });
             }
         }
     }

@@ -9,6 +9,7 @@
 //! - [`session`]: one socket: reader, bounded writer queue, liveness, rate limit.
 //! - [`yws`] / [`yjs_session`]: the y-websocket binary endpoint on the same rooms.
 //! - [`write_behind`]: coalesced session/presence rows flushed to the database.
+//! - [`bus`]: fan-out between instances through Redis (optional), liveness of instances.
 //! - [`cleanup`]: the stale-session sweep, which also clears a crashed process's rows.
 //! - [`http`]: REST (poem-openapi), the `/ws` upgrade, JSON errors.
 //! - [`app`]: build, run, graceful shutdown; [`config`]: the typed configuration.
@@ -16,6 +17,7 @@
 pub mod app;
 pub mod auth;
 pub mod awareness;
+pub mod bus;
 pub mod cleanup;
 pub mod config;
 pub mod db;

@@ -74,14 +74,14 @@ pub enum MessageId {
 }
 
 /// A caret position. Both coordinates are zero-based and bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
     pub line: u32,
     pub column: u32,
 }
 
 /// A selected range; `start` may come after `end` (a backwards selection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selection {
     pub start: Cursor,
     pub end: Cursor,
@@ -287,7 +287,7 @@ pub enum LeaveReason {
 }
 
 /// Why editing stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EditingStopReason {
     /// The client said so.

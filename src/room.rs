@@ -182,6 +182,14 @@ pub struct RoomState {
     pub doc: Option<yrs::Doc>,
     /// Latest awareness state of every Yjs client in the room.
     pub awareness: crate::awareness::AwarenessStates,
+    /// Members connected to other instances (with their instance), mirrored
+    /// from the bus.
+    remote: Vec<(Arc<str>, Presence)>,
+    /// Updates from other instances that arrived while the document loaded.
+    pub pending_remote_updates: Vec<Vec<u8>>,
+    /// Remote members that left recently, so a slower read of the presence
+    /// hash cannot bring them back as ghosts.
+    recently_left: Vec<(Uuid, Instant)>,
 }
 
 impl std::fmt::Debug for RoomState {
@@ -202,6 +210,9 @@ impl Default for RoomState {
             empty_since: Some(Instant::now()),
             doc: None,
             awareness: Default::default(),
+            remote: Vec::new(),
+            pending_remote_updates: Vec::new(),
+            recently_left: Vec::new(),
         }
     }
 }
@@ -219,8 +230,203 @@ impl RoomState {
         self.empty_since
     }
 
+    /// Everyone present: local members, then members on other instances.
     pub fn presence_list(&self) -> Vec<Presence> {
-        self.members.iter().map(|m| m.presence.clone()).collect()
+        self.members
+            .iter()
+            .map(|m| m.presence.clone())
+            .chain(self.remote.iter().map(|(_, p)| p.clone()))
+            .collect()
+    }
+
+    /// Instances with members in this room.
+    pub fn remote_instances(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.remote.iter().map(|(instance, _)| instance)
+    }
+
+    fn forget_tombstones(&mut self) {
+        self.recently_left
+            .retain(|(_, at)| at.elapsed() < std::time::Duration::from_secs(60));
+    }
+
+    /// Add remote members read from the presence hash (first local join),
+    /// skipping ones that left meanwhile or are already known.
+    pub fn seed_remote(
+        &mut self,
+        document_id: &DocumentId,
+        entries: impl IntoIterator<Item = (Arc<str>, Presence)>,
+    ) {
+        self.forget_tombstones();
+        for (instance, presence) in entries {
+            let id = presence.connection_id;
+            if self.recently_left.iter().any(|(left, _)| *left == id)
+                || self.remote.iter().any(|(_, p)| p.connection_id == id)
+                || self.contains(id)
+            {
+                continue;
+            }
+            let _ = document_id;
+            self.remote.push((instance, presence));
+        }
+    }
+
+    /// Replace the remote mirror (after a Redis outage), telling local members
+    /// who joined and who left meanwhile.
+    pub fn replace_remote(
+        &mut self,
+        document_id: &DocumentId,
+        entries: impl IntoIterator<Item = (Arc<str>, Presence)>,
+    ) {
+        let fresh: Vec<(Arc<str>, Presence)> = entries.into_iter().collect();
+        let gone: Vec<Presence> = self
+            .remote
+            .iter()
+            .filter(|(_, p)| !fresh.iter().any(|(_, f)| f.connection_id == p.connection_id))
+            .map(|(_, p)| p.clone())
+            .collect();
+        for presence in gone {
+            self.remote_leave(
+                document_id,
+                presence.connection_id,
+                &presence.user_id,
+                LeaveReason::Timeout,
+            );
+        }
+        for (instance, presence) in fresh {
+            self.remote_join(document_id, instance, presence);
+        }
+    }
+
+    /// A member joined on another instance.
+    pub fn remote_join(&mut self, document_id: &DocumentId, instance: Arc<str>, presence: Presence) {
+        if let Some(entry) = self
+            .remote
+            .iter_mut()
+            .find(|(_, p)| p.connection_id == presence.connection_id)
+        {
+            *entry = (instance, presence);
+            return;
+        }
+        self.broadcast(
+            &ServerMessage::UserJoined {
+                document_id,
+                user: &presence,
+            }
+            .encode(),
+            None,
+        );
+        self.remote.push((instance, presence));
+    }
+
+    /// A member left on another instance.
+    pub fn remote_leave(
+        &mut self,
+        document_id: &DocumentId,
+        connection_id: Uuid,
+        user_id: &str,
+        reason: LeaveReason,
+    ) -> bool {
+        self.forget_tombstones();
+        self.recently_left.push((connection_id, Instant::now()));
+        let Some(index) = self
+            .remote
+            .iter()
+            .position(|(_, p)| p.connection_id == connection_id)
+        else {
+            return false;
+        };
+        self.remote.swap_remove(index);
+        if let Some(removal) = self.awareness.remove_owner(connection_id) {
+            let removed = ServerMessage::Awareness {
+                document_id,
+                update: crate::protocol::Base64(&removal),
+                user_id: None,
+            }
+            .encode();
+            self.broadcast(&removed, None);
+            self.broadcast_binary(&crate::yws::awareness(&removal).into(), None);
+        }
+        self.broadcast(
+            &ServerMessage::UserLeft {
+                document_id,
+                user_id,
+                connection_id,
+                reason,
+            }
+            .encode(),
+            None,
+        );
+        true
+    }
+
+    /// A remote member's presence changed: update the mirror, tell local members.
+    pub fn remote_presence(
+        &mut self,
+        document_id: &DocumentId,
+        instance: Arc<str>,
+        presence: Presence,
+        change: crate::bus::RemoteChange,
+    ) {
+        use crate::bus::RemoteChange;
+        let connection_id = presence.connection_id;
+        let user_id = &*presence.user_id;
+        let message = match change {
+            RemoteChange::Cursor => match presence.cursor {
+                Some(cursor) => ServerMessage::CursorMove {
+                    document_id,
+                    user_id,
+                    connection_id,
+                    cursor,
+                },
+                None => return,
+            },
+            RemoteChange::Selection => ServerMessage::SelectionChange {
+                document_id,
+                user_id,
+                connection_id,
+                selection: presence.selection,
+            },
+            RemoteChange::EditingStart => ServerMessage::EditingStart {
+                document_id,
+                user_id,
+                connection_id,
+            },
+            RemoteChange::EditingStop(reason) => ServerMessage::EditingStop {
+                document_id,
+                user_id,
+                connection_id,
+                reason,
+            },
+        }
+        .encode();
+        self.broadcast(&message, None);
+        match self
+            .remote
+            .iter_mut()
+            .find(|(_, p)| p.connection_id == connection_id)
+        {
+            Some(entry) => *entry = (instance, presence),
+            None => self.remote.push((instance, presence)),
+        }
+    }
+
+    /// Drop every member of a dead instance; returns them (local members were told `timeout`).
+    pub fn remove_instance(&mut self, document_id: &DocumentId, instance: &str) -> Vec<Presence> {
+        let gone: Vec<Presence> = self
+            .remote
+            .iter()
+            .filter(|(i, _)| &**i == instance)
+            .map(|(_, p)| p.clone())
+            .collect();
+        for presence in &gone {
+            self.remote_leave(
+                document_id,
+                presence.connection_id,
+                &presence.user_id,
+                LeaveReason::Timeout,
+            );
+        }
+        gone
     }
 
     pub fn contains(&self, connection_id: Uuid) -> bool {
@@ -536,6 +742,8 @@ pub struct Room {
     pub stored_bytes: AtomicU64,
     /// A compaction of this document is running.
     pub compacting: AtomicBool,
+    /// The mirror of members on other instances was seeded from Redis.
+    pub remote_seeded: AtomicBool,
 }
 
 impl Room {
@@ -549,6 +757,7 @@ impl Room {
             stored_updates: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(0),
             compacting: AtomicBool::new(false),
+            remote_seeded: AtomicBool::new(false),
         }
     }
 

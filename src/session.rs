@@ -571,6 +571,7 @@ impl Session {
                 "the document could not be loaded; try again",
             ));
         }
+        self.state.bus.seed_room(&room).await;
         let member = Member::new(
             self.record.presence(Utc::now()),
             self.outbox.clone(),

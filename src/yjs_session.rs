@@ -43,6 +43,7 @@ pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer, document_
             Some(CloseCode::Unavailable)
         }
         Ok(()) => {
+            state.bus.seed_room(&room).await;
             let member = Member::new(record.presence(Utc::now()), link.outbox.clone(), MemberKind::Yjs);
             hub.finish_join(&room, member, None);
             let mut connection = Connection {

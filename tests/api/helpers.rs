@@ -46,6 +46,20 @@ impl Backend {
     }
 }
 
+/// Redis and PostgreSQL for multi-instance tests, or `None` (with a note).
+pub fn scale_out_services() -> Option<(String, String)> {
+    let redis = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
+    let postgres = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty());
+    match (redis, postgres) {
+        (Some(redis), Some(postgres)) => Some((redis, postgres)),
+        _ => {
+            static SKIP: Once = Once::new();
+            SKIP.call_once(|| note("NOTE: TEST_REDIS_URL and TEST_DATABASE_URL are not both set: the multi-instance (Redis) tests are SKIPPED"));
+            None
+        }
+    }
+}
+
 /// SQLite always; PostgreSQL too when `TEST_DATABASE_URL` is set.
 pub fn backends() -> Vec<Backend> {
     let mut backends = vec![Backend::Sqlite];
@@ -66,6 +80,14 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// Another handle on an existing database (a second instance on it).
+    pub fn shared(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            _dir: None,
+        }
+    }
+
     pub async fn create(backend: &Backend) -> Self {
         match backend {
             Backend::Sqlite => {

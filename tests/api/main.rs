@@ -7,5 +7,6 @@ mod helpers;
 mod node_peers;
 mod presence;
 mod rest;
+mod scale_out;
 mod storage;
 mod yjs_endpoint;
