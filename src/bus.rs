@@ -42,7 +42,7 @@ use crate::{
     app::AppState,
     presence::Presence,
     protocol::{DocumentId, EditingStopReason, LeaveReason},
-    room::Room,
+    room::{RemoteMember, Room},
 };
 
 /// Events queued for Redis before new ones are dropped (and counted).
@@ -63,8 +63,11 @@ pub enum RemoteChange {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BusEvent {
+    /// `yjs`: the member is a y-websocket client (see [`crate::room::RemoteMember`]).
     Joined {
         presence: Presence,
+        #[serde(default)]
+        yjs: bool,
     },
     Left {
         connection_id: Uuid,
@@ -74,12 +77,11 @@ pub enum BusEvent {
     Presence {
         presence: Presence,
         change: RemoteChange,
+        #[serde(default)]
+        yjs: bool,
     },
     /// A v1 update, already applied and persisted by its origin.
-    Update {
-        update: String,
-        user_id: String,
-    },
+    Update { update: String, user_id: String },
     Awareness {
         update: String,
         user_id: String,
@@ -100,6 +102,14 @@ pub struct Envelope {
 pub struct RemoteEntry {
     pub instance: String,
     pub presence: Presence,
+    #[serde(default)]
+    pub yjs: bool,
+}
+
+impl RemoteEntry {
+    fn into_member(self) -> RemoteMember {
+        RemoteMember::new(self.instance.into(), self.presence, self.yjs)
+    }
 }
 
 /// Redis connectivity, for `/health`.
@@ -194,10 +204,8 @@ impl Bus {
             return;
         }
         let entries = bus.load_remote(&room.id).await;
-        room.state().seed_remote(
-            &room.id,
-            entries.into_iter().map(|e| (Arc::from(e.instance), e.presence)),
-        );
+        room.state()
+            .seed_remote(entries.into_iter().map(RemoteEntry::into_member));
     }
 }
 
@@ -330,10 +338,11 @@ async fn publish_batch(
     for (document_id, event) in batch.drain(..) {
         let key = bus.presence_key(document_id.as_str());
         match &event {
-            BusEvent::Joined { presence } => {
+            BusEvent::Joined { presence, yjs } => {
                 let entry = RemoteEntry {
                     instance: bus.instance_id.to_string(),
                     presence: presence.clone(),
+                    yjs: *yjs,
                 };
                 if let Ok(value) = serde_json::to_string(&entry) {
                     pipe.hset(&key, presence.connection_id.to_string(), value)
@@ -345,10 +354,11 @@ async fn publish_batch(
                 pipe.hdel(&key, connection_id.to_string()).ignore();
                 dirty.remove(&(document_id.clone(), *connection_id));
             }
-            BusEvent::Presence { presence, .. } => {
+            BusEvent::Presence { presence, yjs, .. } => {
                 let entry = RemoteEntry {
                     instance: bus.instance_id.to_string(),
                     presence: presence.clone(),
+                    yjs: *yjs,
                 };
                 if let Ok(value) = serde_json::to_string(&entry) {
                     dirty.insert((document_id.clone(), presence.connection_id), value);
@@ -534,7 +544,10 @@ async fn deliver(state: &AppState, envelope: Envelope) {
     };
     let instance: Arc<str> = envelope.instance.into();
     match envelope.event {
-        BusEvent::Joined { presence } => room.state().remote_join(&document_id, instance, presence),
+        BusEvent::Joined { presence, yjs } => {
+            room.state()
+                .remote_join(&document_id, RemoteMember::new(instance, presence, yjs));
+        }
         BusEvent::Left {
             connection_id,
             user_id,
@@ -543,9 +556,13 @@ async fn deliver(state: &AppState, envelope: Envelope) {
             room.state()
                 .remote_leave(&document_id, connection_id, &user_id, reason);
         }
-        BusEvent::Presence { presence, change } => {
+        BusEvent::Presence {
+            presence,
+            change,
+            yjs,
+        } => {
             room.state()
-                .remote_presence(&document_id, instance, presence, change)
+                .remote_presence(&document_id, RemoteMember::new(instance, presence, yjs), change);
         }
         BusEvent::Update { update, user_id } => {
             if let Ok(bytes) = BASE64.decode(update) {
@@ -570,17 +587,18 @@ async fn deliver(state: &AppState, envelope: Envelope) {
 /// bring every open document up to date with the database.
 async fn resync(state: &AppState, bus: &RedisBus) {
     for room in state.hub.rooms_snapshot() {
-        let local: Vec<Presence> = room
+        let local: Vec<(Presence, bool)> = room
             .state()
             .members()
             .iter()
-            .map(|m| m.presence.clone())
+            .map(|m| (m.presence.clone(), m.kind == crate::room::MemberKind::Yjs))
             .collect();
         let mut pipe = redis::pipe();
-        for presence in local {
+        for (presence, yjs) in local {
             let entry = RemoteEntry {
                 instance: bus.instance_id.to_string(),
                 presence,
+                yjs,
             };
             if let Ok(value) = serde_json::to_string(&entry) {
                 pipe.hset(
@@ -593,10 +611,8 @@ async fn resync(state: &AppState, bus: &RedisBus) {
         }
         execute(bus, pipe).await;
         let entries = bus.load_remote(&room.id).await;
-        room.state().replace_remote(
-            &room.id,
-            entries.into_iter().map(|e| (Arc::from(e.instance), e.presence)),
-        );
+        room.state()
+            .replace_remote(&room.id, entries.into_iter().map(RemoteEntry::into_member));
         if let Err(error) = state.docs.resync_from_storage(&room).await {
             tracing::warn!(document_id = %room.id, error = format!("{:#}", anyhow::Error::from(error)), "resync after redis outage failed");
         }

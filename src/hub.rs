@@ -129,10 +129,12 @@ impl Hub {
     /// its welcome (see [`crate::room::RoomState::join`]); returns everyone present.
     pub fn finish_join(&self, room: &Room, member: Member, id: Option<&MessageId>) -> Vec<Presence> {
         let row = member.presence.to_row(&room.id, true);
+        let yjs = member.kind == crate::room::MemberKind::Yjs;
         self.bus.publish(
             &room.id,
             BusEvent::Joined {
                 presence: member.presence.clone(),
+                yjs,
             },
         );
         let list = room.state().join(&room.id, member, id);
@@ -170,7 +172,8 @@ impl Hub {
         );
         let presence = room.state().update(&room.id, connection_id, change, Utc::now());
         match presence {
-            Some(presence) => {
+            Some((presence, kind)) => {
+                let yjs = kind == crate::room::MemberKind::Yjs;
                 let remote = match change {
                     PresenceChange::Cursor(_) => Some(RemoteChange::Cursor),
                     PresenceChange::Selection(_) => Some(RemoteChange::Selection),
@@ -180,8 +183,14 @@ impl Hub {
                 };
                 if let Some(change) = remote {
                     self.writer.presence(presence.to_row(&room.id, true), urgent);
-                    self.bus
-                        .publish(&room.id, BusEvent::Presence { presence, change });
+                    self.bus.publish(
+                        &room.id,
+                        BusEvent::Presence {
+                            presence,
+                            change,
+                            yjs,
+                        },
+                    );
                 }
                 true
             }
@@ -205,8 +214,14 @@ impl Hub {
             for presence in stopped {
                 self.writer.presence(presence.to_row(&room.id, true), true);
                 let change = RemoteChange::EditingStop(crate::protocol::EditingStopReason::Idle);
-                self.bus
-                    .publish(&room.id, BusEvent::Presence { presence, change });
+                self.bus.publish(
+                    &room.id,
+                    BusEvent::Presence {
+                        presence,
+                        change,
+                        yjs: false,
+                    },
+                );
             }
         }
     }

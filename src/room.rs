@@ -109,42 +109,77 @@ impl Member {
         }
     }
 
-    /// The awareness client id under which y-websocket members see this JSON
-    /// member: derived from its connection id, within Yjs's 53 bits.
+    /// The awareness client id under which y-websocket members see this JSON member.
     pub fn awareness_client_id(&self) -> u64 {
-        let bytes = self.presence.connection_id.as_bytes();
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&bytes[8..16]);
-        u64::from_le_bytes(id) & ((1 << 53) - 1)
+        awareness_client_id(self.presence.connection_id)
     }
 
-    /// This JSON member's presence as an awareness entry, in the shape
-    /// y-websocket front ends read: `{ user: { name, color, id }, cursor, selection, editing }`.
     fn awareness_entry(&self) -> crate::awareness::AwarenessEntry {
-        let presence = &self.presence;
-        let state = serde_json::json!({
-            "user": {
-                "name": presence.name.as_deref().unwrap_or(&presence.user_id),
-                "color": user_color(&presence.user_id),
-                "id": &*presence.user_id,
-            },
-            "cursor": presence.cursor,
-            "selection": presence.selection,
-            "editing": presence.is_editing,
-            "connection_id": presence.connection_id,
-        });
-        crate::awareness::AwarenessEntry {
-            client_id: self.awareness_client_id(),
-            clock: self.awareness_clock,
-            json: state.to_string().into(),
-        }
+        synthesized_awareness(&self.presence, self.awareness_clock)
     }
 
     fn awareness_removal(&self) -> crate::awareness::AwarenessEntry {
-        crate::awareness::AwarenessEntry {
-            client_id: self.awareness_client_id(),
-            clock: self.awareness_clock.wrapping_add(1),
-            json: "null".into(),
+        synthesized_removal(self.presence.connection_id, self.awareness_clock)
+    }
+}
+
+/// The awareness client id of a JSON member: derived from its connection id,
+/// within Yjs's 53 bits, the same on every instance.
+pub fn awareness_client_id(connection_id: Uuid) -> u64 {
+    let bytes = connection_id.as_bytes();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&bytes[8..16]);
+    u64::from_le_bytes(id) & ((1 << 53) - 1)
+}
+
+/// A JSON member's presence as an awareness entry, in the shape y-websocket
+/// front ends read: `{ user: { name, color, id }, cursor, selection, editing }`.
+fn synthesized_awareness(presence: &Presence, clock: u32) -> crate::awareness::AwarenessEntry {
+    let state = serde_json::json!({
+        "user": {
+            "name": presence.name.as_deref().unwrap_or(&presence.user_id),
+            "color": user_color(&presence.user_id),
+            "id": &*presence.user_id,
+        },
+        "cursor": presence.cursor,
+        "selection": presence.selection,
+        "editing": presence.is_editing,
+        "connection_id": presence.connection_id,
+    });
+    crate::awareness::AwarenessEntry {
+        client_id: awareness_client_id(presence.connection_id),
+        clock,
+        json: state.to_string().into(),
+    }
+}
+
+fn synthesized_removal(connection_id: Uuid, clock: u32) -> crate::awareness::AwarenessEntry {
+    crate::awareness::AwarenessEntry {
+        client_id: awareness_client_id(connection_id),
+        clock: clock.wrapping_add(1),
+        json: "null".into(),
+    }
+}
+
+/// A member connected to another instance, mirrored from the bus.
+#[derive(Debug, Clone)]
+pub struct RemoteMember {
+    pub instance: Arc<str>,
+    pub presence: Presence,
+    /// A y-websocket client (its awareness is real and arrives by the bus);
+    /// otherwise a JSON client, shown to local y-websocket members as a
+    /// synthesized awareness state.
+    pub yjs: bool,
+    awareness_clock: u32,
+}
+
+impl RemoteMember {
+    pub fn new(instance: Arc<str>, presence: Presence, yjs: bool) -> Self {
+        Self {
+            instance,
+            presence,
+            yjs,
+            awareness_clock: 0,
         }
     }
 }
@@ -184,7 +219,7 @@ pub struct RoomState {
     pub awareness: crate::awareness::AwarenessStates,
     /// Members connected to other instances (with their instance), mirrored
     /// from the bus.
-    remote: Vec<(Arc<str>, Presence)>,
+    remote: Vec<RemoteMember>,
     /// Updates from other instances that arrived while the document loaded.
     pub pending_remote_updates: Vec<Vec<u8>>,
     /// Remote members that left recently, so a slower read of the presence
@@ -235,13 +270,13 @@ impl RoomState {
         self.members
             .iter()
             .map(|m| m.presence.clone())
-            .chain(self.remote.iter().map(|(_, p)| p.clone()))
+            .chain(self.remote.iter().map(|r| r.presence.clone()))
             .collect()
     }
 
     /// Instances with members in this room.
     pub fn remote_instances(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.remote.iter().map(|(instance, _)| instance)
+        self.remote.iter().map(|r| &r.instance)
     }
 
     fn forget_tombstones(&mut self) {
@@ -251,22 +286,17 @@ impl RoomState {
 
     /// Add remote members read from the presence hash (first local join),
     /// skipping ones that left meanwhile or are already known.
-    pub fn seed_remote(
-        &mut self,
-        document_id: &DocumentId,
-        entries: impl IntoIterator<Item = (Arc<str>, Presence)>,
-    ) {
+    pub fn seed_remote(&mut self, entries: impl IntoIterator<Item = RemoteMember>) {
         self.forget_tombstones();
-        for (instance, presence) in entries {
-            let id = presence.connection_id;
+        for member in entries {
+            let id = member.presence.connection_id;
             if self.recently_left.iter().any(|(left, _)| *left == id)
-                || self.remote.iter().any(|(_, p)| p.connection_id == id)
+                || self.remote.iter().any(|r| r.presence.connection_id == id)
                 || self.contains(id)
             {
                 continue;
             }
-            let _ = document_id;
-            self.remote.push((instance, presence));
+            self.remote.push(member);
         }
     }
 
@@ -275,14 +305,18 @@ impl RoomState {
     pub fn replace_remote(
         &mut self,
         document_id: &DocumentId,
-        entries: impl IntoIterator<Item = (Arc<str>, Presence)>,
+        entries: impl IntoIterator<Item = RemoteMember>,
     ) {
-        let fresh: Vec<(Arc<str>, Presence)> = entries.into_iter().collect();
+        let fresh: Vec<RemoteMember> = entries.into_iter().collect();
         let gone: Vec<Presence> = self
             .remote
             .iter()
-            .filter(|(_, p)| !fresh.iter().any(|(_, f)| f.connection_id == p.connection_id))
-            .map(|(_, p)| p.clone())
+            .filter(|r| {
+                !fresh
+                    .iter()
+                    .any(|f| f.presence.connection_id == r.presence.connection_id)
+            })
+            .map(|r| r.presence.clone())
             .collect();
         for presence in gone {
             self.remote_leave(
@@ -292,30 +326,33 @@ impl RoomState {
                 LeaveReason::Timeout,
             );
         }
-        for (instance, presence) in fresh {
-            self.remote_join(document_id, instance, presence);
+        for member in fresh {
+            self.remote_join(document_id, member);
         }
     }
 
     /// A member joined on another instance.
-    pub fn remote_join(&mut self, document_id: &DocumentId, instance: Arc<str>, presence: Presence) {
-        if let Some(entry) = self
-            .remote
-            .iter_mut()
-            .find(|(_, p)| p.connection_id == presence.connection_id)
-        {
-            *entry = (instance, presence);
+    pub fn remote_join(&mut self, document_id: &DocumentId, member: RemoteMember) {
+        let id = member.presence.connection_id;
+        if let Some(entry) = self.remote.iter_mut().find(|r| r.presence.connection_id == id) {
+            entry.presence = member.presence;
             return;
         }
         self.broadcast(
             &ServerMessage::UserJoined {
                 document_id,
-                user: &presence,
+                user: &member.presence,
             }
             .encode(),
             None,
         );
-        self.remote.push((instance, presence));
+        if !member.yjs {
+            self.publish_json_member_awareness(synthesized_awareness(
+                &member.presence,
+                member.awareness_clock,
+            ));
+        }
+        self.remote.push(member);
     }
 
     /// A member left on another instance.
@@ -331,11 +368,14 @@ impl RoomState {
         let Some(index) = self
             .remote
             .iter()
-            .position(|(_, p)| p.connection_id == connection_id)
+            .position(|r| r.presence.connection_id == connection_id)
         else {
             return false;
         };
-        self.remote.swap_remove(index);
+        let member = self.remote.swap_remove(index);
+        if !member.yjs {
+            self.publish_json_member_awareness(synthesized_removal(connection_id, member.awareness_clock));
+        }
         if let Some(removal) = self.awareness.remove_owner(connection_id) {
             let removed = ServerMessage::Awareness {
                 document_id,
@@ -363,11 +403,11 @@ impl RoomState {
     pub fn remote_presence(
         &mut self,
         document_id: &DocumentId,
-        instance: Arc<str>,
-        presence: Presence,
+        member: RemoteMember,
         change: crate::bus::RemoteChange,
     ) {
         use crate::bus::RemoteChange;
+        let presence = &member.presence;
         let connection_id = presence.connection_id;
         let user_id = &*presence.user_id;
         let message = match change {
@@ -400,13 +440,24 @@ impl RoomState {
         }
         .encode();
         self.broadcast(&message, None);
-        match self
+        let entry = match self
             .remote
             .iter_mut()
-            .find(|(_, p)| p.connection_id == connection_id)
+            .position(|r| r.presence.connection_id == connection_id)
         {
-            Some(entry) => *entry = (instance, presence),
-            None => self.remote.push((instance, presence)),
+            Some(index) => {
+                let entry = &mut self.remote[index];
+                entry.presence = member.presence;
+                entry.awareness_clock = entry.awareness_clock.wrapping_add(1);
+                entry.clone()
+            }
+            None => {
+                self.remote.push(member.clone());
+                member
+            }
+        };
+        if !entry.yjs {
+            self.publish_json_member_awareness(synthesized_awareness(&entry.presence, entry.awareness_clock));
         }
     }
 
@@ -415,8 +466,8 @@ impl RoomState {
         let gone: Vec<Presence> = self
             .remote
             .iter()
-            .filter(|(i, _)| &**i == instance)
-            .map(|(_, p)| p.clone())
+            .filter(|r| &*r.instance == instance)
+            .map(|r| r.presence.clone())
             .collect();
         for presence in &gone {
             self.remote_leave(
@@ -480,6 +531,12 @@ impl RoomState {
             .filter(|m| m.kind == MemberKind::Json)
             .map(Member::awareness_entry)
             .collect();
+        entries.extend(
+            self.remote
+                .iter()
+                .filter(|r| !r.yjs)
+                .map(|r| synthesized_awareness(&r.presence, r.awareness_clock)),
+        );
         if let Some(real) = self.awareness.snapshot() {
             entries.extend(crate::awareness::decode(&real).unwrap_or_default());
         }
@@ -612,7 +669,7 @@ impl RoomState {
         connection_id: Uuid,
         change: PresenceChange,
         now: DateTime<Utc>,
-    ) -> Option<Presence> {
+    ) -> Option<(Presence, MemberKind)> {
         let instant = Instant::now();
         let member = self.member_mut(connection_id)?;
         let presence = &mut member.presence;
@@ -663,6 +720,7 @@ impl RoomState {
         };
         let encoded = message.map(|m| m.encode());
         let presence = member.presence.clone();
+        let kind = member.kind;
         let awareness = (encoded.is_some() && member.kind == MemberKind::Json).then(|| {
             member.awareness_clock = member.awareness_clock.wrapping_add(1);
             member.awareness_entry()
@@ -673,7 +731,7 @@ impl RoomState {
         if let Some(entry) = awareness {
             self.publish_json_member_awareness(entry);
         }
-        Some(presence)
+        Some((presence, kind))
     }
 
     /// Stop editing for members idle longer than `timeout`; returns who stopped.
@@ -862,7 +920,7 @@ mod tests {
                 Utc::now(),
             )
             .unwrap();
-        assert_eq!(presence.cursor, Some(Cursor { line: 3, column: 4 }));
+        assert_eq!(presence.0.cursor, Some(Cursor { line: 3, column: 4 }));
         assert!(texts(&mut alice_rx).is_empty());
         let seen = texts(&mut bob_rx);
         assert_eq!(seen[0]["type"], "cursor_move");

@@ -360,3 +360,55 @@ async fn delivery_resumes_after_redis_restarts_and_nothing_written_meanwhile_is_
     };
     assert_eq!(moved["user_id"], "alice");
 }
+
+#[tokio::test]
+async fn a_provider_on_one_instance_sees_a_json_member_of_another_as_awareness() {
+    use futures_util::{SinkExt, StreamExt};
+    use tandem::yws::{self, Inbound};
+    let Some((redis, postgres)) = scale_out_services() else {
+        return;
+    };
+    let (a, b) = two_instances(&redis, &postgres).await;
+    let mut alice = a
+        .connect_with(&a.token_with("alice", |c| c.name = Some("Alice".into())), None)
+        .await
+        .unwrap();
+    alice.join("doc").await;
+    wait_members(&b, "doc", 1).await;
+    let url = b.ws_url(&format!("/yjs/doc?token={}", b.token("bob")));
+    let (mut provider, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut next_awareness = async || loop {
+        let frame = tokio::time::timeout(WAIT, provider.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = frame
+            && let Ok(Inbound::Awareness(update)) = yws::decode(&bytes)
+        {
+            return tandem::awareness::decode(&update).unwrap();
+        }
+    };
+    let welcome = next_awareness().await;
+    let state: serde_json::Value = serde_json::from_str(&welcome[0].json).unwrap();
+    assert_eq!(
+        state["user"]["name"], "Alice",
+        "the remote JSON member is in the welcome"
+    );
+    alice.recv_type("user_joined").await;
+    alice
+        .send(json!({"type": "cursor_move", "document_id": "doc", "cursor": {"line": 8, "column": 3}}))
+        .await;
+    let moved = next_awareness().await;
+    let state: serde_json::Value = serde_json::from_str(&moved[0].json).unwrap();
+    assert_eq!(state["cursor"], json!({"line": 8, "column": 3}));
+    alice.stream.close(None).await.unwrap();
+    let removed = next_awareness().await;
+    assert!(
+        removed[0].is_removal(),
+        "the remote member's state is removed when it leaves"
+    );
+    let _ = provider
+        .send(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await;
+}
