@@ -1,0 +1,110 @@
+//! What every scenario shares: the target, the run's naming, the server
+//! under test, and opening many clients with bounded concurrency.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use crate::{
+    procstat::Proc,
+    timing::{Stats, record},
+    wire::{Client, Handshake, Identity, Target},
+};
+
+/// How long one client may take to connect and finish its handshake.
+pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(30);
+
+pub struct Common {
+    pub target: Arc<Target>,
+    /// Prefix of every document name, unique per run, so runs never share rooms.
+    pub run_id: String,
+    /// Name of the server in reports.
+    pub label: String,
+    pub server: Option<Proc>,
+    /// One receiver in this many records latency.
+    pub sample_every: usize,
+    pub connect_concurrency: usize,
+    /// Base of the awareness / Yjs client ids of this run (ids stay below 2^32).
+    pub id_base: u64,
+    /// Before connecting, POST `{"docId": ..}` here for each document (y-sweet).
+    pub create_docs_url: Option<String>,
+}
+
+impl Common {
+    pub fn doc(&self, scenario: &str, index: usize) -> Arc<str> {
+        format!("{}-{scenario}{index}", self.run_id).into()
+    }
+
+    pub fn identity(&self, doc: Arc<str>, index: usize) -> Identity {
+        Identity {
+            doc,
+            user: format!("lg{index}").into(),
+            awareness_id: self.id_base + index as u64,
+        }
+    }
+
+    pub fn sampled(&self, index: usize) -> bool {
+        index.is_multiple_of(self.sample_every.max(1))
+    }
+
+    /// Create documents on servers that need it (y-sweet's `POST /doc/new`).
+    pub async fn create_docs(&self, docs: &[Arc<str>]) -> anyhow::Result<()> {
+        let Some(url) = &self.create_docs_url else {
+            return Ok(());
+        };
+        let http = reqwest::Client::new();
+        for doc in docs {
+            let response = http
+                .post(url)
+                .json(&serde_json::json!({ "docId": &**doc }))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "creating {doc}: HTTP {}",
+                response.status()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Open one client per identity, at most `concurrency` at a time. Returns
+/// the clients in identity order (None where connecting failed) and the
+/// handshake times and failures in `stats`.
+pub async fn connect_all(
+    common: &Common,
+    identities: Vec<Identity>,
+    sync: bool,
+    stats: &mut Stats,
+) -> (Vec<Option<(Client, Handshake)>>, Duration) {
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(common.connect_concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let count = identities.len();
+    for (index, identity) in identities.into_iter().enumerate() {
+        let (gate, target) = (gate.clone(), common.target.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            (
+                index,
+                Client::connect(&target, identity, sync, HANDSHAKE_LIMIT).await,
+            )
+        });
+    }
+    let mut clients: Vec<Option<(Client, Handshake)>> = (0..count).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((index, Ok((client, handshake)))) => {
+                record(&mut stats.handshake, handshake.elapsed.as_micros() as u64);
+                clients[index] = Some((client, handshake));
+            }
+            Ok((_, Err(error))) => stats.error(format!("{error:#}")),
+            Err(error) => stats.error(format!("connect task failed: {error}")),
+        }
+    }
+    (clients, started.elapsed())
+}

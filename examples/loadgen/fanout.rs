@@ -1,0 +1,269 @@
+//! Presence fan-out: rooms × members, every member moving its cursor at a
+//! fixed rate (awareness updates on the binary protocols), and the knee: the
+//! highest rate at which the delivery p99 stays under a bound.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use rand::Rng;
+use tokio::time::MissedTickBehavior;
+
+use crate::{
+    common::{Common, connect_all},
+    procstat::{CpuMark, Proc, RssSampler},
+    report::{Report, round2, samples},
+    timing::{SendTable, Stats, Window, micros_of, now_us, record},
+    wire::{Client, EMPTY_UPDATE, Event},
+};
+
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutParams {
+    pub rooms: usize,
+    pub members: usize,
+    /// Cursor moves per second per member.
+    pub rate: f64,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// After the window, how long receivers keep counting late deliveries.
+    pub drain: Duration,
+}
+
+/// One fan-out run at one rate.
+pub async fn run(common: &Common, params: FanoutParams) -> Report {
+    let mut report = Report::new("fanout", common.target.protocol.name(), &common.label);
+    report.set("rooms", params.rooms);
+    report.set("members", params.members);
+    report.set("rate_hz", params.rate);
+    report.set("duration_s", params.duration.as_secs_f64());
+
+    let docs: Vec<Arc<str>> = (0..params.rooms).map(|r| common.doc("f", r)).collect();
+    let mut totals = Stats::default();
+    if let Err(error) = common.create_docs(&docs).await {
+        totals.error(format!("{error:#}"));
+    }
+    let identities = (0..params.rooms * params.members)
+        .map(|i| common.identity(docs[i / params.members].clone(), i))
+        .collect();
+    let (clients, _) = connect_all(common, identities, false, &mut totals).await;
+    let connected = clients.iter().filter(|c| c.is_some()).count();
+    report.set("connections", connected);
+
+    let clients_total = (params.rooms * params.members) as f64;
+    let window_secs = (params.warmup + params.duration + params.drain).as_secs_f64();
+    // Room for every send of the run (latencies beyond that are not measured anyway).
+    let table = Arc::new(SendTable::new(
+        ((params.rate * clients_total * window_secs) as usize).min(1 << 24),
+    ));
+    let next_seq = Arc::new(AtomicU64::new(1));
+    let window = Window::after(params.warmup, params.duration);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, client) in clients.into_iter().enumerate() {
+        let Some((client, _)) = client else { continue };
+        let job = Member {
+            table: table.clone(),
+            next_seq: next_seq.clone(),
+            window,
+            drain_end: window.end + params.drain,
+            rate: params.rate,
+            others: params.members as u64 - 1,
+            sampled: common.sampled(index),
+        };
+        tasks.spawn(job.run(client));
+    }
+
+    let rss = common.server.map(RssSampler::start);
+    tokio::time::sleep_until(window.start.into()).await;
+    let server_cpu = common.server.map(CpuMark::now);
+    let loadgen_cpu = CpuMark::now(Proc::Myself);
+    tokio::time::sleep_until(window.end.into()).await;
+    if let (Some(process), Some(cpu), Some(rss)) = (common.server, &server_cpu, &rss) {
+        report.resources(Some((process, cpu, rss)), &loadgen_cpu);
+    } else {
+        report.resources(None, &loadgen_cpu);
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(stats) => totals.merge(&stats),
+            Err(error) => totals.error(format!("client task failed: {error}")),
+        }
+    }
+    let seconds = window.seconds();
+    report.set("sent_per_s", round2(totals.sent as f64 / seconds));
+    report.set("delivered_per_s", round2(totals.delivered as f64 / seconds));
+    report.set(
+        "delivery_ratio",
+        round2(if totals.expected > 0 {
+            totals.delivered as f64 / totals.expected as f64
+        } else {
+            0.0
+        }),
+    );
+    report.histogram("latency", &totals.latency);
+    report.histogram("handshake", &totals.handshake);
+    report.set("errors", totals.errors);
+    report.set("disconnects", totals.disconnects);
+    report.set("error_samples", samples(&totals.error_samples));
+    report
+}
+
+/// Step the rate up until p99 exceeds `p99_limit_ms` (or deliveries drop);
+/// the knee is the last rate that passed.
+pub async fn find_knee(
+    common: &mut Common,
+    params: FanoutParams,
+    p99_limit_ms: f64,
+    factor: f64,
+    max_rate: f64,
+    json_out: Option<&std::path::Path>,
+) -> Report {
+    let base_run = common.run_id.clone();
+    let mut rate = params.rate;
+    let mut knee: Option<Report> = None;
+    let mut step = 0;
+    let mut failed_at = None;
+    while rate <= max_rate {
+        common.run_id = format!("{base_run}-k{step}");
+        let mut result = run(common, FanoutParams { rate, ..params }).await;
+        let p99 = result
+            .get("latency_p99_ms")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::INFINITY);
+        let ratio = result
+            .get("delivery_ratio")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        let clean = result.get("errors").and_then(|v| v.as_u64()) == Some(0)
+            && result.get("disconnects").and_then(|v| v.as_u64()) == Some(0);
+        let passed = p99 <= p99_limit_ms && ratio >= 0.95 && clean;
+        result.set("knee_step", step);
+        result.set("knee_passed", passed);
+        result.emit(json_out);
+        if !passed {
+            failed_at = Some(rate);
+            break;
+        }
+        knee = Some(result);
+        step += 1;
+        rate = (rate * factor).round();
+        // Let the server settle (rooms unload, sockets close) between steps.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    common.run_id = base_run;
+    let mut summary = Report::new("fanout-knee", common.target.protocol.name(), &common.label);
+    summary.set("rooms", params.rooms);
+    summary.set("members", params.members);
+    summary.set("p99_limit_ms", p99_limit_ms);
+    match &knee {
+        Some(best) => {
+            let rate = best.get("rate_hz").cloned().unwrap_or_default();
+            summary.set("knee_rate_hz", rate);
+            for key in [
+                "delivered_per_s",
+                "latency_p50_ms",
+                "latency_p99_ms",
+                "server_cpu_pct",
+                "loadgen_cpu_pct",
+            ] {
+                if let Some(value) = best.get(key) {
+                    summary.set(&format!("knee_{key}"), value.clone());
+                }
+            }
+        }
+        None => summary.set("knee_rate_hz", serde_json::Value::Null),
+    }
+    summary.set(
+        "first_failing_rate_hz",
+        failed_at.map(serde_json::Value::from).unwrap_or_default(),
+    );
+    summary
+}
+
+/// One member's job: send on its schedule, count and sample what it receives.
+struct Member {
+    table: Arc<SendTable>,
+    next_seq: Arc<AtomicU64>,
+    window: Window,
+    drain_end: std::time::Instant,
+    rate: f64,
+    /// Members that should receive each of our moves.
+    others: u64,
+    sampled: bool,
+}
+
+impl Member {
+    async fn run(self, mut client: Client) -> Stats {
+        let mut stats = Stats::default();
+        let period = Duration::from_secs_f64(1.0 / self.rate);
+        // A random phase, so members do not all send in the same millisecond.
+        let phase = period.mul_f64(rand::rng().random::<f64>());
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let drain = tokio::time::sleep_until(self.drain_end.into());
+        tokio::pin!(drain);
+        let mut events = Vec::new();
+        let mut sending = true;
+        loop {
+            tokio::select! {
+                frame = client.recv() => {
+                    let frame = match frame {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(error)) => { stats.disconnect(format!("receive failed: {error}")); break; }
+                        None => { stats.disconnect("closed by server"); break; }
+                    };
+                    client.decode(&frame, self.sampled, &mut events);
+                    let now = std::time::Instant::now();
+                    let now_us = micros_of(now);
+                    let counting = self.window.contains(now) || (now >= self.window.end && now < self.drain_end);
+                    for event in events.drain(..) {
+                        match event {
+                            Event::Presence { seq } => {
+                                if counting {
+                                    stats.delivered += 1;
+                                }
+                                if let Some(sent) = seq.and_then(|seq| self.table.lookup(seq))
+                                    && self.window.contains_us(sent)
+                                {
+                                    record(&mut stats.latency, now_us.saturating_sub(sent));
+                                }
+                            }
+                            Event::ServerStep1(_) if client.protocol.is_binary() => {
+                                if let Err(error) = client.send_step2(EMPTY_UPDATE).await {
+                                    stats.disconnect(format!("{error:#}"));
+                                }
+                            }
+                            Event::Error(error) => stats.error(error),
+                            _ => {}
+                        }
+                    }
+                }
+                _ = ticker.tick(), if sending => {
+                    let now = std::time::Instant::now();
+                    if now >= self.window.end {
+                        sending = false;
+                        continue;
+                    }
+                    let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+                    self.table.record(seq, now_us());
+                    if let Err(error) = client.send_presence(seq).await {
+                        stats.disconnect(format!("{error:#}"));
+                        break;
+                    }
+                    if self.window.contains(now) {
+                        stats.sent += 1;
+                        stats.expected += self.others;
+                    }
+                }
+                _ = &mut drain => break,
+            }
+        }
+        // Deliveries counted during the drain belong to sends in the window,
+        // so the ratio compares like with like; the rate uses the window length.
+        client.close().await;
+        stats
+    }
+}

@@ -1,0 +1,592 @@
+//! The protocols the load generator speaks, behind one [`Client`].
+//!
+//! - `tandem-json`: tandem's JSON protocol on `/ws` (join_document,
+//!   cursor_move, sync_step1/2, sync_update with ids and acks).
+//! - `yws`: the y-websocket binary protocol (y-protocols sync + awareness),
+//!   framed with yrs's encoders. The same code talks to tandem's `/yjs/{doc}`,
+//!   the y-websocket reference server and y-sweet, so those comparisons are exact.
+//! - `hocuspocus`: the same messages, each prefixed with the document name
+//!   as a varstring, after a token message (Hocuspocus 3).
+//! - `floor`: raw text frames to the floor relay, shaped like tandem's
+//!   `cursor_move` broadcast so the bytes on the wire are comparable.
+//!
+//! Sequence numbers ride in the messages themselves: in a JSON cursor as
+//! `line * 10^7 + column`, in an awareness state as a `"seq"` field. Receivers
+//! only extract them when they are sampling latency; everyone else just
+//! classifies and counts the frame.
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use anyhow::{Context, bail};
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{self, Message, protocol::WebSocketConfig},
+};
+use yrs::encoding::{
+    read::{Cursor, Read},
+    write::Write,
+};
+
+/// y-protocols message types (the Hocuspocus ones beyond 3 are its own).
+const MSG_SYNC: u64 = 0;
+const MSG_AWARENESS: u64 = 1;
+const MSG_AUTH: u64 = 2;
+const MSG_SYNC_REPLY: u64 = 4;
+const MSG_SYNC_STATUS: u64 = 8;
+const SYNC_STEP1: u64 = 0;
+const SYNC_STEP2: u64 = 1;
+const SYNC_UPDATE: u64 = 2;
+const AUTH_TOKEN: u64 = 0;
+const AUTH_PERMISSION_DENIED: u64 = 1;
+const AUTH_AUTHENTICATED: u64 = 2;
+
+/// A v1 update with nothing in it, and an empty state vector.
+pub const EMPTY_UPDATE: &[u8] = &[0, 0];
+pub const EMPTY_STATE_VECTOR: &[u8] = &[0];
+
+/// JSON cursors carry `seq` as `line * SEQ_BASE + column`; both stay within
+/// tandem's coordinate limit (10^7) for any sequence number below 10^14.
+const SEQ_BASE: u64 = 10_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    TandemJson,
+    Yws,
+    Hocuspocus,
+    Floor,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::TandemJson => "tandem-json",
+            Protocol::Yws => "yws",
+            Protocol::Hocuspocus => "hocuspocus",
+            Protocol::Floor => "floor",
+        }
+    }
+
+    /// The URL template for a server at `addr`, with `{doc}` and `{token}` placeholders.
+    pub fn default_url(self, addr: &str) -> String {
+        match self {
+            Protocol::TandemJson => format!("ws://{addr}/ws?token={{token}}"),
+            Protocol::Yws => format!("ws://{addr}/yjs/{{doc}}?token={{token}}"),
+            Protocol::Hocuspocus => format!("ws://{addr}/"),
+            Protocol::Floor => format!("ws://{addr}/{{doc}}"),
+        }
+    }
+
+    /// Speaks the binary y-protocols (with or without Hocuspocus's prefix).
+    pub fn is_binary(self) -> bool {
+        matches!(self, Protocol::Yws | Protocol::Hocuspocus)
+    }
+
+    /// Can carry Yjs document updates.
+    pub fn has_documents(self) -> bool {
+        self != Protocol::Floor
+    }
+}
+
+/// Where and how to connect: the protocol, the URL template and, for tandem,
+/// the key that signs each client's token.
+pub struct Target {
+    pub protocol: Protocol,
+    url: String,
+    keys: Option<tandem::auth::JwtKeys>,
+}
+
+impl Target {
+    pub fn new(protocol: Protocol, url: String, jwt_secret: Option<&str>) -> Self {
+        let keys = jwt_secret.map(|secret| tandem::auth::JwtKeys::new(&tandem::config::Secret::new(secret)));
+        Self { protocol, url, keys }
+    }
+
+    pub fn url_for(&self, doc: &str, user: &str) -> anyhow::Result<String> {
+        let mut url = self.url.replace("{doc}", doc);
+        if url.contains("{token}") {
+            let keys = self
+                .keys
+                .as_ref()
+                .context("the URL needs a {token}: pass --jwt-secret (or TANDEM_JWT_SECRET)")?;
+            let mut claims = tandem::auth::JwtKeys::claims_for(user, Duration::from_secs(24 * 3600));
+            claims.name = Some(user.to_owned());
+            url = url.replace("{token}", &keys.mint(&claims)?);
+        }
+        Ok(url)
+    }
+}
+
+/// Client-side WebSocket buffers: small reads (thousands of idle clients
+/// share this process), but messages as large as a 1 MB document's sync.
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20))
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Something a received frame told us.
+#[derive(Debug)]
+pub enum Event {
+    /// JSON `presence_list` (the join completed) or Hocuspocus "authenticated".
+    Joined,
+    /// The server's state vector: answer with what it lacks.
+    ServerStep1(Vec<u8>),
+    /// The reply to our sync step 1: what we lacked.
+    Step2(Vec<u8>),
+    /// A document update relayed from another client.
+    Update(Vec<u8>),
+    /// A cursor / awareness state from another client; `seq` only when asked for.
+    Presence { seq: Option<u64> },
+    /// A JSON `ack` with a numeric id.
+    Ack(u64),
+    /// Hocuspocus's per-update "applied" status.
+    SyncStatus(bool),
+    /// An error reported by the server.
+    Error(String),
+}
+
+/// The outcome of connecting: how long it took and, when the protocol syncs
+/// on connect, the server's sync step 2 payload.
+pub struct Handshake {
+    pub elapsed: Duration,
+    pub step2: Option<Vec<u8>>,
+}
+
+/// Who a simulated client is.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub doc: Arc<str>,
+    pub user: Arc<str>,
+    /// Its awareness client id (binary protocols), within 53 bits.
+    pub awareness_id: u64,
+}
+
+/// One simulated client on one document.
+pub struct Client {
+    ws: Ws,
+    pub protocol: Protocol,
+    pub id: Identity,
+    /// Hocuspocus: the document name as a varstring, before every message.
+    prefix: Vec<u8>,
+    awareness_clock: u32,
+    /// Floor frames imitate tandem's broadcast, connection id included.
+    connection_tag: String,
+}
+
+#[derive(Deserialize)]
+struct JsonIn<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    update: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    state_vector: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Client {
+    /// Connect, then run the protocol's opening until the client is usable:
+    /// JSON joins (and with `sync`, also completes sync step 1 / 2); binary
+    /// clients always sync, as a y-websocket provider does.
+    pub async fn connect(
+        target: &Target,
+        id: Identity,
+        sync: bool,
+        limit: Duration,
+    ) -> anyhow::Result<(Client, Handshake)> {
+        let started = Instant::now();
+        let url = target.url_for(&id.doc, &id.user)?;
+        let (ws, _) = tokio::time::timeout(
+            limit,
+            tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true),
+        )
+        .await
+        .context("connect timed out")?
+        .context("connect failed")?;
+        let mut prefix = Vec::new();
+        if target.protocol == Protocol::Hocuspocus {
+            prefix.write_string(&id.doc);
+        }
+        let connection_tag = format!(
+            "{:08x}-0000-7000-8000-{:012x}",
+            id.awareness_id >> 48,
+            id.awareness_id & 0xffff_ffff_ffff
+        );
+        let mut client = Client {
+            ws,
+            protocol: target.protocol,
+            id,
+            prefix,
+            awareness_clock: 0,
+            connection_tag,
+        };
+        let needs_join = matches!(client.protocol, Protocol::TandemJson | Protocol::Hocuspocus);
+        let needs_step2 = client.protocol.is_binary() || (sync && client.protocol == Protocol::TandemJson);
+        match client.protocol {
+            Protocol::Floor => {}
+            Protocol::TandemJson => {
+                let join = format!(
+                    r#"{{"type":"join_document","document_id":"{}","id":"join"}}"#,
+                    client.id.doc
+                );
+                client.send_text(join).await?;
+                if sync {
+                    client.send_step1(EMPTY_STATE_VECTOR).await?;
+                }
+            }
+            Protocol::Yws => client.send_step1(EMPTY_STATE_VECTOR).await?,
+            Protocol::Hocuspocus => {
+                let mut auth = client.prefix.clone();
+                auth.write_var(MSG_AUTH);
+                auth.write_var(AUTH_TOKEN);
+                auth.write_string("loadgen");
+                client.send_binary(auth).await?;
+                client.send_step1(EMPTY_STATE_VECTOR).await?;
+            }
+        }
+        let (mut joined, mut step2) = (!needs_join, None);
+        let mut events = Vec::new();
+        let deadline = started + limit;
+        while !(joined && (!needs_step2 || step2.is_some())) {
+            let frame = tokio::time::timeout_at(deadline.into(), client.ws.next())
+                .await
+                .context("handshake timed out")?;
+            let frame = match frame {
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => bail!("handshake failed: {error}"),
+                None => bail!("closed during the handshake"),
+            };
+            client.decode(&frame, false, &mut events);
+            for event in events.drain(..) {
+                match event {
+                    Event::Joined => joined = true,
+                    Event::Step2(update) => step2 = Some(update),
+                    // A provider answers the server's step 1 with what the
+                    // server lacks: nothing yet.
+                    Event::ServerStep1(_) if client.protocol.is_binary() => {
+                        client.send_step2(EMPTY_UPDATE).await?;
+                    }
+                    Event::Error(error) => bail!("server error during the handshake: {error}"),
+                    _ => {}
+                }
+            }
+        }
+        Ok((
+            client,
+            Handshake {
+                elapsed: started.elapsed(),
+                step2,
+            },
+        ))
+    }
+
+    /// The next frame; cancel safe, for use in `select!`.
+    pub async fn recv(&mut self) -> Option<Result<Message, tungstenite::Error>> {
+        self.ws.next().await
+    }
+
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
+    }
+
+    async fn send_text(&mut self, text: String) -> anyhow::Result<()> {
+        self.ws.send(Message::text(text)).await.context("send failed")
+    }
+
+    async fn send_binary(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.ws.send(Message::binary(bytes)).await.context("send failed")
+    }
+
+    fn sync_frame(&self, kind: u64, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.prefix.len() + payload.len() + 8);
+        out.extend_from_slice(&self.prefix);
+        out.write_var(MSG_SYNC);
+        out.write_var(kind);
+        out.write_buf(payload);
+        out
+    }
+
+    /// A cursor move carrying `seq` (an awareness update for binary protocols).
+    pub async fn send_presence(&mut self, seq: u64) -> anyhow::Result<()> {
+        let (line, column) = (seq / SEQ_BASE, seq % SEQ_BASE);
+        match self.protocol {
+            Protocol::TandemJson => {
+                let text = format!(
+                    r#"{{"type":"cursor_move","document_id":"{}","cursor":{{"line":{line},"column":{column}}}}}"#,
+                    self.id.doc
+                );
+                self.send_text(text).await
+            }
+            Protocol::Floor => {
+                let text = format!(
+                    r#"{{"type":"cursor_move","document_id":"{}","user_id":"{}","connection_id":"{}","cursor":{{"line":{line},"column":{column}}}}}"#,
+                    self.id.doc, self.id.user, self.connection_tag
+                );
+                self.send_text(text).await
+            }
+            Protocol::Yws | Protocol::Hocuspocus => {
+                self.awareness_clock += 1;
+                let state = format!(
+                    r##"{{"user":{{"name":"{}","color":"#30bced"}},"cursor":{{"line":{line},"column":{column}}},"seq":{seq}}}"##,
+                    self.id.user
+                );
+                let mut entry = Vec::with_capacity(state.len() + 16);
+                entry.write_var(1u32);
+                entry.write_var(self.id.awareness_id);
+                entry.write_var(self.awareness_clock);
+                entry.write_string(&state);
+                let mut out = self.prefix.clone();
+                out.write_var(MSG_AWARENESS);
+                out.write_buf(&entry);
+                self.send_binary(out).await
+            }
+        }
+    }
+
+    /// A document update; JSON updates with an `id` are acked once durable.
+    pub async fn send_update(&mut self, update: &[u8], id: Option<u64>) -> anyhow::Result<()> {
+        match self.protocol {
+            Protocol::TandemJson => {
+                let id = id.map(|id| format!(r#","id":{id}"#)).unwrap_or_default();
+                let text = format!(
+                    r#"{{"type":"sync_update","document_id":"{}","update":"{}"{id}}}"#,
+                    self.id.doc,
+                    BASE64.encode(update)
+                );
+                self.send_text(text).await
+            }
+            Protocol::Yws | Protocol::Hocuspocus => {
+                self.send_binary(self.sync_frame(SYNC_UPDATE, update)).await
+            }
+            Protocol::Floor => bail!("the floor relay has no documents"),
+        }
+    }
+
+    /// Ask for what we lack; the answer arrives as [`Event::Step2`].
+    pub async fn send_step1(&mut self, state_vector: &[u8]) -> anyhow::Result<()> {
+        match self.protocol {
+            Protocol::TandemJson => {
+                let text = format!(
+                    r#"{{"type":"sync_step1","document_id":"{}","state_vector":"{}","id":"sv"}}"#,
+                    self.id.doc,
+                    BASE64.encode(state_vector)
+                );
+                self.send_text(text).await
+            }
+            Protocol::Yws | Protocol::Hocuspocus => {
+                self.send_binary(self.sync_frame(SYNC_STEP1, state_vector)).await
+            }
+            Protocol::Floor => Ok(()),
+        }
+    }
+
+    /// Answer the server's step 1 with what it lacks.
+    pub async fn send_step2(&mut self, update: &[u8]) -> anyhow::Result<()> {
+        match self.protocol {
+            Protocol::TandemJson => {
+                let text = format!(
+                    r#"{{"type":"sync_step2","document_id":"{}","update":"{}"}}"#,
+                    self.id.doc,
+                    BASE64.encode(update)
+                );
+                self.send_text(text).await
+            }
+            Protocol::Yws | Protocol::Hocuspocus => {
+                self.send_binary(self.sync_frame(SYNC_STEP2, update)).await
+            }
+            Protocol::Floor => Ok(()),
+        }
+    }
+
+    /// An application-level heartbeat where the protocol has one (JSON);
+    /// the binary protocols rely on WebSocket pings, answered automatically.
+    pub async fn send_heartbeat(&mut self) -> anyhow::Result<()> {
+        match self.protocol {
+            Protocol::TandemJson => self.send_text(r#"{"type":"heartbeat"}"#.to_owned()).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Classify a frame into `out`. `want_seq` extracts sequence numbers from
+    /// presence (the sampled receivers); otherwise presence is only counted.
+    /// Malformed input becomes [`Event::Error`], never a panic.
+    pub fn decode(&self, frame: &Message, want_seq: bool, out: &mut Vec<Event>) {
+        match frame {
+            Message::Text(text) => self.decode_text(text, want_seq, out),
+            Message::Binary(bytes) if self.protocol.is_binary() => {
+                if let Err(error) = self.decode_binary(bytes, want_seq, out) {
+                    out.push(Event::Error(format!("undecodable binary frame: {error}")));
+                }
+            }
+            Message::Close(close) => {
+                let reason = close.as_ref().map(|c| format!("{} {}", c.code, c.reason));
+                out.push(Event::Error(format!(
+                    "closed by server: {}",
+                    reason.unwrap_or_default()
+                )));
+            }
+            _ => {}
+        }
+    }
+
+    fn decode_text(&self, text: &str, want_seq: bool, out: &mut Vec<Event>) {
+        // The hot path: a cursor broadcast is recognised by its prefix (tandem
+        // serializes `type` first; the floor relays our own frames).
+        if text.starts_with(r#"{"type":"cursor_move""#) {
+            let seq = want_seq.then(|| cursor_seq(text)).flatten();
+            out.push(Event::Presence { seq });
+            return;
+        }
+        if self.protocol == Protocol::Floor {
+            return;
+        }
+        let message: JsonIn = match serde_json::from_str(text) {
+            Ok(message) => message,
+            Err(error) => {
+                out.push(Event::Error(format!("invalid JSON from server: {error}")));
+                return;
+            }
+        };
+        let payload = |field: Option<std::borrow::Cow<'_, str>>| {
+            field.and_then(|b64| BASE64.decode(b64.as_bytes()).ok())
+        };
+        let event = match &*message.kind {
+            "presence_list" => Event::Joined,
+            "sync_step1" => match payload(message.state_vector) {
+                Some(sv) => Event::ServerStep1(sv),
+                None => Event::Error("sync_step1 without a valid state_vector".into()),
+            },
+            "sync_step2" => match payload(message.update) {
+                Some(update) => Event::Step2(update),
+                None => Event::Error("sync_step2 without a valid update".into()),
+            },
+            "sync_update" => match payload(message.update) {
+                Some(update) => Event::Update(update),
+                None => Event::Error("sync_update without a valid update".into()),
+            },
+            "ack" => match message.id.as_ref().and_then(serde_json::Value::as_u64) {
+                Some(id) => Event::Ack(id),
+                None => return,
+            },
+            "error" => Event::Error(format!(
+                "{}: {}",
+                message.code.as_deref().unwrap_or("?"),
+                message.message.as_deref().unwrap_or("")
+            )),
+            // connected, user_joined, user_left, heartbeat_ack, awareness, editing_*...
+            _ => return,
+        };
+        out.push(event);
+    }
+
+    fn decode_binary(
+        &self,
+        bytes: &[u8],
+        want_seq: bool,
+        out: &mut Vec<Event>,
+    ) -> Result<(), yrs::encoding::read::Error> {
+        let mut cursor = Cursor::new(bytes);
+        if self.protocol == Protocol::Hocuspocus {
+            let _document: &str = cursor.read_string()?;
+        }
+        let tag: u64 = cursor.read_var()?;
+        match tag {
+            MSG_SYNC | MSG_SYNC_REPLY => {
+                let kind: u64 = cursor.read_var()?;
+                let payload = cursor.read_buf()?.to_vec();
+                out.push(match kind {
+                    SYNC_STEP1 => Event::ServerStep1(payload),
+                    SYNC_STEP2 => Event::Step2(payload),
+                    SYNC_UPDATE => Event::Update(payload),
+                    other => Event::Error(format!("unknown sync message {other}")),
+                });
+            }
+            MSG_AWARENESS => {
+                let mut entries = Cursor::new(cursor.read_buf()?);
+                let count: u64 = entries.read_var()?;
+                for _ in 0..count {
+                    let client: u64 = entries.read_var()?;
+                    let _clock: u32 = entries.read_var()?;
+                    let state: &str = entries.read_string()?;
+                    // Servers that echo our own state back (y-websocket,
+                    // Hocuspocus) are not delivering anything to anyone else.
+                    if client == self.id.awareness_id || state == "null" {
+                        continue;
+                    }
+                    let seq = want_seq.then(|| number_after(state, r#""seq":"#)).flatten();
+                    out.push(Event::Presence { seq });
+                }
+            }
+            MSG_AUTH if self.protocol == Protocol::Hocuspocus => match cursor.read_var::<u64>()? {
+                AUTH_AUTHENTICATED => out.push(Event::Joined),
+                AUTH_PERMISSION_DENIED => {
+                    let reason = cursor.read_string().unwrap_or("?");
+                    out.push(Event::Error(format!("permission denied: {reason}")));
+                }
+                _ => {}
+            },
+            MSG_SYNC_STATUS if self.protocol == Protocol::Hocuspocus => {
+                out.push(Event::SyncStatus(cursor.read_var::<u64>()? != 0));
+            }
+            // Auth from y-websocket servers, query-awareness, stateless...
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The sequence number of a JSON cursor: `line * 10^7 + column`.
+fn cursor_seq(text: &str) -> Option<u64> {
+    let line = number_after(text, r#""cursor":{"line":"#)?;
+    let column = number_after(text, r#""column":"#)?;
+    Some(line * SEQ_BASE + column)
+}
+
+/// The unsigned integer right after the first occurrence of `key`.
+pub fn number_after(text: &str, key: &str) -> Option<u64> {
+    let start = text.find(key)? + key.len();
+    let digits = text[start..].bytes().take_while(u8::is_ascii_digit).count();
+    text[start..start + digits].parse().ok()
+}
+
+/// The author and first clock of a v1 update (its first struct group), or
+/// None for an update without structs. Used to find an edit's send time.
+pub fn update_origin(update: &[u8]) -> Option<(u64, u64)> {
+    let mut cursor = Cursor::new(update);
+    let groups: u64 = cursor.read_var().ok()?;
+    if groups == 0 {
+        return None;
+    }
+    let _structs: u64 = cursor.read_var().ok()?;
+    let client: u64 = cursor.read_var().ok()?;
+    let clock: u64 = cursor.read_var().ok()?;
+    Some((client, clock))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_round_trips_through_a_cursor() {
+        let seq = 123_456_789_012;
+        let text = format!(
+            r#"{{"type":"cursor_move","document_id":"d","user_id":"u","connection_id":"c","cursor":{{"line":{},"column":{}}}}}"#,
+            seq / SEQ_BASE,
+            seq % SEQ_BASE
+        );
+        assert_eq!(cursor_seq(&text), Some(seq));
+    }
+}
