@@ -76,6 +76,17 @@ struct Args {
     /// host:port of the server; the URL follows from the protocol.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
+    /// A second tandem instance sharing the rooms through Redis (fanout):
+    /// every other client connects here, and delivery latency is reported
+    /// separately for same-instance and cross-instance senders.
+    #[arg(long)]
+    addr2: Option<String>,
+    /// Pid of the second instance (CPU reported as `server2_cpu_pct`).
+    #[arg(long)]
+    server2_pid: Option<u32>,
+    /// Pid of redis-server (CPU reported as `redis_cpu_pct`).
+    #[arg(long)]
+    redis_pid: Option<u32>,
     /// URL template instead of the protocol's default; `{doc}` and `{token}`
     /// are replaced per client (e.g. `ws://127.0.0.1:1234/{doc}`).
     #[arg(long)]
@@ -217,8 +228,21 @@ fn seconds(value: f64) -> Duration {
 fn common(args: &Args, protocol: Protocol, url: Option<&str>) -> Common {
     let url = url.map_or_else(|| protocol.default_url(&args.addr), str::to_owned);
     let mut rng = rand::rng();
+    let target2 = args.addr2.as_deref().map(|addr| {
+        Arc::new(Target::new(
+            protocol,
+            protocol.default_url(addr),
+            args.jwt_secret.as_deref(),
+        ))
+    });
+    let extra = [("server2", args.server2_pid), ("redis", args.redis_pid)]
+        .into_iter()
+        .filter_map(|(name, pid)| pid.map(|pid| (name, Proc::Pid(pid))))
+        .collect();
     Common {
         target: Arc::new(Target::new(protocol, url, args.jwt_secret.as_deref())),
+        target2,
+        extra,
         run_id: format!("lg{:06x}", rng.random_range(0..0xff_ffffu32)),
         label: args.label.clone().unwrap_or_else(|| protocol.name().to_owned()),
         server: args.server_pid.map(Proc::Pid),

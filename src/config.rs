@@ -162,7 +162,10 @@ pub struct Config {
     pub rate_limit_burst: u32,
 
     /// Outgoing messages queued per connection before it counts as too slow and is closed.
-    #[arg(long, env = "TANDEM_SEND_QUEUE", default_value_t = 512, global = true)]
+    /// Queued broadcasts share their bytes, so depth is cheap; it must cover a burst such
+    /// as a join storm (one `user_joined` per joiner) while the socket writes a large
+    /// initial sync.
+    #[arg(long, env = "TANDEM_SEND_QUEUE", default_value_t = 4096, global = true)]
     pub send_queue_capacity: usize,
 
     /// Documents one connection may be joined to at once.

@@ -107,6 +107,7 @@ impl Documents {
         }
         let state_vector = sync::state_vector(&doc);
         state.doc = Some(doc);
+        state.doc_changed();
         if reloaded {
             // Members hold what the dropped copy had: ask them for it.
             let step1 = ServerMessage::SyncStep1 {
@@ -139,7 +140,9 @@ impl Documents {
         // bound: that part is stored and relayed like any update (memory and
         // storage never diverge), and the sender is still told to resync.
         let mut resync = None;
-        let applied = match sync::apply_update(doc, &update, self.max_pending_bytes) {
+        let outcome = sync::apply_update(doc, &update, self.max_pending_bytes);
+        state.doc_changed();
+        let applied = match outcome {
             Ok(applied) => applied,
             Err(error @ SyncError::PendingOverflow { integrated: true }) => {
                 resync = Some(error);
@@ -194,13 +197,16 @@ impl Documents {
     }
 
     /// What a peer with `state_vector` lacks (sync step 2).
-    pub fn diff(&self, room: &Room, state_vector: &[u8]) -> Result<Vec<u8>, DocError> {
-        let state = room.state();
-        let doc = state
-            .doc
-            .as_ref()
-            .ok_or_else(|| DocError::Unavailable(anyhow::anyhow!("document not loaded")))?;
-        Ok(sync::diff(doc, state_vector)?)
+    /// A peer with an empty state vector (every newcomer) gets the shared
+    /// whole-document encoding.
+    pub fn diff(&self, room: &Room, state_vector: &[u8]) -> Result<Arc<[u8]>, DocError> {
+        let not_loaded = || DocError::Unavailable(anyhow::anyhow!("document not loaded"));
+        let mut state = room.state();
+        if sync::is_empty_state_vector(state_vector) {
+            return state.full_state().ok_or_else(not_loaded);
+        }
+        let doc = state.doc.as_ref().ok_or_else(not_loaded)?;
+        Ok(sync::diff(doc, state_vector)?.into())
     }
 
     /// Validate an awareness update from `owner`, keep it, relay it to the others.
@@ -239,7 +245,9 @@ impl Documents {
             state.pending_remote_updates.push(update);
             return;
         };
-        match sync::apply_update(doc, &update, usize::MAX) {
+        let outcome = sync::apply_update(doc, &update, usize::MAX);
+        state.doc_changed();
+        match outcome {
             Ok(applied) if !applied.empty => {
                 let relay = ServerMessage::SyncUpdate {
                     document_id: &room.id,
@@ -288,12 +296,14 @@ impl Documents {
             tokio::task::spawn_blocking(move || sync::load(stored.snapshot.as_deref(), stored.updates))
                 .await
                 .map_err(|e| DocError::Unavailable(e.into()))?;
-        let state = room.state();
+        let mut state = room.state();
         let Some(doc) = state.doc.as_ref() else {
             return Ok(());
         };
         let missing = sync::diff(&stored_doc, &sync::state_vector(doc))?;
-        let applied = sync::apply_update(doc, &missing, usize::MAX)?;
+        let outcome = sync::apply_update(doc, &missing, usize::MAX);
+        state.doc_changed();
+        let applied = outcome?;
         if !applied.empty {
             let relay = ServerMessage::SyncUpdate {
                 document_id: &room.id,

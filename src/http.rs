@@ -345,12 +345,11 @@ impl Api {
         let (_, document_id) = self.authorize(&auth, &document_id)?;
         let (state, state_vector) = self
             .with_document(&document_id, async |room| {
-                let guard = room.state();
-                let doc = guard
-                    .doc
-                    .as_ref()
-                    .ok_or_else(|| ApiError::unavailable("the document is reloading; retry"))?;
-                Ok((crate::sync::full_state(doc), crate::sync::state_vector(doc)))
+                let mut guard = room.state();
+                let reloading = || ApiError::unavailable("the document is reloading; retry");
+                let full_state = guard.full_state().ok_or_else(reloading)?;
+                let doc = guard.doc.as_ref().ok_or_else(reloading)?;
+                Ok((full_state, crate::sync::state_vector(doc)))
             })
             .await?;
         let updates_since_snapshot = self

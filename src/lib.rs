@@ -25,6 +25,7 @@ pub mod device;
 pub mod documents;
 pub mod error;
 pub mod http;
+pub mod listener;
 pub mod hub;
 pub mod presence;
 pub mod protocol;

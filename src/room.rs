@@ -215,6 +215,11 @@ pub struct RoomState {
     /// The shared document; `None` until loaded from storage (or after a
     /// failed apply dropped it for a reload).
     pub doc: Option<yrs::Doc>,
+    /// `doc` encoded whole (the answer to an empty state vector), shared by
+    /// every joiner until the document changes: a join storm on a large
+    /// document then encodes it once, not once per client. Every path that
+    /// applies to or replaces `doc` clears it (`doc_changed`).
+    full_state: Option<Arc<[u8]>>,
     /// Latest awareness state of every Yjs client in the room.
     pub awareness: crate::awareness::AwarenessStates,
     /// Members connected to other instances (with their instance), mirrored
@@ -244,6 +249,7 @@ impl Default for RoomState {
             members: Vec::new(),
             empty_since: Some(Instant::now()),
             doc: None,
+            full_state: None,
             awareness: Default::default(),
             remote: Vec::new(),
             pending_remote_updates: Vec::new(),
@@ -253,6 +259,20 @@ impl Default for RoomState {
 }
 
 impl RoomState {
+    /// Forget what was derived from `doc`; call after anything applied to it or replaced it.
+    pub fn doc_changed(&mut self) {
+        self.full_state = None;
+    }
+
+    /// The whole document as one v1 update, encoded once per version of it.
+    pub fn full_state(&mut self) -> Option<Arc<[u8]>> {
+        if self.full_state.is_none() {
+            let doc = self.doc.as_ref()?;
+            self.full_state = Some(crate::sync::full_state(doc).into());
+        }
+        self.full_state.clone()
+    }
+
     pub fn members(&self) -> &[Member] {
         &self.members
     }
@@ -721,10 +741,15 @@ impl RoomState {
         let encoded = message.map(|m| m.encode());
         let presence = member.presence.clone();
         let kind = member.kind;
-        let awareness = (encoded.is_some() && member.kind == MemberKind::Json).then(|| {
+        let changed_json_member = encoded.is_some() && member.kind == MemberKind::Json;
+        if changed_json_member {
             member.awareness_clock = member.awareness_clock.wrapping_add(1);
-            member.awareness_entry()
-        });
+        }
+        // Building the synthesized awareness state costs more than the whole
+        // JSON fan-out, so only do it when a y-websocket member will read it.
+        let awareness = (changed_json_member && self.has_yjs_members())
+            .then(|| self.member_mut(connection_id).map(|m| m.awareness_entry()))
+            .flatten();
         if let Some(encoded) = encoded {
             self.broadcast(&encoded, Some(connection_id));
         }

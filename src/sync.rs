@@ -173,6 +173,11 @@ pub fn diff(doc: &Doc, remote_state_vector: &[u8]) -> Result<Vec<u8>, SyncError>
         .ok_or_else(|| SyncError::BadStateVector("malformed state vector".into()))
 }
 
+/// Whether `state_vector` is the encoding of an empty one (a peer that has nothing).
+pub fn is_empty_state_vector(state_vector: &[u8]) -> bool {
+    decode_state_vector(state_vector).is_ok_and(|sv| sv.is_empty())
+}
+
 /// The whole document as one v1 update.
 pub fn full_state(doc: &Doc) -> Vec<u8> {
     doc.transact().encode_state_as_update_v1(&StateVector::default())

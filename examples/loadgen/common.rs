@@ -19,6 +19,11 @@ pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(30);
 
 pub struct Common {
     pub target: Arc<Target>,
+    /// A second server sharing the rooms (two tandem instances over Redis):
+    /// odd-numbered clients connect here, even-numbered ones to `target`.
+    pub target2: Option<Arc<Target>>,
+    /// Processes beside the server whose CPU is reported (second server, Redis).
+    pub extra: Vec<(&'static str, Proc)>,
     /// Prefix of every document name, unique per run, so runs never share rooms.
     pub run_id: String,
     /// Name of the server in reports.
@@ -44,6 +49,11 @@ impl Common {
             user: format!("lg{index}").into(),
             awareness_id: self.id_base + index as u64,
         }
+    }
+
+    /// Which server client `index` connects to: 0 (`target`) or 1 (`target2`).
+    pub fn server_of(&self, index: usize) -> u64 {
+        u64::from(self.target2.is_some() && index % 2 == 1)
     }
 
     pub fn sampled(&self, index: usize) -> bool {
@@ -86,7 +96,11 @@ pub async fn connect_all(
     let mut tasks = JoinSet::new();
     let count = identities.len();
     for (index, identity) in identities.into_iter().enumerate() {
-        let (gate, target) = (gate.clone(), common.target.clone());
+        let target = match &common.target2 {
+            Some(second) if common.server_of(index) == 1 => second.clone(),
+            _ => common.target.clone(),
+        };
+        let gate = gate.clone();
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await;
             (

@@ -56,8 +56,11 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
     let clients_total = (params.rooms * params.members) as f64;
     let window_secs = (params.warmup + params.duration + params.drain).as_secs_f64();
     // Room for every send of the run (latencies beyond that are not measured anyway).
+    let two_servers = common.target2.is_some();
+    // With two servers the sequence number's low bit names the sender's server.
+    let seq_stride = if two_servers { 2 } else { 1 };
     let table = Arc::new(SendTable::new(
-        ((params.rate * clients_total * window_secs) as usize).min(1 << 24),
+        ((params.rate * clients_total * window_secs) as usize * seq_stride).min(1 << 25),
     ));
     let next_seq = Arc::new(AtomicU64::new(1));
     let window = Window::after(params.warmup, params.duration);
@@ -72,6 +75,7 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
             rate: params.rate,
             others: params.members as u64 - 1,
             sampled: common.sampled(index),
+            server: two_servers.then(|| common.server_of(index)),
         };
         tasks.spawn(job.run(client));
     }
@@ -80,7 +84,17 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
     tokio::time::sleep_until(window.start.into()).await;
     let server_cpu = common.server.map(CpuMark::now);
     let loadgen_cpu = CpuMark::now(Proc::Myself);
+    let extra_cpu: Vec<_> = common
+        .extra
+        .iter()
+        .map(|&(name, process)| (name, CpuMark::now(process)))
+        .collect();
     tokio::time::sleep_until(window.end.into()).await;
+    for (name, cpu) in &extra_cpu {
+        if let Some((_, percent)) = cpu.since() {
+            report.set(&format!("{name}_cpu_pct"), round2(percent));
+        }
+    }
     if let (Some(process), Some(cpu), Some(rss)) = (common.server, &server_cpu, &rss) {
         report.resources(Some((process, cpu, rss)), &loadgen_cpu);
     } else {
@@ -104,6 +118,18 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
         }),
     );
     report.histogram("latency", &totals.latency);
+    if two_servers {
+        // `latency` is same-server delivery here; the cross-server figures
+        // beside it are what going through Redis adds.
+        report.histogram("latency_cross", &totals.latency_cross);
+        let p50 = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.5) as f64 / 1000.0;
+        if !totals.latency.is_empty() && !totals.latency_cross.is_empty() {
+            report.set(
+                "cross_added_p50_ms",
+                round2((p50(&totals.latency_cross) - p50(&totals.latency)) * 100.0) / 100.0,
+            );
+        }
+    }
     report.histogram("handshake", &totals.handshake);
     report.set("errors", totals.errors);
     report.set("disconnects", totals.disconnects);
@@ -193,6 +219,8 @@ struct Member {
     /// Members that should receive each of our moves.
     others: u64,
     sampled: bool,
+    /// With two servers, which one this member is connected to.
+    server: Option<u64>,
 }
 
 impl Member {
@@ -225,10 +253,15 @@ impl Member {
                                 if counting {
                                     stats.delivered += 1;
                                 }
-                                if let Some(sent) = seq.and_then(|seq| self.table.lookup(seq))
+                                if let Some(seq) = seq
+                                    && let Some(sent) = self.table.lookup(seq)
                                     && self.window.contains_us(sent)
                                 {
-                                    record(&mut stats.latency, now_us.saturating_sub(sent));
+                                    let histogram = match self.server {
+                                        Some(server) if seq & 1 != server => &mut stats.latency_cross,
+                                        _ => &mut stats.latency,
+                                    };
+                                    record(histogram, now_us.saturating_sub(sent));
                                 }
                             }
                             Event::ServerStep1(_) if client.protocol.is_binary() => {
@@ -247,7 +280,10 @@ impl Member {
                         sending = false;
                         continue;
                     }
-                    let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+                    let seq = match self.server {
+                        Some(server) => self.next_seq.fetch_add(1, Ordering::Relaxed) * 2 + server,
+                        None => self.next_seq.fetch_add(1, Ordering::Relaxed),
+                    };
                     self.table.record(seq, now_us());
                     if let Err(error) = client.send_presence(seq).await {
                         stats.disconnect(format!("{error:#}"));

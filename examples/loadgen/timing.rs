@@ -104,6 +104,9 @@ impl Window {
 pub struct Stats {
     /// Delivery latency (sender to a sampled receiver).
     pub latency: Histogram<u64>,
+    /// With two servers: deliveries whose sender is on the other server
+    /// (`latency` then holds the same-server ones).
+    pub latency_cross: Histogram<u64>,
     /// Time from sending an update to its acknowledgement.
     pub ack: Histogram<u64>,
     /// Connect plus protocol handshake.
@@ -122,6 +125,7 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             latency: histogram(),
+            latency_cross: histogram(),
             ack: histogram(),
             handshake: histogram(),
             sent: 0,
@@ -152,6 +156,7 @@ impl Stats {
     pub fn merge(&mut self, other: &Stats) {
         // Same bounds everywhere, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.latency_cross.add(&other.latency_cross);
         let _ = self.ack.add(&other.ack);
         let _ = self.handshake.add(&other.handshake);
         self.sent += other.sent;
