@@ -6,6 +6,8 @@
 #   scripts/bench/run.sh --quick         # short runs, smaller idle ramp, 1 repetition
 #   scripts/bench/run.sh --servers "tandem floor" --scenarios "fanout knee"
 #   scripts/bench/run.sh --ysweet        # also build y-sweet 0.9.1 (a long cargo install)
+#   scripts/bench/run.sh --servers tandem-redis --scenarios redis
+#                                        # two instances over the local Redis and PostgreSQL
 #
 # Servers run on core $SERVER_CPU (default 0), the load generator on core
 # $LOADGEN_CPU (default 1), both SCHED_RR (see PRIO below), each server
@@ -28,8 +30,8 @@ LOADGEN_CPU=${LOADGEN_CPU:-1}
 # went from 20 ms at nice -20 to 0.6 ms under SCHED_RR). BENCH_PRIO=none
 # runs them at normal priority.
 if [ "${BENCH_PRIO:-rr}" = none ] || [ "$(id -u)" != 0 ]; then PRIO=(); else PRIO=(chrt -r 10); fi
-SERVERS="tandem tandem-yws floor y-websocket hocuspocus y-sweet"
-SCENARIOS="idle fanout fanout200 knee editing joinstorm"
+SERVERS="tandem tandem-yws tandem-redis floor y-websocket hocuspocus y-sweet"
+SCENARIOS="idle fanout fanout200 knee editing joinstorm redis"
 REPEAT=3
 QUICK=0
 BUILD_YSWEET=0
@@ -75,9 +77,11 @@ if [ ! -x "$YSWEET" ] && [ "$BUILD_YSWEET" = 1 ]; then
 fi
 
 PID=""
+PID2=""
 TMPDIRS=()
 cleanup() {
   [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+  [ -n "$PID2" ] && kill "$PID2" 2>/dev/null || true
   for dir in "${TMPDIRS[@]}"; do rm -rf "$dir"; done
 }
 trap cleanup EXIT
@@ -110,6 +114,26 @@ start_server() {
       else
         LG_ARGS=(--protocol yws --addr 127.0.0.1:$PORT --db-path "$dir/tandem.db")
       fi
+      ;;
+    tandem-redis)
+      # Two instances sharing PostgreSQL (database tandem_bench, recreated
+      # per run) and fanned out through the machine's Redis (own key prefix).
+      PORT=18081
+      local pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
+      psql "$pg/postgres" -qc 'DROP DATABASE IF EXISTS tandem_bench' -c 'CREATE DATABASE tandem_bench' >/dev/null
+      local prefix=bench$RANDOM
+      for port in 18081 18082; do
+        TANDEM_BIND=127.0.0.1:$port DATABASE_URL="$pg/tandem_bench" \
+          REDIS_URL=${BENCH_REDIS:-redis://127.0.0.1:6379} TANDEM_REDIS_PREFIX=$prefix \
+          TANDEM_RATE_LIMIT_PER_SECOND=100000 TANDEM_RATE_LIMIT_BURST=100000 RUST_LOG=warn \
+          "${PRIO[@]}" taskset -c "$SERVER_CPU" "$TARGET"/release/tandem >"$dir/server-$port.log" 2>&1 &
+        if [ "$port" = 18081 ]; then PID=$!; wait_port 18081; else PID2=$!; fi
+      done
+      wait_port 18082
+      LG_ARGS=(--protocol tandem-json --addr 127.0.0.1:18081 --addr2 127.0.0.1:18082 --server2-pid "$PID2")
+      local redis_pid
+      redis_pid=$(pgrep -xo redis-server || true)
+      [ -n "$redis_pid" ] && LG_ARGS+=(--redis-pid "$redis_pid")
       ;;
     floor)
       PORT=19000
@@ -146,6 +170,11 @@ stop_server() {
   kill "$PID" 2>/dev/null || true
   wait "$PID" 2>/dev/null || true
   PID=""
+  if [ -n "$PID2" ]; then
+    kill "$PID2" 2>/dev/null || true
+    wait "$PID2" 2>/dev/null || true
+    PID2=""
+  fi
 }
 
 # Scenario flags; --quick shortens every run.
@@ -163,12 +192,15 @@ scenario_args() {
     editing) echo --scenario editing --docs 10 --editors 10 --edit-rate 5 "${DUR[@]}" ;;
     joinstorm) echo --scenario joinstorm --clients 1000 --storm-window 1 --history-bytes 1000000 ;;
     joinstorm-cold) echo --scenario joinstorm --clients 1000 --storm-window 1 --history-bytes 1000000 --cold-wait 3 ;;
+    redis) echo --scenario fanout --rooms 50 --members 10 --rate 10 "${DUR[@]}" ;;
   esac
 }
 
 # Which scenarios each server can do.
 supports() {
   case "$1:$2" in
+    tandem-redis:redis) return 0 ;;
+    tandem-redis:*|*:redis) return 1 ;;
     floor:editing|floor:joinstorm|floor:joinstorm-cold) return 1 ;;
     tandem:joinstorm-cold) return 0 ;;
     *:joinstorm-cold) return 1 ;;
@@ -193,7 +225,7 @@ for scenario in $SCENARIOS; do
       # shellcheck disable=SC2046
       "${PRIO[@]}" taskset -c "$LOADGEN_CPU" "$TARGET"/release/examples/loadgen "${LG_ARGS[@]}" \
         --label "$server" --server-pid "$PID" --json-out "$RESULTS" $(scenario_args "$scenario") \
-        | grep -E '^(scenario|server|connections|rate_hz|delivered_per_s|latency_p|relay_p|ack_p|rss_per|time_to|knee_rate|errors|disconnects|converged|server_cpu_pct|loadgen_cpu)' || true
+        | grep -E '^(scenario|server|connections|rate_hz|delivered_per_s|latency_p|relay_p|ack_p|rss_per|time_to|knee_rate|errors|disconnects|converged|server_cpu_pct|server2_cpu_pct|redis_cpu_pct|cross_added|latency_cross_p|loadgen_cpu)' || true
       stop_server
       sleep 1
     done

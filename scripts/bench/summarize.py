@@ -25,15 +25,21 @@ COLUMNS = {
     "editing": ("relay_p99_ms", ["connections", "edits_per_s", "relay_p50_ms", "relay_p99_ms", "ack_p50_ms",
                                  "ack_p99_ms", "server_cpu_pct", "server_rss_peak_kib", "storage_bytes_per_s",
                                  "converged", "errors"]),
+    "two-instances": ("cross_added_p50_ms", ["connections", "delivered_per_s", "delivery_ratio", "latency_p50_ms",
+                                             "latency_p99_ms", "latency_cross_p50_ms", "latency_cross_p99_ms",
+                                             "cross_added_p50_ms", "server_cpu_pct", "server2_cpu_pct",
+                                             "redis_cpu_pct", "errors", "disconnects"]),
     "joinstorm": ("time_to_99pct_ms", ["clients", "synced", "time_to_50pct_ms", "time_to_99pct_ms",
                                        "join_p50_ms", "join_p99_ms", "server_cpu_s", "server_rss_peak_kib",
                                        "errors"]),
 }
-SERVER_ORDER = ["tandem", "tandem-yws", "floor", "y-websocket", "hocuspocus", "y-sweet"]
+SERVER_ORDER = ["tandem", "tandem-yws", "tandem-redis", "floor", "y-websocket", "hocuspocus", "y-sweet"]
 
 
 def shape(run):
     scenario = run.get("scenario")
+    if scenario == "fanout" and "latency_cross_count" in run:
+        return f"two-instances {run.get('rooms')}x{run.get('members')} @ {run.get('rate_hz')} Hz"
     if scenario in ("fanout", "fanout-knee"):
         return f"{scenario} {run.get('rooms')}x{run.get('members')}" + (
             f" @ {run.get('rate_hz')} Hz" if scenario == "fanout" and "knee_step" not in run else "")
