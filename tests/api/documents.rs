@@ -7,6 +7,19 @@ use serde_json::json;
 
 use crate::helpers::*;
 
+/// A newcomer's full sync (empty state vector), as every client sends it on join.
+async fn newcomer_text(app: &TestApp, user: &str, document: &str) -> String {
+    let mut client = app.connect(user).await;
+    client.join(document).await;
+    let peer = YPeer::new(1000 + user.len() as u64);
+    client
+        .send(json!({"type": "sync_step1", "document_id": document, "state_vector": b64::encode(peer.state_vector())}))
+        .await;
+    let step2 = client.recv_until("sync_step2").await;
+    peer.apply_b64(step2["update"].as_str().unwrap());
+    peer.text()
+}
+
 /// Send an update with an id and wait for its (post-commit) ack.
 async fn send_update(client: &mut Client, document: &str, update: &[u8], id: &str) {
     client
@@ -16,6 +29,37 @@ async fn send_update(client: &mut Client, document: &str, update: &[u8], id: &st
         .await;
     let ack = client.recv_until("ack").await;
     assert_eq!(ack["id"], id);
+}
+
+#[tokio::test]
+async fn newcomers_get_the_current_document_after_every_kind_of_change() {
+    // The whole-document encoding newcomers receive is shared until the
+    // document changes: inserts, deletions (which leave the state vector as
+    // it was) and REST writes must all be seen by the next newcomer.
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    let a = YPeer::new(1);
+    send_update(&mut alice, "doc", &a.insert(0, "hello world"), "u1").await;
+    assert_eq!(newcomer_text(&app, "bob", "doc").await, "hello world");
+    assert_eq!(newcomer_text(&app, "bobby", "doc").await, "hello world");
+
+    let before = a.state_vector();
+    send_update(&mut alice, "doc", &a.remove(0, 6), "u2").await;
+    assert_eq!(a.state_vector(), before, "a deletion adds no item");
+    assert_eq!(newcomer_text(&app, "carol", "doc").await, "world");
+
+    let (status, body) = app
+        .post(
+            "/api/v1/documents/doc/updates",
+            Some(&app.token("backend")),
+            &json!({"update": b64::encode(a.insert(0, ">> "))}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let expected = a.text();
+    assert_eq!(expected, ">> world");
+    assert_eq!(newcomer_text(&app, "dave", "doc").await, expected);
 }
 
 #[tokio::test]

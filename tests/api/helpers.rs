@@ -496,6 +496,16 @@ impl YPeer {
         txn.encode_update_v1()
     }
 
+    /// Delete `len` characters at `index` of "content"; returns the v1 update
+    /// (a deletion adds no item, so the state vector stays the same).
+    pub fn remove(&self, index: u32, len: u32) -> Vec<u8> {
+        use yrs::{Text, Transact};
+        let content = self.doc.get_or_insert_text("content");
+        let mut txn = self.doc.transact_mut();
+        content.remove_range(&mut txn, index, len);
+        txn.encode_update_v1()
+    }
+
     pub fn apply_b64(&self, update: &str) {
         use yrs::{Transact, Update, updates::decoder::Decode};
         let bytes = b64::decode(update);
