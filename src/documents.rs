@@ -62,6 +62,10 @@ pub struct Documents {
     bus: Bus,
 }
 
+fn not_loaded() -> DocError {
+    DocError::Unavailable(anyhow::anyhow!("document not loaded"))
+}
+
 impl Documents {
     pub fn new(store: DocumentStore, persister: Persister, max_pending_bytes: usize, bus: Bus) -> Self {
         Self {
@@ -197,16 +201,19 @@ impl Documents {
     }
 
     /// What a peer with `state_vector` lacks (sync step 2).
-    /// A peer with an empty state vector (every newcomer) gets the shared
-    /// whole-document encoding.
-    pub fn diff(&self, room: &Room, state_vector: &[u8]) -> Result<Arc<[u8]>, DocError> {
-        let not_loaded = || DocError::Unavailable(anyhow::anyhow!("document not loaded"));
-        let mut state = room.state();
-        if sync::is_empty_state_vector(state_vector) {
-            return state.full_state().ok_or_else(not_loaded);
-        }
+    pub fn diff(&self, room: &Room, state_vector: &[u8]) -> Result<Vec<u8>, DocError> {
+        let state = room.state();
         let doc = state.doc.as_ref().ok_or_else(not_loaded)?;
-        Ok(sync::diff(doc, state_vector)?.into())
+        Ok(sync::diff(doc, state_vector)?)
+    }
+
+    /// The whole document (what a peer with an empty state vector lacks),
+    /// raw and in base64; encoded once per version and shared by every joiner.
+    pub fn whole_state(&self, room: &Room) -> Result<(bytes::Bytes, bytes::Bytes), DocError> {
+        let mut state = room.state();
+        let raw = state.full_state().ok_or_else(not_loaded)?;
+        let base64 = state.full_state_base64().ok_or_else(not_loaded)?;
+        Ok((raw, base64))
     }
 
     /// Validate an awareness update from `owner`, keep it, relay it to the others.

@@ -7,9 +7,7 @@ use std::{collections::BTreeMap, sync::atomic::Ordering, time::Instant};
 use chrono::{DateTime, Utc};
 use entity::user_sessions;
 use poem::{
-    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler,
-    http::StatusCode,
-    web::{Data, websocket::WebSocket},
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler, http::StatusCode, web::Data,
 };
 use poem_openapi::{
     Object, OpenApi, OpenApiService, SecurityScheme, auth::Bearer, param::Path, payload::Json,
@@ -349,7 +347,7 @@ impl Api {
                 let reloading = || ApiError::unavailable("the document is reloading; retry");
                 let full_state = guard.full_state().ok_or_else(reloading)?;
                 let doc = guard.doc.as_ref().ok_or_else(reloading)?;
-                Ok((full_state, crate::sync::state_vector(doc)))
+                Ok((full_state.to_vec(), crate::sync::state_vector(doc)))
             })
             .await?;
         let updates_since_snapshot = self
@@ -569,27 +567,26 @@ pub fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Peer, cra
 }
 
 #[handler]
-async fn ws_upgrade(req: &Request, ws: poem::Result<WebSocket>, Data(state): Data<&AppState>) -> Response {
+async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> Response {
     // Authenticate first, so a bad token is a 401 whatever else is wrong.
     let peer = match authenticate_upgrade(req, state) {
         Ok(peer) => peer,
         Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(error) => return render_error(error).await,
+    let upgrade = match crate::ws::Upgrade::from_request(req) {
+        Ok(upgrade) => upgrade,
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
     };
     let state = state.clone();
-    ws.config(state.websocket_config())
-        .on_upgrade(move |socket| session::run(socket, state, peer))
-        .into_response()
+    upgrade.respond(state.websocket_config(), &state.tracker.clone(), move |socket| {
+        session::run(socket, state, peer)
+    })
 }
 
 /// `/yjs/{document_id}`: the y-websocket binary protocol on the same rooms.
 #[handler]
 async fn yjs_upgrade(
     req: &Request,
-    ws: poem::Result<WebSocket>,
     poem::web::Path(document_id): poem::web::Path<String>,
     Data(state): Data<&AppState>,
 ) -> Response {
@@ -608,14 +605,14 @@ async fn yjs_upgrade(
             "this token may not open this document",
         );
     }
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(error) => return render_error(error).await,
+    let upgrade = match crate::ws::Upgrade::from_request(req) {
+        Ok(upgrade) => upgrade,
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
     };
     let state = state.clone();
-    ws.config(state.websocket_config())
-        .on_upgrade(move |socket| crate::yjs_session::run(socket, state, peer, document_id))
-        .into_response()
+    upgrade.respond(state.websocket_config(), &state.tracker.clone(), move |socket| {
+        crate::yjs_session::run(socket, state, peer, document_id)
+    })
 }
 
 /// The edge of every request: bound the body, then log method, path (never

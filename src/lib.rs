@@ -25,8 +25,8 @@ pub mod device;
 pub mod documents;
 pub mod error;
 pub mod http;
-pub mod listener;
 pub mod hub;
+pub mod listener;
 pub mod presence;
 pub mod protocol;
 pub mod room;
@@ -34,6 +34,7 @@ pub mod session;
 pub mod store;
 pub mod sync;
 pub mod write_behind;
+pub mod ws;
 pub mod yjs_session;
 pub mod yws;
 

@@ -30,6 +30,13 @@ use crate::{
 pub enum Outgoing {
     Text(Encoded),
     Binary(Arc<[u8]>),
+    /// One message made of these parts in order, some shared with other
+    /// connections (a large document's encoding): written as fragments that
+    /// slice them, never concatenated.
+    Parts {
+        text: bool,
+        parts: Vec<bytes::Bytes>,
+    },
     Ping,
     Close(crate::protocol::CloseCode),
 }
@@ -215,11 +222,13 @@ pub struct RoomState {
     /// The shared document; `None` until loaded from storage (or after a
     /// failed apply dropped it for a reload).
     pub doc: Option<yrs::Doc>,
-    /// `doc` encoded whole (the answer to an empty state vector), shared by
-    /// every joiner until the document changes: a join storm on a large
-    /// document then encodes it once, not once per client. Every path that
-    /// applies to or replaces `doc` clears it (`doc_changed`).
-    full_state: Option<Arc<[u8]>>,
+    /// `doc` encoded whole (the answer to an empty state vector), and its
+    /// base64 for JSON clients, shared by every joiner until the document
+    /// changes: a join storm on a large document then encodes it once, not
+    /// once per client, and every joiner's reply shares these bytes. Every
+    /// path that applies to or replaces `doc` clears them (`doc_changed`).
+    full_state: Option<bytes::Bytes>,
+    full_state_base64: Option<bytes::Bytes>,
     /// Latest awareness state of every Yjs client in the room.
     pub awareness: crate::awareness::AwarenessStates,
     /// Members connected to other instances (with their instance), mirrored
@@ -250,6 +259,7 @@ impl Default for RoomState {
             empty_since: Some(Instant::now()),
             doc: None,
             full_state: None,
+            full_state_base64: None,
             awareness: Default::default(),
             remote: Vec::new(),
             pending_remote_updates: Vec::new(),
@@ -262,15 +272,27 @@ impl RoomState {
     /// Forget what was derived from `doc`; call after anything applied to it or replaced it.
     pub fn doc_changed(&mut self) {
         self.full_state = None;
+        self.full_state_base64 = None;
     }
 
     /// The whole document as one v1 update, encoded once per version of it.
-    pub fn full_state(&mut self) -> Option<Arc<[u8]>> {
+    pub fn full_state(&mut self) -> Option<bytes::Bytes> {
         if self.full_state.is_none() {
             let doc = self.doc.as_ref()?;
             self.full_state = Some(crate::sync::full_state(doc).into());
         }
         self.full_state.clone()
+    }
+
+    /// [`Self::full_state`] in standard base64, as JSON messages carry it.
+    pub fn full_state_base64(&mut self) -> Option<bytes::Bytes> {
+        if self.full_state_base64.is_none() {
+            use base64::Engine;
+            let raw = self.full_state()?;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&raw);
+            self.full_state_base64 = Some(encoded.into());
+        }
+        self.full_state_base64.clone()
     }
 
     pub fn members(&self) -> &[Member] {

@@ -19,7 +19,6 @@ use std::{
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt, stream::SplitSink};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use poem::web::websocket::{Message, WebSocketStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -36,6 +35,7 @@ use crate::{
     },
     room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, Room},
     store::Durable,
+    ws::{Message, Socket},
 };
 
 /// How long a new connection waits for its session row to be committed before
@@ -71,8 +71,8 @@ pub(crate) struct Link {
     writer: tokio::task::JoinHandle<()>,
 }
 
-type Sink = SplitSink<WebSocketStream, Message>;
-type Stream = futures_util::stream::SplitStream<WebSocketStream>;
+type Sink = SplitSink<Socket, Message>;
+type Stream = futures_util::stream::SplitStream<Socket>;
 
 impl Link {
     /// Record the session (committed before the client hears anything, so
@@ -195,8 +195,7 @@ pub(crate) fn rate_limiter(config: &crate::config::Config) -> DefaultDirectRateL
 }
 
 /// Serve one upgraded `/ws` socket until it closes or the server stops.
-pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer) {
-    let _tracked = state.tracker.token();
+pub async fn run(socket: Socket, state: AppState, peer: Peer) {
     let config = state.config.clone();
     let (sink, mut stream) = socket.split();
     let (record, link) = Link::open(&state, sink, &peer, "json", None).await;
@@ -252,13 +251,13 @@ struct Session {
     /// Replies to this client's own messages, sent after each frame with
     /// backpressure: a client that pipelines requests waits for its answers
     /// instead of overflowing its queue.
-    replies: Vec<crate::protocol::Encoded>,
+    replies: Vec<Outgoing>,
 }
 
 impl Session {
     async fn read_loop(
         &mut self,
-        stream: &mut futures_util::stream::SplitStream<WebSocketStream>,
+        stream: &mut Stream,
         overflowed: &CancellationToken,
         end: &CancellationToken,
         last_heard: &AtomicU64,
@@ -300,8 +299,7 @@ impl Session {
                 frame = stream.next() => {
                     let Some(Ok(frame)) = frame else {
                         if let Some(Err(error)) = &frame {
-                            let text = error.to_string();
-                            if text.contains("too long") || text.contains("too big") {
+                            if crate::ws::is_too_big(error) {
                                 return Exit { close: Some(CloseCode::MessageTooBig), reason: LeaveReason::Disconnected };
                             }
                             tracing::debug!(%error, "socket error");
@@ -323,7 +321,7 @@ impl Session {
                             self.flush_replies().await;
                         }
                         Message::Close(_) => return Exit { close: None, reason: LeaveReason::Disconnected },
-                        Message::Ping(_) | Message::Pong(_) => {}
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
             }
@@ -363,7 +361,7 @@ impl Session {
     }
 
     fn reply(&mut self, text: crate::protocol::Encoded) {
-        self.replies.push(text);
+        self.replies.push(Outgoing::Text(text));
     }
 
     /// Queue this frame's replies, waiting for room in the queue (stop reading
@@ -371,7 +369,7 @@ impl Session {
     async fn flush_replies(&mut self) {
         let patience = self.state.config.session_ttl;
         for reply in std::mem::take(&mut self.replies) {
-            if !self.outbox.push_waiting(Outgoing::Text(reply), patience).await {
+            if !self.outbox.push_waiting(reply, patience).await {
                 break;
             }
         }
@@ -475,6 +473,18 @@ impl Session {
                 let room = self.joined_room(&document_id)?;
                 let docs = &self.state.docs;
                 docs.ensure_loaded(&room).await.map_err(|e| e.to_protocol())?;
+                if crate::sync::is_empty_state_vector(&state_vector) {
+                    // A newcomer: the shared whole-document encoding, not a copy.
+                    let (_, whole) = docs.whole_state(&room).map_err(|e| e.to_protocol())?;
+                    let frame = ServerMessage::SyncStep2 {
+                        id,
+                        document_id: &document_id,
+                        update: Base64(&[]),
+                    }
+                    .encode();
+                    self.replies.push(crate::ws::text_around(&frame, "update", whole));
+                    return Ok(());
+                }
                 let update = docs.diff(&room, &state_vector).map_err(|e| e.to_protocol())?;
                 self.reply(
                     ServerMessage::SyncStep2 {
@@ -602,42 +612,35 @@ impl Session {
 
 /// Drain the queue onto the socket; stop on close, error, or overflow.
 pub(crate) async fn write_loop(
-    mut sink: SplitSink<WebSocketStream, Message>,
+    mut sink: Sink,
     mut queue: mpsc::Receiver<Outgoing>,
     overflowed: CancellationToken,
 ) {
-    loop {
+    'queue: loop {
         let next = tokio::select! {
             biased;
             _ = overflowed.cancelled() => {
                 // The client is not reading; a close frame may not get through either.
-                let close = Message::close_with(CloseCode::SlowConsumer.code(), CloseCode::SlowConsumer.reason());
+                let close = crate::ws::close_message(CloseCode::SlowConsumer);
                 let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
                 break;
             }
             next = queue.recv() => next,
         };
         let Some(next) = next else { break };
-        let frame = match next {
-            Outgoing::Text(text) => Message::Text(text.to_string()),
-            Outgoing::Binary(bytes) => Message::Binary(bytes.to_vec()),
-            Outgoing::Ping => Message::Ping(Vec::new()),
-            Outgoing::Close(code) => {
-                let _ = tokio::time::timeout(
-                    CLOSE_GRACE,
-                    sink.send(Message::close_with(code.code(), code.reason())),
-                )
-                .await;
-                break;
-            }
-        };
-        let sent = tokio::select! {
-            biased;
-            _ = overflowed.cancelled() => break,
-            sent = sink.feed(frame) => sent,
-        };
-        if sent.is_err() {
+        if let Outgoing::Close(code) = next {
+            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(crate::ws::close_message(code))).await;
             break;
+        }
+        for frame in crate::ws::frames(next) {
+            let sent = tokio::select! {
+                biased;
+                _ = overflowed.cancelled() => break 'queue,
+                sent = sink.feed(frame) => sent,
+            };
+            if sent.is_err() {
+                break 'queue;
+            }
         }
         // Flush once the queue is drained, so a burst costs one write.
         if queue.is_empty() {

@@ -15,7 +15,6 @@ use std::sync::{
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use poem::web::websocket::{Message, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -26,12 +25,12 @@ use crate::{
     room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, Room},
     session::{Link, Peer, rate_limiter},
     store::Durable,
+    ws::{Message, Socket},
     yws::{self, Inbound},
 };
 
 /// Serve one upgraded y-websocket connection for `document_id`.
-pub async fn run(socket: WebSocketStream, state: AppState, peer: Peer, document_id: DocumentId) {
-    let _tracked = state.tracker.token();
+pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: DocumentId) {
     let (sink, mut stream) = socket.split();
     let (record, link) = Link::open(&state, sink, &peer, "yjs", Some(document_id.clone())).await;
     let hub = state.hub.clone();
@@ -78,7 +77,7 @@ struct Connection {
 impl Connection {
     async fn read_loop(
         &mut self,
-        stream: &mut futures_util::stream::SplitStream<WebSocketStream>,
+        stream: &mut futures_util::stream::SplitStream<Socket>,
         overflowed: &CancellationToken,
         end: &CancellationToken,
         last_heard: &AtomicU64,
@@ -110,6 +109,11 @@ impl Connection {
                 }
                 frame = stream.next() => {
                     let Some(Ok(frame)) = frame else {
+                        if let Some(Err(error)) = &frame
+                            && crate::ws::is_too_big(error)
+                        {
+                            return (Some(CloseCode::MessageTooBig), LeaveReason::Disconnected);
+                        }
                         return (None, LeaveReason::Disconnected);
                     };
                     last_heard.store(self.state.hub.clock_ms(), Ordering::Relaxed);
@@ -127,7 +131,7 @@ impl Connection {
                         }
                         Message::Text(_) => self.bad_input("text frame on the binary y-websocket endpoint".into(), end),
                         Message::Close(_) => return (None, LeaveReason::Disconnected),
-                        Message::Ping(_) | Message::Pong(_) => {}
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
             }
@@ -152,9 +156,19 @@ impl Connection {
         let docs = &self.state.docs;
         match yws::decode(frame).map_err(|e| e.to_string())? {
             Inbound::SyncStep1(state_vector) => {
-                let update = docs.diff(&self.room, &state_vector).map_err(|e| e.to_string())?;
-                self.outbox
-                    .push(Outgoing::Binary(yws::sync_step2(&update).into()));
+                if crate::sync::is_empty_state_vector(&state_vector) {
+                    // A newcomer: the shared whole-document encoding, not a copy.
+                    let (whole, _) = docs.whole_state(&self.room).map_err(|e| e.to_string())?;
+                    let header = yws::sync_step2_header(whole.len());
+                    self.outbox.push(Outgoing::Parts {
+                        text: false,
+                        parts: vec![header.into(), whole],
+                    });
+                } else {
+                    let update = docs.diff(&self.room, &state_vector).map_err(|e| e.to_string())?;
+                    self.outbox
+                        .push(Outgoing::Binary(yws::sync_step2(&update).into()));
+                }
             }
             Inbound::Update(update) => {
                 if update.len() > config.max_update_bytes {

@@ -94,6 +94,16 @@ pub fn sync_step2(update: &[u8]) -> Vec<u8> {
     sync_frame(MSG_SYNC_STEP_2, update)
 }
 
+/// The bytes before the update in [`sync_step2`] of an update of `len`
+/// bytes, so a shared update can follow them without being copied.
+pub fn sync_step2_header(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12);
+    out.write_var(MSG_SYNC);
+    out.write_var(MSG_SYNC_STEP_2);
+    out.write_var(len as u64);
+    out
+}
+
 pub fn update(update: &[u8]) -> Vec<u8> {
     sync_frame(MSG_SYNC_UPDATE, update)
 }
@@ -113,6 +123,16 @@ mod tests {
         sync::{Message, SyncMessage},
         updates::{decoder::Decode, encoder::Encode},
     };
+
+    #[test]
+    fn the_sync_step2_header_is_the_frame_before_its_update() {
+        for len in [0usize, 1, 127, 128, 300, 1 << 20] {
+            let update = vec![7u8; len];
+            let mut split = sync_step2_header(len);
+            split.extend_from_slice(&update);
+            assert_eq!(split, sync_step2(&update), "len {len}");
+        }
+    }
 
     #[test]
     fn frames_match_yrs_own_encoding() {

@@ -6,6 +6,8 @@
 #   scripts/bench/run.sh --quick         # short runs, smaller idle ramp, 1 repetition
 #   scripts/bench/run.sh --servers "tandem floor" --scenarios "fanout knee"
 #   scripts/bench/run.sh --ysweet        # also build y-sweet 0.9.1 (a long cargo install)
+#   TANDEM_BEFORE_BIN=/tmp/old/tandem scripts/bench/run.sh --servers "tandem-before tandem"
+#                                        # before/after a change, same run
 #   scripts/bench/run.sh --servers tandem-redis --scenarios redis
 #                                        # two instances over the local Redis and PostgreSQL
 #
@@ -43,7 +45,7 @@ while [ $# -gt 0 ]; do
     --servers) SERVERS=$2; shift ;;
     --scenarios) SCENARIOS=$2; shift ;;
     --repeat) REPEAT=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -100,16 +102,19 @@ start_server() {
   local name=$1 dir
   dir=$(mktemp -d); TMPDIRS+=("$dir")
   case "$name" in
-    tandem|tandem-yws)
+    tandem|tandem-yws|tandem-before)
+      # tandem-before: another build (TANDEM_BEFORE_BIN) for before/after comparisons.
+      local bin="$TARGET"/release/tandem
+      [ "$name" = tandem-before ] && bin=${TANDEM_BEFORE_BIN:?set TANDEM_BEFORE_BIN to the binary to compare}
       PORT=18080
       # Rate limit raised: the knee steps past 100 messages/s per connection.
       # A short room grace period lets the cold join storm find its document unloaded.
       TANDEM_BIND=127.0.0.1:$PORT DATABASE_URL="sqlite://$dir/tandem.db?mode=rwc" \
         TANDEM_RATE_LIMIT_PER_SECOND=100000 TANDEM_RATE_LIMIT_BURST=100000 \
         TANDEM_ROOM_GRACE_PERIOD=1s RUST_LOG=warn \
-        "${PRIO[@]}" taskset -c "$SERVER_CPU" "$TARGET"/release/tandem >"$dir/server.log" 2>&1 &
+        "${PRIO[@]}" taskset -c "$SERVER_CPU" "$bin" >"$dir/server.log" 2>&1 &
       PID=$!
-      if [ "$name" = tandem ]; then
+      if [ "$name" != tandem-yws ]; then
         LG_ARGS=(--protocol tandem-json --addr 127.0.0.1:$PORT --db-path "$dir/tandem.db")
       else
         LG_ARGS=(--protocol yws --addr 127.0.0.1:$PORT --db-path "$dir/tandem.db")
@@ -202,7 +207,7 @@ supports() {
     tandem-redis:redis) return 0 ;;
     tandem-redis:*|*:redis) return 1 ;;
     floor:editing|floor:joinstorm|floor:joinstorm-cold) return 1 ;;
-    tandem:joinstorm-cold) return 0 ;;
+    tandem:joinstorm-cold|tandem-before:joinstorm-cold) return 0 ;;
     *:joinstorm-cold) return 1 ;;
   esac
   return 0

@@ -75,3 +75,19 @@ async fn a_token_limited_to_some_documents_cannot_join_others() {
         .await;
     alice.assert_alive().await;
 }
+
+#[tokio::test]
+async fn an_authenticated_request_that_is_not_an_upgrade_gets_a_json_400() {
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    for path in ["/ws", "/yjs/doc-1"] {
+        let (status, body) = app.get(path, Some(&token)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"], "bad_request", "{path}");
+        assert!(
+            body["message"].as_str().unwrap().contains("upgrade"),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(app.state.hub.connection_count(), 0);
+}

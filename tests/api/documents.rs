@@ -44,6 +44,15 @@ async fn newcomers_get_the_current_document_after_every_kind_of_change() {
     assert_eq!(newcomer_text(&app, "bob", "doc").await, "hello world");
     assert_eq!(newcomer_text(&app, "bobby", "doc").await, "hello world");
 
+    // Past one 16 KiB frame the reply is fragmented; it still arrives whole.
+    let long = "x".repeat(50_000);
+    send_update(&mut alice, "doc", &a.insert(11, &long), "u-long").await;
+    assert_eq!(
+        newcomer_text(&app, "erin", "doc").await,
+        format!("hello world{long}")
+    );
+    send_update(&mut alice, "doc", &a.remove(11, 50_000), "u-short").await;
+
     let before = a.state_vector();
     send_update(&mut alice, "doc", &a.remove(0, 6), "u2").await;
     assert_eq!(a.state_vector(), before, "a deletion adds no item");

@@ -274,3 +274,28 @@ async fn a_binary_viewer_receives_the_document_but_its_updates_are_dropped() {
         .await;
     assert_eq!(text, "hello");
 }
+
+#[tokio::test]
+async fn a_provider_joining_a_large_document_gets_it_whole_in_fragments() {
+    // 100 KB of text: the server's sync step 2 is written as 16 KiB fragments
+    // of one shared encoding; the client must see one complete message.
+    let app = spawn_app().await;
+    let mut writer = app.connect("alice").await;
+    writer.join("big").await;
+    let author = YPeer::new(1);
+    let text = "0123456789".repeat(10_000);
+    writer
+        .send(json!({"type": "sync_update", "document_id": "big", "update": b64::encode(author.insert(0, &text)), "id": "w"}))
+        .await;
+    assert_eq!(writer.recv_until("ack").await["id"], "w");
+
+    for attempt in 0..2 {
+        let mut provider = YwsClient::connect(&app, "big", &app.token("bob")).await.unwrap();
+        let peer = YPeer::new(10 + attempt);
+        provider.send(yws::sync_step1(&peer.state_vector())).await;
+        let whole = provider.recv_update().await;
+        assert!(whole.len() > 100_000, "attempt {attempt}: {} bytes", whole.len());
+        apply(&peer, &whole);
+        assert_eq!(peer.text(), text, "attempt {attempt}");
+    }
+}
