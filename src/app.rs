@@ -47,15 +47,17 @@ pub struct AppState {
 impl AppState {
     /// Explicit WebSocket limits. The default 128 KiB read buffer per connection would
     /// dominate idle memory; 1 KiB holds a typical message (larger frames take more
-    /// reads, nothing else). Writes collect up to 4 KiB before a syscall, and the writer
+    /// reads, nothing else). Writes collect up to 1 KiB before a syscall, and the writer
     /// flushes whenever its queue is empty: an idle connection's message goes out at
-    /// once, a busy one's burst in one write (with TCP_NODELAY, one write per message
-    /// costs a packet per message and saturated the core at 200 members x 10 Hz).
+    /// once, a busy one's burst in few writes (with TCP_NODELAY, one write per message
+    /// saturated the core at 200 members x 10 Hz). tungstenite keeps its write buffer's
+    /// capacity, so this is also what a connection holds after a burst: 4 KiB measured
+    /// the same knee and 1.7 KiB more per idle connection (BENCHMARKS.md).
     pub fn websocket_config(&self) -> WebSocketConfig {
         let max = self.config.max_frame_bytes();
         WebSocketConfig::default()
             .read_buffer_size(1024)
-            .write_buffer_size(4 * 1024)
+            .write_buffer_size(1024)
             .max_write_buffer_size(max + 64 * 1024)
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
