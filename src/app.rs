@@ -46,8 +46,9 @@ pub struct AppState {
 
 impl AppState {
     /// Explicit WebSocket limits. The default 128 KiB read buffer per connection would
-    /// dominate idle memory; 1 KiB holds a typical message (larger frames take more
-    /// reads, nothing else). Writes collect up to 1 KiB before a syscall, and the writer
+    /// dominate idle memory; 512 bytes hold a typical message (a cursor move is ~150;
+    /// larger frames take more reads, nothing else, and tungstenite grows the buffer
+    /// to at least twice this once a frame spans reads). Writes collect up to 1 KiB before a syscall, and the writer
     /// flushes whenever its queue is empty: an idle connection's message goes out at
     /// once, a busy one's burst in few writes (with TCP_NODELAY, one write per message
     /// saturated the core at 200 members x 10 Hz). tungstenite keeps its write buffer's
@@ -56,7 +57,7 @@ impl AppState {
     pub fn websocket_config(&self) -> WebSocketConfig {
         let max = self.config.max_frame_bytes();
         WebSocketConfig::default()
-            .read_buffer_size(1024)
+            .read_buffer_size(512)
             .write_buffer_size(1024)
             .max_write_buffer_size(max + 64 * 1024)
             .max_message_size(Some(max))

@@ -203,7 +203,8 @@ impl Bus {
         if room.remote_seeded.swap(true, Ordering::AcqRel) {
             return;
         }
-        let entries = bus.load_remote(&room.id).await;
+        // Boxed: a Redis round trip's future would otherwise be part of every session's.
+        let entries = Box::pin(bus.load_remote(&room.id)).await;
         room.state()
             .seed_remote(entries.into_iter().map(RemoteEntry::into_member));
     }

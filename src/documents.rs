@@ -83,6 +83,12 @@ impl Documents {
         if room.state().doc.is_some() {
             return Ok(());
         }
+        // Boxed: the load's future (database query, blocking decode) is large,
+        // and inlined it would sit in every idle session's state machine.
+        Box::pin(self.load(room)).await
+    }
+
+    async fn load(&self, room: &Room) -> Result<(), DocError> {
         let _loading = room.load_lock.lock().await;
         if room.state().doc.is_some() {
             return Ok(());

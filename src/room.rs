@@ -30,15 +30,21 @@ use crate::{
 pub enum Outgoing {
     Text(Encoded),
     Binary(Arc<[u8]>),
-    /// One message made of these parts in order, some shared with other
-    /// connections (a large document's encoding): written as fragments that
-    /// slice them, never concatenated.
-    Parts {
-        text: bool,
-        parts: Vec<bytes::Bytes>,
-    },
+    /// One message made of parts, some shared with other connections (a
+    /// large document's encoding): written as fragments that slice them,
+    /// never concatenated. Boxed: every queue slot is the size of the largest
+    /// variant, and this one is rare.
+    Parts(Box<MessageParts>),
     Ping,
     Close(crate::protocol::CloseCode),
+}
+
+/// The parts of an [`Outgoing::Parts`] message, in order.
+#[derive(Debug, Clone)]
+pub struct MessageParts {
+    /// A text message (else binary).
+    pub text: bool,
+    pub parts: Vec<bytes::Bytes>,
 }
 
 /// The sending side of one connection's bounded queue.

@@ -198,7 +198,9 @@ pub(crate) fn rate_limiter(config: &crate::config::Config) -> DefaultDirectRateL
 pub async fn run(socket: Socket, state: AppState, peer: Peer) {
     let config = state.config.clone();
     let (sink, mut stream) = socket.split();
-    let (record, link) = Link::open(&state, sink, &peer, "json", None).await;
+    let (record, link) = // Boxed (as is the close below): run once, they would otherwise
+    // stay part of this connection's state machine for its whole life.
+    Box::pin(Link::open(&state, sink, &peer, "json", None)).await;
     link.outbox.text(
         ServerMessage::Connected {
             connection_id: record.connection_id,
@@ -231,7 +233,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
     session.leave_all(exit.reason);
     let record = session.record.clone();
     drop(session);
-    link.close(&state, record, &mut stream, exit.close).await;
+    Box::pin(link.close(&state, record, &mut stream, exit.close)).await;
 }
 
 struct Session {

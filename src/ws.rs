@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 pub use tokio_tungstenite::tungstenite::Message;
 
-use crate::room::Outgoing;
+use crate::room::{MessageParts, Outgoing};
 
 /// An upgraded connection.
 pub type Socket = tokio_tungstenite::WebSocketStream<poem::Upgraded>;
@@ -160,14 +160,14 @@ pub fn text_around(frame: &str, field: &str, value: Bytes) -> Outgoing {
     };
     let split = start + marker.len();
     let (head, tail) = frame.split_at(split);
-    Outgoing::Parts {
+    Outgoing::Parts(Box::new(MessageParts {
         text: true,
         parts: vec![
             Bytes::copy_from_slice(head.as_bytes()),
             value,
             Bytes::copy_from_slice(tail.as_bytes()),
         ],
-    }
+    }))
 }
 
 /// The frames that put `outgoing` on the wire: one for anything up to
@@ -184,7 +184,7 @@ pub fn frames(outgoing: Outgoing) -> Vec<Message> {
         }
         Outgoing::Text(text) => (true, vec![Bytes::from_owner(SharedText(text))]),
         Outgoing::Binary(bytes) => (false, vec![Bytes::from_owner(bytes)]),
-        Outgoing::Parts { text, parts } => (text, parts),
+        Outgoing::Parts(message) => (message.text, message.parts),
         Outgoing::Ping => return vec![Message::Ping(Bytes::new())],
         Outgoing::Close(code) => return vec![close_message(code)],
     };
@@ -236,6 +236,16 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_slot_stays_small() {
+        // Every connection's queue allocates slots of this size in blocks of 32.
+        assert!(
+            std::mem::size_of::<Outgoing>() <= 24,
+            "{}",
+            std::mem::size_of::<Outgoing>()
+        );
+    }
+
+    #[test]
     fn small_messages_are_one_frame_sharing_the_bytes() {
         let text: Arc<str> = r#"{"type":"cursor_move"}"#.into();
         let frames = frames(Outgoing::Text(text.clone()));
@@ -251,10 +261,10 @@ mod tests {
         let prefix = Bytes::from_static(br#"{"type":"sync_step2","update":""#);
         let body = Bytes::from(vec![b'A'; FRAGMENT_BYTES * 2 + 10]);
         let suffix = Bytes::from_static(br#""}"#);
-        let frames = frames(Outgoing::Parts {
+        let frames = frames(Outgoing::Parts(Box::new(MessageParts {
             text: true,
             parts: vec![prefix.clone(), body.clone(), suffix.clone()],
-        });
+        })));
         let parts = frame_parts(&frames);
         assert!(parts.iter().all(|(_, _, p)| p.len() <= FRAGMENT_BYTES));
         assert_eq!(parts[0].0, OpCode::Data(Data::Text));
@@ -273,11 +283,11 @@ mod tests {
     #[test]
     fn a_field_is_filled_in_around_a_shared_value() {
         let frame = r#"{"type":"sync_step2","id":"\"update\":\"","document_id":"d","update":""}"#;
-        let Outgoing::Parts { text: true, parts } = text_around(frame, "update", Bytes::from_static(b"QUJD"))
-        else {
+        let Outgoing::Parts(message) = text_around(frame, "update", Bytes::from_static(b"QUJD")) else {
             panic!("parts expected");
         };
-        let joined = String::from_utf8(parts.concat()).unwrap();
+        assert!(message.text);
+        let joined = String::from_utf8(message.parts.concat()).unwrap();
         let value: serde_json::Value = serde_json::from_str(&joined).unwrap();
         assert_eq!(value["update"], "QUJD");
         assert_eq!(value["id"], r#""update":""#);
@@ -285,10 +295,10 @@ mod tests {
 
     #[test]
     fn an_empty_message_is_one_final_frame() {
-        let frames = frames(Outgoing::Parts {
+        let frames = frames(Outgoing::Parts(Box::new(MessageParts {
             text: false,
             parts: Vec::new(),
-        });
+        })));
         let parts = frame_parts(&frames);
         assert_eq!(parts, vec![(OpCode::Data(Data::Binary), true, Vec::new())]);
     }

@@ -32,7 +32,9 @@ use crate::{
 /// Serve one upgraded y-websocket connection for `document_id`.
 pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: DocumentId) {
     let (sink, mut stream) = socket.split();
-    let (record, link) = Link::open(&state, sink, &peer, "yjs", Some(document_id.clone())).await;
+    let (record, link) = // Boxed (as is the close below): run once, they would otherwise
+    // stay part of this connection's state machine for its whole life.
+    Box::pin(Link::open(&state, sink, &peer, "yjs", Some(document_id.clone()))).await;
     let hub = state.hub.clone();
     let room = hub.begin_join(&document_id);
     let close = match state.docs.ensure_loaded(&room).await {
@@ -61,7 +63,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: Docum
             close
         }
     };
-    link.close(&state, record, &mut stream, close).await;
+    Box::pin(link.close(&state, record, &mut stream, close)).await;
 }
 
 struct Connection {
@@ -160,10 +162,11 @@ impl Connection {
                     // A newcomer: the shared whole-document encoding, not a copy.
                     let (whole, _) = docs.whole_state(&self.room).map_err(|e| e.to_string())?;
                     let header = yws::sync_step2_header(whole.len());
-                    self.outbox.push(Outgoing::Parts {
-                        text: false,
-                        parts: vec![header.into(), whole],
-                    });
+                    self.outbox
+                        .push(Outgoing::Parts(Box::new(crate::room::MessageParts {
+                            text: false,
+                            parts: vec![header.into(), whole],
+                        })));
                 } else {
                     let update = docs.diff(&self.room, &state_vector).map_err(|e| e.to_string())?;
                     self.outbox
