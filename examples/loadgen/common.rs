@@ -60,6 +60,24 @@ impl Common {
         index.is_multiple_of(self.sample_every.max(1))
     }
 
+    /// The run's `rooms` documents for `scenario`, created where the server
+    /// needs it; a failure to create is counted in `stats`.
+    pub async fn room_docs(&self, scenario: &str, rooms: usize, stats: &mut Stats) -> Vec<Arc<str>> {
+        let docs: Vec<Arc<str>> = (0..rooms).map(|r| self.doc(scenario, r)).collect();
+        if let Err(error) = self.create_docs(&docs).await {
+            stats.error(format!("{error:#}"));
+        }
+        docs
+    }
+
+    /// `count` clients, `per_room` to each of `docs` in order.
+    pub fn room_identities(&self, docs: &[Arc<str>], count: usize, per_room: usize) -> Vec<Identity> {
+        let per_room = per_room.max(1);
+        (0..count)
+            .map(|i| self.identity(docs[i / per_room].clone(), i))
+            .collect()
+    }
+
     /// Create documents on servers that need it (y-sweet's `POST /doc/new`).
     pub async fn create_docs(&self, docs: &[Arc<str>]) -> anyhow::Result<()> {
         let Some(url) = &self.create_docs_url else {

@@ -69,13 +69,8 @@ pub async fn run(common: &Common, params: EditingParams) -> Report {
         report.set("errors", totals.errors);
         return report;
     }
-    let docs: Vec<Arc<str>> = (0..params.docs).map(|d| common.doc("e", d)).collect();
-    if let Err(error) = common.create_docs(&docs).await {
-        totals.error(format!("{error:#}"));
-    }
-    let identities = (0..params.docs * params.editors)
-        .map(|i| common.identity(docs[i / params.editors].clone(), i))
-        .collect();
+    let docs = common.room_docs("e", params.docs, &mut totals).await;
+    let identities = common.room_identities(&docs, params.docs * params.editors, params.editors);
     let (clients, _) = connect_all(common, identities, true, &mut totals).await;
     report.set("connections", clients.iter().filter(|c| c.is_some()).count());
 

@@ -41,14 +41,9 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
     report.set("rate_hz", params.rate);
     report.set("duration_s", params.duration.as_secs_f64());
 
-    let docs: Vec<Arc<str>> = (0..params.rooms).map(|r| common.doc("f", r)).collect();
     let mut totals = Stats::default();
-    if let Err(error) = common.create_docs(&docs).await {
-        totals.error(format!("{error:#}"));
-    }
-    let identities = (0..params.rooms * params.members)
-        .map(|i| common.identity(docs[i / params.members].clone(), i))
-        .collect();
+    let docs = common.room_docs("f", params.rooms, &mut totals).await;
+    let identities = common.room_identities(&docs, params.rooms * params.members, params.members);
     let (clients, _) = connect_all(common, identities, false, &mut totals).await;
     let connected = clients.iter().filter(|c| c.is_some()).count();
     report.set("connections", connected);

@@ -2,7 +2,7 @@
 //! server's memory per connection (RSS after the ramp minus before it), the
 //! connect rate and the handshake times.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use crate::{
     common::{Common, connect_all},
@@ -27,18 +27,13 @@ pub async fn run(common: &Common, params: IdleParams) -> Report {
     report.set("per_room", params.per_room);
     let per_room = params.per_room.max(1);
     let rooms = params.connections.div_ceil(per_room);
-    let docs: Vec<Arc<str>> = (0..rooms).map(|r| common.doc("i", r)).collect();
     let mut totals = Stats::default();
-    if let Err(error) = common.create_docs(&docs).await {
-        totals.error(format!("{error:#}"));
-    }
+    let docs = common.room_docs("i", rooms, &mut totals).await;
     let baseline = common.server.and_then(|p| p.rss_kib());
     let rss = common.server.map(RssSampler::start);
     let loadgen_cpu = CpuMark::now(Proc::Myself);
 
-    let identities = (0..params.connections)
-        .map(|i| common.identity(docs[i / per_room].clone(), i))
-        .collect();
+    let identities = common.room_identities(&docs, params.connections, per_room);
     let (clients, ramp) = connect_all(common, identities, false, &mut totals).await;
     let connected = clients.iter().filter(|c| c.is_some()).count();
     report.set("connections", connected);
