@@ -146,21 +146,10 @@ impl Documents {
         let Some(doc) = state.doc.as_ref() else {
             return Err(DocError::Unavailable(anyhow::anyhow!("document not loaded")));
         };
-        // Part of an update may integrate while the rest overflows the pending
-        // bound: that part is stored and relayed like any update (memory and
-        // storage never diverge), and the sender is still told to resync.
-        let mut resync = None;
         let outcome = sync::apply_update(doc, &update, self.max_pending_bytes);
         state.doc_changed();
         let applied = match outcome {
             Ok(applied) => applied,
-            Err(error @ SyncError::PendingOverflow { integrated: true }) => {
-                resync = Some(error);
-                Applied {
-                    empty: false,
-                    pending: false,
-                }
-            }
             Err(SyncError::Panicked) => {
                 tracing::error!(document_id = %room.id, "yrs panicked applying an update; dropping the in-memory document for a reload");
                 state.doc = None;
@@ -186,24 +175,12 @@ impl Documents {
         room.unpersisted.fetch_add(1, Ordering::AcqRel);
         self.bus
             .publish(&room.id, crate::bus::update_event(&update, &origin.user_id));
-        match resync {
-            Some(error) => {
-                permit.send(PendingWrite {
-                    room: room.clone(),
-                    update,
-                    durable: Durable::Quietly,
-                });
-                Err(error.into())
-            }
-            None => {
-                permit.send(PendingWrite {
-                    room: room.clone(),
-                    update,
-                    durable,
-                });
-                Ok(applied)
-            }
-        }
+        permit.send(PendingWrite {
+            room: room.clone(),
+            update,
+            durable,
+        });
+        Ok(applied)
     }
 
     /// What a peer with `state_vector` lacks (sync step 2).

@@ -33,6 +33,7 @@ pub mod room;
 pub mod session;
 pub mod store;
 pub mod sync;
+pub mod validate;
 pub mod write_behind;
 pub mod ws;
 pub mod yjs_session;

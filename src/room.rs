@@ -285,7 +285,14 @@ impl RoomState {
     pub fn full_state(&mut self) -> Option<bytes::Bytes> {
         if self.full_state.is_none() {
             let doc = self.doc.as_ref()?;
-            self.full_state = Some(crate::sync::full_state(doc).into());
+            let Some(state) = crate::sync::full_state(doc) else {
+                // Quarantine: yrs could not encode this copy. Drop it; the next
+                // use reloads the last good state from storage and resyncs members.
+                tracing::error!("yrs panicked encoding a document; dropping it for a reload");
+                self.doc = None;
+                return None;
+            };
+            self.full_state = Some(state.into());
         }
         self.full_state.clone()
     }

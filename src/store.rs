@@ -149,10 +149,16 @@ impl DocumentStore {
         let updates: Vec<Vec<u8>> = rows.iter().map(|(_, u)| u.clone()).collect();
         let merged = tokio::task::spawn_blocking(move || {
             let (doc, skipped) = crate::sync::load(previous.as_deref(), updates);
-            (crate::sync::full_state(&doc), skipped)
+            (crate::sync::snapshot(&doc), skipped)
         })
         .await
         .context("merge updates")?;
+        let merged = (
+            merged
+                .0
+                .context("yrs could not encode the merged document; its log is kept as it is")?,
+            merged.1,
+        );
         if merged.1 > 0 {
             tracing::error!(
                 skipped = merged.1,

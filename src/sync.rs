@@ -13,9 +13,11 @@ use std::{
 };
 
 use yrs::{
-    Doc, GetString, Options, ReadTxn, StateVector, Transact, Update, WriteTxn,
+    ClientID, Doc, GetString, Options, ReadTxn, StateVector, Transact, Update,
     updates::{decoder::Decode, encoder::Encode},
 };
+
+use crate::validate::{self, UpdateShape};
 
 /// Why an update or state vector was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,10 +28,9 @@ pub enum SyncError {
     BadStateVector(String),
     #[error("the update could not be applied: {0}")]
     Rejected(String),
-    /// `integrated`: part of the update did apply (and must still be stored
-    /// and relayed); only what waited on missing updates was dropped.
+    /// Nothing of the update was applied.
     #[error("too many updates are waiting for missing dependencies; resync with sync_step1")]
-    PendingOverflow { integrated: bool },
+    PendingOverflow,
     #[error("the update could not be applied safely; the document was reloaded, resync")]
     Panicked,
 }
@@ -83,39 +84,24 @@ fn contained<T>(work: impl FnOnce() -> T) -> Option<T> {
     result
 }
 
-/// Whether the leading count of a lib0 structure fits the payload, given the
-/// minimum bytes each entry takes. yrs reserves a hash map of the declared
-/// size before reading any entry: a ten-byte message declaring four billion
-/// clients would otherwise cost hundreds of megabytes.
-fn declared_count_fits(bytes: &[u8], min_entry_bytes: usize) -> bool {
-    let mut cursor = yrs::encoding::read::Cursor::new(bytes);
-    match yrs::encoding::read::Read::read_var::<u64>(&mut cursor) {
-        Ok(count) => count <= (bytes.len() / min_entry_bytes) as u64,
-        Err(_) => false,
-    }
+/// Check a client's v1 update strictly (see [`crate::validate`]), then decode
+/// it with yrs, containing any panic inside the decoder.
+pub fn decode_update(bytes: &[u8]) -> Result<Update, SyncError> {
+    inspect_and_decode(bytes).map(|(_, update)| update)
 }
 
-/// Decode a v1 update, containing any panic inside the decoder.
-pub fn decode_update(bytes: &[u8]) -> Result<Update, SyncError> {
-    // Each client section holds at least its block count, client id and clock.
-    if !declared_count_fits(bytes, 3) {
-        return Err(SyncError::BadUpdate("client count exceeds the payload".into()));
-    }
+fn inspect_and_decode(bytes: &[u8]) -> Result<(UpdateShape, Update), SyncError> {
+    let shape = validate::inspect_update(bytes).map_err(|error| SyncError::BadUpdate(error.to_string()))?;
     match contained(|| Update::decode_v1(bytes)) {
-        Some(Ok(update)) => Ok(update),
+        Some(Ok(update)) => Ok((shape, update)),
         Some(Err(error)) => Err(SyncError::BadUpdate(error.to_string())),
         None => Err(SyncError::BadUpdate("malformed update".into())),
     }
 }
 
-/// Decode a v1 state vector.
+/// Decode a v1 state vector, checked as strictly as updates.
 pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, SyncError> {
-    // Each entry holds at least a client id and a clock.
-    if !declared_count_fits(bytes, 2) {
-        return Err(SyncError::BadStateVector(
-            "client count exceeds the payload".into(),
-        ));
-    }
+    validate::inspect_state_vector(bytes).map_err(|error| SyncError::BadStateVector(error.to_string()))?;
     match contained(|| StateVector::decode_v1(bytes)) {
         Some(Ok(sv)) => Ok(sv),
         Some(Err(error)) => Err(SyncError::BadStateVector(error.to_string())),
@@ -123,13 +109,26 @@ pub fn decode_state_vector(bytes: &[u8]) -> Result<StateVector, SyncError> {
     }
 }
 
+/// Encoded size of what waits in `doc` for missing dependencies.
+fn waiting_bytes(txn: &yrs::TransactionMut<'_>) -> usize {
+    let store = txn.store();
+    let structs = store.pending_update().map_or(0, |p| p.update.encode_v1().len());
+    let deletes = store.pending_ds().map_or(0, |ds| ds.encode_v1().len());
+    structs + deletes
+}
+
 /// Apply a client's v1 update to `doc`.
+///
+/// The update is validated first; if part of it would wait for missing
+/// dependencies and the document's waiting data would then exceed
+/// `max_pending_bytes`, it is refused whole, before anything is applied, so
+/// what is applied, stored and relayed never diverge.
 ///
 /// On `Err(SyncError::Panicked)` the document may be inconsistent: the
 /// caller must drop it and load it again from storage.
 pub fn apply_update(doc: &Doc, bytes: &[u8], max_pending_bytes: usize) -> Result<Applied, SyncError> {
-    let update = decode_update(bytes)?;
-    if update.is_empty() {
+    let (shape, update) = inspect_and_decode(bytes)?;
+    if shape.is_empty() || update.is_empty() {
         return Ok(Applied {
             empty: true,
             pending: false,
@@ -137,25 +136,18 @@ pub fn apply_update(doc: &Doc, bytes: &[u8], max_pending_bytes: usize) -> Result
     }
     let outcome = contained(|| {
         let mut txn = doc.transact_mut();
-        let before = txn.state_vector();
+        let state_vector = txn.state_vector();
+        let waiting = shape.waiting_bytes(|client| u64::from(state_vector.get(&ClientID::new(client))));
+        if waiting > 0 && waiting_bytes(&txn).saturating_add(waiting) > max_pending_bytes {
+            return Err(SyncError::PendingOverflow);
+        }
         if let Err(error) = txn.apply_update(update) {
             return Err(SyncError::Rejected(error.to_string()));
         }
         let store = txn.store();
-        let pending = store.pending_update().is_some() || store.pending_ds().is_some();
-        if pending {
-            let pending_bytes = store.pending_update().map_or(0, |p| p.update.encode_v1().len());
-            if pending_bytes > max_pending_bytes {
-                // Drop everything waiting: its senders resync. Integrated data stays.
-                txn.prune_pending();
-                return Err(SyncError::PendingOverflow {
-                    integrated: txn.state_vector() != before,
-                });
-            }
-        }
         Ok(Applied {
             empty: false,
-            pending,
+            pending: store.pending_update().is_some() || store.pending_ds().is_some(),
         })
     });
     outcome.unwrap_or(Err(SyncError::Panicked))
@@ -178,16 +170,46 @@ pub fn is_empty_state_vector(state_vector: &[u8]) -> bool {
     decode_state_vector(state_vector).is_ok_and(|sv| sv.is_empty())
 }
 
-/// The whole document as one v1 update.
-pub fn full_state(doc: &Doc) -> Vec<u8> {
-    doc.transact().encode_state_as_update_v1(&StateVector::default())
+/// The whole document as one v1 update, or `None` if yrs panicked encoding
+/// it (the document is then unusable: the caller reloads it from storage).
+pub fn full_state(doc: &Doc) -> Option<Vec<u8>> {
+    contained(|| doc.transact().encode_state_as_update_v1(&StateVector::default()))
+}
+
+/// The whole document as one v1 update for a snapshot: like [`full_state`],
+/// plus whatever still waits for missing dependencies (those updates were
+/// acknowledged; folding the log must not drop them).
+pub fn snapshot(doc: &Doc) -> Option<Vec<u8>> {
+    contained(|| {
+        let txn = doc.transact();
+        let state = txn.encode_state_as_update_v1(&StateVector::default());
+        let store = txn.store();
+        let mut parts = vec![state];
+        if let Some(pending) = store.pending_update() {
+            parts.push(pending.update.encode_v1());
+        }
+        if let Some(deletes) = store.pending_ds() {
+            // An update with no structs (a zero client count) and this delete set.
+            let mut only_deletes = vec![0];
+            only_deletes.extend(deletes.encode_v1());
+            parts.push(only_deletes);
+        }
+        if parts.len() == 1 {
+            return parts.pop();
+        }
+        yrs::merge_updates_v1(parts.iter().map(Vec::as_slice)).ok()
+    })
+    .flatten()
 }
 
 /// The content of the root `Y.Text` named `name`, if the document has one.
 pub fn text(doc: &Doc, name: &str) -> Option<String> {
-    let txn = doc.transact();
-    let text = txn.get_text(name)?;
-    Some(text.get_string(&txn))
+    contained(|| {
+        let txn = doc.transact();
+        let text = txn.get_text(name)?;
+        Some(text.get_string(&txn))
+    })
+    .flatten()
 }
 
 /// Rebuild a document from its snapshot and stored updates (in seq order).
@@ -217,7 +239,7 @@ mod tests {
         let doc = Doc::with_client_id(client);
         let t = doc.get_or_insert_text("content");
         t.insert(&mut doc.transact_mut(), 0, text);
-        let update = full_state(&doc);
+        let update = full_state(&doc).unwrap();
         (doc, update)
     }
 
@@ -263,21 +285,23 @@ mod tests {
         let tight = new_doc();
         assert_eq!(
             apply_update(&tight, &second, 100),
-            Err(SyncError::PendingOverflow { integrated: false })
+            Err(SyncError::PendingOverflow)
         );
         assert!(
             tight.transact().store().pending_update().is_none(),
             "pending data is dropped"
         );
 
-        // Half of an update integrates, half waits: the caller learns that part applied.
+        // Half of an update would integrate, half wait: refused whole, nothing applied.
         let (_other, hello) = edit(3, "hello");
         let merged = yrs::merge_updates_v1([hello.as_slice(), second.as_slice()]).unwrap();
         let partial = new_doc();
         assert_eq!(
             apply_update(&partial, &merged, 100),
-            Err(SyncError::PendingOverflow { integrated: true })
+            Err(SyncError::PendingOverflow)
         );
+        assert_eq!(text(&partial, "content"), None);
+        assert!(apply_update(&partial, &merged, 100_000).unwrap().pending);
         assert_eq!(text(&partial, "content").as_deref(), Some("hello"));
     }
 
@@ -286,7 +310,7 @@ mod tests {
         let server = new_doc();
         let (_c, update) = edit(7, "stable");
         apply_update(&server, &update, 1 << 20).unwrap();
-        let before = full_state(&server);
+        let before = full_state(&server).unwrap();
         let mut seed = 0x2545F4914F6CDD1Du64;
         for round in 0..4000 {
             seed ^= seed << 13;

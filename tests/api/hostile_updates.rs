@@ -1,0 +1,284 @@
+//! Crafted Yjs updates: ids and clocks past what yjs decodes, items that
+//! name themselves as origin, values nested without end, and storms of
+//! mutated frames on both endpoints. Each is refused with `invalid_update`;
+//! the connection, the room and the stored document stay usable.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+use crate::helpers::*;
+
+/// A lib0 varint, wide enough for values past 2^64.
+fn var(out: &mut Vec<u8>, mut value: u128) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A v1 update holding one string item of `client` at `clock`: under root
+/// `text` when `origin` is `None`, else right after `origin`.
+fn string_item(client: u128, clock: u128, origin: Option<(u128, u128)>, text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    var(&mut out, 1);
+    var(&mut out, 1);
+    var(&mut out, client);
+    var(&mut out, clock);
+    match origin {
+        Some((origin_client, origin_clock)) => {
+            out.push(0x84);
+            var(&mut out, origin_client);
+            var(&mut out, origin_clock);
+        }
+        None => {
+            out.push(0x04);
+            var(&mut out, 1);
+            var(&mut out, 4);
+            out.extend_from_slice(b"text");
+        }
+    }
+    var(&mut out, text.len() as u128);
+    out.extend_from_slice(text.as_bytes());
+    var(&mut out, 0);
+    out
+}
+
+async fn text_of(app: &TestApp, token: &str) -> String {
+    text_of_root(app, token, "text").await
+}
+
+async fn text_of_root(app: &TestApp, token: &str, root: &str) -> String {
+    let path = format!("/api/v1/documents/doc/text/{root}");
+    let (status, text) = tokio::time::timeout(WAIT, app.get_text(&path, token))
+        .await
+        .expect("reading the document must not hang");
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_and_clocks_beyond_what_yjs_decodes_are_refused_and_never_poison_the_document() {
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+
+    let base = string_item(1, 0, None, "abc");
+    alice
+        .send(
+            json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&base), "id": "base"}),
+        )
+        .await;
+    assert_eq!(alice.recv_until("ack").await["id"], "base");
+
+    let max_safe = (1u128 << 53) - 1;
+    let crafted = [
+        string_item(1, (1 << 31) - 1, Some((1, 2)), "p"),
+        string_item(1, 1 << 31, Some((1, 2)), "q"),
+        string_item(2, (1 << 53) - 2, Some((1, 2)), "r"),
+        string_item(3, 1 << 64, Some((1, 2)), "first"),
+        string_item(3, (1 << 64) + 3, Some((1, 2)), "s"),
+        string_item(1 << 53, 0, Some((1, 2)), "t"),
+        string_item(1 << 70, 0, Some((1, 2)), "u"),
+        // An item whose origin is itself, and one whose origin is later in its own client.
+        string_item(4, 0, Some((4, 0)), "v"),
+        string_item(4, 3, Some((4, 7)), "w"),
+    ];
+    for (index, update) in crafted.iter().enumerate() {
+        let error = alice
+            .expect_error(
+                json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(update), "id": format!("bad-{index}")}),
+                "invalid_update",
+            )
+            .await;
+        assert_eq!(error["id"], format!("bad-{index}"), "crafted update {index}: {error}");
+    }
+    // The largest client id lib0 reads exactly is fine, even twice.
+    let edge = string_item(max_safe, 0, Some((1, 2)), "!");
+    for attempt in 0..2 {
+        let id = format!("edge-{attempt}");
+        alice
+            .send(
+                json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&edge), "id": id}),
+            )
+            .await;
+        assert_eq!(alice.recv_until("ack").await["id"], id);
+    }
+    assert_eq!(text_of(&app, &token).await, "abc!");
+
+    // Stored as served: a restart reads the same text, without hanging.
+    let database = app.shutdown().await;
+    let app = spawn_app_on(database, |_| {}).await;
+    assert_eq!(text_of(&app, &app.token("alice")).await, "abc!");
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    alice.assert_alive().await;
+}
+
+#[tokio::test]
+async fn values_nested_without_end_are_refused() {
+    let app = spawn_app_with(&Backend::Sqlite, |c| c.max_message_bytes = 4 << 20).await;
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    // A Y.Array item holding [[[[...]]]] 100,000 deep: decoding it recursively
+    // would overflow the stack.
+    let mut update = Vec::new();
+    var(&mut update, 1);
+    var(&mut update, 1);
+    var(&mut update, 9);
+    var(&mut update, 0);
+    update.push(0x08);
+    var(&mut update, 1);
+    var(&mut update, 5);
+    update.extend_from_slice(b"array");
+    var(&mut update, 1);
+    for _ in 0..100_000 {
+        update.push(117);
+        var(&mut update, 1);
+    }
+    update.push(126);
+    var(&mut update, 0);
+    alice
+        .expect_error(
+            json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&update)}),
+            "invalid_update",
+        )
+        .await;
+    alice.assert_alive().await;
+}
+
+/// xorshift: reproducible mutations without a dependency.
+struct Mutator(u64);
+
+impl Mutator {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Flip, overwrite, insert, delete or splice bytes of `seed`.
+    fn mutate(&mut self, seed: &[u8]) -> Vec<u8> {
+        let mut bytes = seed.to_vec();
+        for _ in 0..1 + self.next() % 4 {
+            let at = (self.next() as usize) % bytes.len().max(1);
+            match self.next() % 6 {
+                0 if !bytes.is_empty() => bytes[at] ^= 1 << (self.next() % 8),
+                1 if !bytes.is_empty() => bytes[at] = self.next() as u8,
+                2 => bytes.insert(at.min(bytes.len()), self.next() as u8),
+                3 if bytes.len() > 1 => {
+                    bytes.remove(at);
+                }
+                4 => {
+                    // A long varint: the shape that wraps yrs's u32 clocks.
+                    let value = self.next() as u128 * (1 + self.next() as u128);
+                    let mut encoded = Vec::new();
+                    var(&mut encoded, value);
+                    let at = at.min(bytes.len());
+                    bytes.splice(at..at, encoded);
+                }
+                _ if !bytes.is_empty() => bytes[at] = [0x00, 0x7f, 0x80, 0xff, 0x84, 0x44][at % 6],
+                _ => {}
+            }
+        }
+        bytes
+    }
+}
+
+/// Real updates of a few shapes, made by yrs as a client would.
+fn seeds() -> Vec<Vec<u8>> {
+    let a = YPeer::new(11);
+    let b = YPeer::new(12);
+    let mut seeds = vec![
+        a.insert(0, "hello"),
+        a.insert(5, " world"),
+        a.remove(2, 3),
+        a.insert(1, "é🎉"),
+    ];
+    b.apply_b64(&b64::encode(
+        yrs::merge_updates_v1(seeds.iter().map(Vec::as_slice)).unwrap(),
+    ));
+    seeds.push(b.insert(3, "from b"));
+    seeds.push(b.remove(0, 4));
+    seeds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_mutated_updates_on_both_endpoints_leaves_the_server_and_the_document_intact() {
+    let app = spawn_app_with(&Backend::Sqlite, |c| {
+        c.rate_limit_per_second = 1_000_000;
+        c.rate_limit_burst = 1_000_000;
+        c.max_consecutive_errors = u32::MAX;
+    })
+    .await;
+    let token = app.token("mallory");
+    let mut json_client = app.connect("mallory").await;
+    json_client.join("doc").await;
+    let request = app
+        .ws_url(&format!("/yjs/doc?token={token}"))
+        .into_client_request()
+        .unwrap();
+    let (yjs_client, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (mut yjs_sink, mut yjs_stream) = yjs_client.split();
+    let reader = tokio::spawn(async move {
+        // Drain the y-websocket socket so its queue never fills.
+        while let Some(Ok(message)) = yjs_stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    });
+
+    let seeds = seeds();
+    json_client
+        .send(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&seeds[0]), "id": "seed"}))
+        .await;
+    assert_eq!(json_client.recv_until("ack").await["id"], "seed");
+    let mut mutator = Mutator(0x9E37_79B9_7F4A_7C15);
+    let frames = 6_000;
+    for round in 0..frames {
+        let seed = &seeds[round % seeds.len()];
+        let update = mutator.mutate(seed);
+        if round % 2 == 0 {
+            json_client
+                .send(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&update)}))
+                .await;
+        } else {
+            // y-websocket sync update frame: messageSync, messageYjsUpdate, varUint8Array.
+            let mut frame = vec![0, 2];
+            var(&mut frame, update.len() as u128);
+            frame.extend_from_slice(&update);
+            yjs_sink
+                .send(Message::binary(frame))
+                .await
+                .expect("the /yjs socket stays open");
+        }
+        if round % 500 == 0 {
+            json_client.assert_alive().await;
+        }
+    }
+    json_client.assert_alive().await;
+    drop(yjs_sink);
+    reader.abort();
+
+    // Whatever was accepted is readable, and a reload from storage gives
+    // exactly the document the server serves.
+    let text = text_of_root(&app, &token, "content").await;
+    let (_, live) = app.get("/api/v1/documents/doc", Some(&token)).await;
+    let database = app.shutdown().await;
+    let app = spawn_app_on(database, |_| {}).await;
+    let token = app.token("mallory");
+    assert_eq!(text_of_root(&app, &token, "content").await, text);
+    let (_, reloaded) = app.get("/api/v1/documents/doc", Some(&token)).await;
+    let (before, after) = (YPeer::new(90), YPeer::new(91));
+    before.apply_b64(live["state"].as_str().unwrap());
+    after.apply_b64(reloaded["state"].as_str().unwrap());
+    assert_eq!(before.text(), after.text());
+}
