@@ -62,9 +62,12 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<AwarenessEntry>, AwarenessError> {
         if client_id > MAX_CLIENT_ID {
             return Err(AwarenessError::Malformed("client id above 2^53"));
         }
-        let clock: u32 = cursor
+        // Read wide: yrs's u32 reader wraps larger varints silently, which
+        // would let a huge clock pass as a small one.
+        let clock: u64 = cursor
             .read_var()
             .map_err(|_| AwarenessError::Malformed("bad clock"))?;
+        let clock = u32::try_from(clock).map_err(|_| AwarenessError::Malformed("clock out of range"))?;
         let json = cursor
             .read_string()
             .map_err(|_| AwarenessError::Malformed("bad state string"))?;

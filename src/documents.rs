@@ -183,11 +183,14 @@ impl Documents {
         Ok(applied)
     }
 
-    /// What a peer with `state_vector` lacks (sync step 2).
-    pub fn diff(&self, room: &Room, state_vector: &[u8]) -> Result<Vec<u8>, DocError> {
-        let state = room.state();
-        let doc = state.doc.as_ref().ok_or_else(not_loaded)?;
-        Ok(sync::diff(doc, state_vector)?)
+    /// What a peer with `state_vector` lacks (sync step 2), raw and in
+    /// base64, shared with other peers that ask with the same state vector.
+    pub fn diff(&self, room: &Room, state_vector: &[u8]) -> Result<crate::room::SharedDiff, DocError> {
+        let mut state = room.state();
+        if state.doc.is_none() {
+            return Err(not_loaded());
+        }
+        Ok(state.diff(state_vector)?)
     }
 
     /// The whole document (what a peer with an empty state vector lacks),

@@ -90,6 +90,14 @@ impl Outbox {
     }
 }
 
+/// A sync step 2 answer shared by the peers that asked with the same state vector.
+#[derive(Debug, Clone)]
+pub struct SharedDiff {
+    pub state_vector: Arc<[u8]>,
+    pub raw: bytes::Bytes,
+    pub base64: bytes::Bytes,
+}
+
 /// Which protocol a member speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberKind {
@@ -235,6 +243,10 @@ pub struct RoomState {
     /// path that applies to or replaces `doc` clears them (`doc_changed`).
     full_state: Option<bytes::Bytes>,
     full_state_base64: Option<bytes::Bytes>,
+    /// The last sync step 2 computed for a non-empty state vector, shared by
+    /// every peer that asks with the same one until the document changes: a
+    /// client repeating `sync_step1` pins one encoding, not one per request.
+    last_diff: Option<SharedDiff>,
     /// Latest awareness state of every Yjs client in the room.
     pub awareness: crate::awareness::AwarenessStates,
     /// Members connected to other instances (with their instance), mirrored
@@ -266,6 +278,7 @@ impl Default for RoomState {
             doc: None,
             full_state: None,
             full_state_base64: None,
+            last_diff: None,
             awareness: Default::default(),
             remote: Vec::new(),
             pending_remote_updates: Vec::new(),
@@ -279,6 +292,31 @@ impl RoomState {
     pub fn doc_changed(&mut self) {
         self.full_state = None;
         self.full_state_base64 = None;
+        self.last_diff = None;
+    }
+
+    /// What a peer with `state_vector` lacks, raw and in base64, shared with
+    /// the previous peer that sent the same state vector.
+    pub fn diff(&mut self, state_vector: &[u8]) -> Result<SharedDiff, crate::sync::SyncError> {
+        if let Some(last) = &self.last_diff
+            && *last.state_vector == *state_vector
+        {
+            return Ok(last.clone());
+        }
+        let doc = self
+            .doc
+            .as_ref()
+            .ok_or_else(|| crate::sync::SyncError::Rejected("document not loaded".into()))?;
+        let raw: bytes::Bytes = crate::sync::diff(doc, state_vector)?.into();
+        use base64::Engine;
+        let base64 = base64::engine::general_purpose::STANDARD.encode(&raw).into();
+        let diff = SharedDiff {
+            state_vector: state_vector.into(),
+            raw,
+            base64,
+        };
+        self.last_diff = Some(diff.clone());
+        Ok(diff)
     }
 
     /// The whole document as one v1 update, encoded once per version of it.

@@ -487,15 +487,15 @@ impl Session {
                     self.replies.push(crate::ws::text_around(&frame, "update", whole));
                     return Ok(());
                 }
-                let update = docs.diff(&room, &state_vector).map_err(|e| e.to_protocol())?;
-                self.reply(
-                    ServerMessage::SyncStep2 {
-                        id,
-                        document_id: &document_id,
-                        update: Base64(&update),
-                    }
-                    .encode(),
-                );
+                let diff = docs.diff(&room, &state_vector).map_err(|e| e.to_protocol())?;
+                let frame = ServerMessage::SyncStep2 {
+                    id,
+                    document_id: &document_id,
+                    update: Base64(&[]),
+                }
+                .encode();
+                self.replies
+                    .push(crate::ws::text_around(&frame, "update", diff.base64));
                 Ok(())
             }
             ClientMessage::SyncUpdate { document_id, update } => {

@@ -168,9 +168,13 @@ impl Connection {
                             parts: vec![header.into(), whole],
                         })));
                 } else {
-                    let update = docs.diff(&self.room, &state_vector).map_err(|e| e.to_string())?;
+                    let diff = docs.diff(&self.room, &state_vector).map_err(|e| e.to_string())?;
+                    let header = yws::sync_step2_header(diff.raw.len());
                     self.outbox
-                        .push(Outgoing::Binary(yws::sync_step2(&update).into()));
+                        .push(Outgoing::Parts(Box::new(crate::room::MessageParts {
+                            text: false,
+                            parts: vec![header.into(), diff.raw],
+                        })));
                 }
             }
             Inbound::Update(update) => {

@@ -97,7 +97,11 @@ async fn ids_and_clocks_beyond_what_yjs_decodes_are_refused_and_never_poison_the
                 "invalid_update",
             )
             .await;
-        assert_eq!(error["id"], format!("bad-{index}"), "crafted update {index}: {error}");
+        assert_eq!(
+            error["id"],
+            format!("bad-{index}"),
+            "crafted update {index}: {error}"
+        );
     }
     // The largest client id lib0 reads exactly is fine, even twice.
     let edge = string_item(max_safe, 0, Some((1, 2)), "!");
@@ -281,4 +285,109 @@ async fn a_storm_of_mutated_updates_on_both_endpoints_leaves_the_server_and_the_
     before.apply_b64(live["state"].as_str().unwrap());
     after.apply_b64(reloaded["state"].as_str().unwrap());
     assert_eq!(before.text(), after.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_update_already_in_storage_is_skipped_when_the_document_loads() {
+    // Rows stored before validation existed (or written behind the server's
+    // back) must not hang or corrupt the document on the next load.
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    let base = string_item(1, 0, None, "abc");
+    alice
+        .send(
+            json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&base), "id": "base"}),
+        )
+        .await;
+    assert_eq!(alice.recv_until("ack").await["id"], "base");
+    drop(alice);
+    let database = app.shutdown().await;
+
+    {
+        use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+        let db = database.connect().await;
+        for poison in [
+            string_item(3, 1 << 64, Some((1, 2)), "first"),
+            string_item(4, 0, Some((4, 0)), "self"),
+            vec![0xff, 0xff, 0xff],
+        ] {
+            entity::document_updates::ActiveModel {
+                seq: sea_orm::ActiveValue::NotSet,
+                document_id: Set("doc".into()),
+                update: Set(poison),
+                created_at: Set(chrono::Utc::now()),
+            }
+            .insert(&db)
+            .await
+            .unwrap();
+        }
+        db.close().await.ok();
+    }
+
+    let app = spawn_app_on(database, |_| {}).await;
+    let token = app.token("alice");
+    assert_eq!(text_of(&app, &token).await, "abc");
+    let mut bob = app.connect("bob").await;
+    bob.join("doc").await;
+    let (_, whole) = app.get("/api/v1/documents/doc", Some(&token)).await;
+    let peer = YPeer::new(5);
+    peer.apply_b64(whole["state"].as_str().unwrap());
+    bob.assert_alive().await;
+}
+
+#[tokio::test]
+async fn awareness_clocks_past_32_bits_are_refused_not_wrapped() {
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    let mut update = Vec::new();
+    var(&mut update, 1);
+    var(&mut update, 77);
+    var(&mut update, (1 << 32) + 1);
+    let state = br#"{"user":{"name":"A"}}"#;
+    var(&mut update, state.len() as u128);
+    update.extend_from_slice(state);
+    alice
+        .expect_error(
+            json!({"type": "awareness", "document_id": "doc", "update": b64::encode(&update)}),
+            "invalid_update",
+        )
+        .await;
+    alice.assert_alive().await;
+}
+
+#[tokio::test]
+async fn repeated_sync_step1_with_one_state_vector_gets_the_same_answer() {
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    let peer = YPeer::new(3);
+    let first = peer.insert(0, "hello ");
+    alice
+        .send(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&first), "id": "u1"}))
+        .await;
+    assert_eq!(alice.recv_until("ack").await["id"], "u1");
+    let other = YPeer::new(4);
+    other.apply_b64(&b64::encode(&first));
+    let sv = other.state_vector();
+    let second = peer.insert(6, "world");
+    alice
+        .send(
+            json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&second), "id": "u2"}),
+        )
+        .await;
+    assert_eq!(alice.recv_until("ack").await["id"], "u2");
+    let mut answers = Vec::new();
+    for round in 0..20 {
+        alice
+            .send(json!({"type": "sync_step1", "document_id": "doc", "state_vector": b64::encode(&sv), "id": round}))
+            .await;
+        let reply = alice.recv_until("sync_step2").await;
+        assert_eq!(reply["id"], round);
+        answers.push(reply["update"].as_str().unwrap().to_owned());
+    }
+    assert!(answers.windows(2).all(|pair| pair[0] == pair[1]));
+    other.apply_b64(&answers[0]);
+    assert_eq!(other.text(), "hello world");
 }
