@@ -265,7 +265,7 @@ async fn json_updates(target: Arc<Target>, worker: u64) {
                 break;
             }
             target.sent.fetch_add(1, Ordering::Relaxed);
-            if round % 20 == 0 {
+            if round.is_multiple_of(20) {
                 // Stay near the rate limit, so most frames reach the decoder.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -295,7 +295,7 @@ async fn yjs_updates(target: Arc<Target>) {
                 break;
             }
             target.sent.fetch_add(1, Ordering::Relaxed);
-            if round % 20 == 0 {
+            if round.is_multiple_of(20) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
