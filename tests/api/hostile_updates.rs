@@ -391,3 +391,157 @@ async fn repeated_sync_step1_with_one_state_vector_gets_the_same_answer() {
     other.apply_b64(&answers[0]);
     assert_eq!(other.text(), "hello world");
 }
+
+/// A v1 update with no structs and a delete set of `ranges` single-clock
+/// ranges of `client`, none of which the server has.
+fn unknown_deletions(client: u128, first_clock: u128, ranges: usize) -> Vec<u8> {
+    let mut out = vec![0];
+    var(&mut out, 1);
+    var(&mut out, client);
+    var(&mut out, ranges as u128);
+    for index in 0..ranges {
+        var(&mut out, first_clock + (index as u128) * 2);
+        var(&mut out, 1);
+    }
+    out
+}
+
+/// Bytes of the document's rows in `document_updates` and `document_snapshots`.
+async fn stored_bytes(database: &TestDatabase) -> usize {
+    use sea_orm::EntityTrait;
+    let db = database.connect().await;
+    let updates: usize = entity::document_updates::Entity::find()
+        .all(&db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.update.len())
+        .sum();
+    let snapshots: usize = entity::document_snapshots::Entity::find()
+        .all(&db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.state.len())
+        .sum();
+    db.close().await.ok();
+    updates + snapshots
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_of_unknown_items_count_against_the_pending_bound_in_memory_and_in_storage() {
+    let bound = 256 * 1024;
+    let app = spawn_app_with(&Backend::Sqlite, |c| {
+        c.max_pending_update_bytes = bound;
+        c.max_message_bytes = 1 << 20;
+    })
+    .await;
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    let (mut accepted, mut refused) = (0, 0);
+    for round in 0..20u128 {
+        // ~60 KB each: four fit under the bound, the rest must be refused.
+        let update = unknown_deletions(900 + round, 1 << 20, 12_000);
+        let id = format!("d{round}");
+        alice
+            .send(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&update), "id": id}))
+            .await;
+        loop {
+            let reply = alice.recv().await;
+            if reply["id"] != id.as_str() {
+                continue;
+            }
+            match reply["type"].as_str() {
+                Some("ack") => accepted += 1,
+                Some("error") => {
+                    assert_eq!(reply["code"], "invalid_update", "{reply}");
+                    refused += 1;
+                }
+                _ => panic!("unexpected reply {reply}"),
+            }
+            break;
+        }
+    }
+    assert!(
+        accepted >= 1 && refused >= 14,
+        "accepted {accepted}, refused {refused}"
+    );
+    alice.assert_alive().await;
+    let database = app.shutdown().await;
+    let stored = stored_bytes(&database).await;
+    assert!(
+        stored <= bound + 64 * 1024,
+        "{stored} bytes stored against a {bound}-byte bound"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_waiting_for_dependencies_never_exceed_the_bound_in_storage_or_after_a_reload() {
+    let bound = 64 * 1024;
+    let app = spawn_app_with(&Backend::Sqlite, |c| {
+        c.max_pending_update_bytes = bound;
+        c.max_message_bytes = 1 << 20;
+    })
+    .await;
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    let mut accepted = 0;
+    for round in 0..30u64 {
+        // Each peer's second edit, sent without its first: it must wait.
+        let peer = YPeer::new(1_000 + round);
+        let _never_sent = peer.insert(0, "first");
+        let waiting = peer.insert(0, &"w".repeat(10_000));
+        let id = format!("p{round}");
+        alice
+            .send(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&waiting), "id": id}))
+            .await;
+        loop {
+            let reply = alice.recv().await;
+            if reply["id"] != id.as_str() {
+                continue;
+            }
+            if reply["type"] == "ack" {
+                accepted += 1;
+            } else {
+                assert_eq!(reply["code"], "invalid_update", "{reply}");
+            }
+            break;
+        }
+    }
+    assert!(
+        (1..=7).contains(&accepted),
+        "{accepted} waiting updates accepted against a {bound}-byte bound"
+    );
+    let database = app.shutdown().await;
+    let stored = stored_bytes(&database).await;
+    assert!(
+        stored <= bound + 16 * 1024,
+        "{stored} bytes stored against a {bound}-byte bound"
+    );
+
+    // After a reload the bound still holds: nothing more is accepted, and a
+    // newcomer's document is small.
+    let app = spawn_app_on(database, |c| {
+        c.max_pending_update_bytes = bound;
+        c.max_message_bytes = 1 << 20;
+    })
+    .await;
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    let peer = YPeer::new(5_000);
+    let _never_sent = peer.insert(0, "first");
+    let waiting = peer.insert(0, &"w".repeat(60_000));
+    alice
+        .expect_error(
+            json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&waiting)}),
+            "invalid_update",
+        )
+        .await;
+    let (_, whole) = app.get("/api/v1/documents/doc", Some(&app.token("alice"))).await;
+    let state = b64::decode(whole["state"].as_str().unwrap());
+    assert!(
+        state.len() <= bound + 16 * 1024,
+        "a newcomer gets {} bytes",
+        state.len()
+    );
+}
