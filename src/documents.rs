@@ -37,6 +37,7 @@ pub enum DocError {
 impl DocError {
     pub fn to_protocol(&self) -> ProtocolError {
         let code = match self {
+            Self::Sync(SyncError::ForeignClient(_)) => ErrorCode::Forbidden,
             Self::Sync(_) => ErrorCode::InvalidUpdate,
             Self::Awareness(AwarenessError::NotOwner(_)) => ErrorCode::Forbidden,
             Self::Awareness(_) => ErrorCode::InvalidUpdate,
@@ -143,11 +144,10 @@ impl Documents {
         // A place in the durable queue first: nothing is applied that cannot be stored.
         let permit = self.persister.try_reserve().ok_or(DocError::Busy)?;
         let mut state = room.state();
-        let Some(doc) = state.doc.as_ref() else {
+        let Some(outcome) = state.apply_update_as(&update, self.max_pending_bytes, &origin.user_id, true)
+        else {
             return Err(DocError::Unavailable(anyhow::anyhow!("document not loaded")));
         };
-        let outcome = sync::apply_update(doc, &update, self.max_pending_bytes);
-        state.doc_changed();
         let applied = match outcome {
             Ok(applied) => applied,
             Err(SyncError::Panicked) => {
@@ -234,12 +234,11 @@ impl Documents {
     /// still loading here, keep it for when the load completes.
     pub fn apply_remote_update(&self, room: &Room, user_id: &str, update: Vec<u8>) {
         let mut state = room.state();
-        let Some(doc) = state.doc.as_ref() else {
+        let user: Arc<str> = user_id.into();
+        let Some(outcome) = state.apply_update_as(&update, usize::MAX, &user, false) else {
             state.pending_remote_updates.push(update);
             return;
         };
-        let outcome = sync::apply_update(doc, &update, usize::MAX);
-        state.doc_changed();
         match outcome {
             Ok(applied) if !applied.empty => {
                 let relay = ServerMessage::SyncUpdate {

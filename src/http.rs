@@ -236,6 +236,7 @@ impl Api {
 fn doc_error(error: crate::documents::DocError) -> ApiError {
     use crate::documents::DocError;
     match error {
+        DocError::Sync(e @ crate::sync::SyncError::ForeignClient(_)) => ApiError::forbidden(e.to_string()),
         DocError::Sync(e) => ApiError::bad_request("invalid_update", e.to_string()),
         DocError::Awareness(e) => ApiError::bad_request("invalid_update", e.to_string()),
         DocError::Busy => ApiError::unavailable("the server is busy persisting updates; retry shortly"),

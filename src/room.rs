@@ -247,6 +247,10 @@ pub struct RoomState {
     /// every peer that asks with the same one until the document changes: a
     /// client repeating `sync_step1` pins one encoding, not one per request.
     last_diff: Option<SharedDiff>,
+    /// Yjs client id -> the user who first added items under it. Only that
+    /// user may add more: nobody can forge or collide with another user's
+    /// items, and the server knows who wrote what.
+    authors: std::collections::HashMap<u64, Arc<str>>,
     /// Latest awareness state of every Yjs client in the room.
     pub awareness: crate::awareness::AwarenessStates,
     /// Members connected to other instances (with their instance), mirrored
@@ -279,6 +283,7 @@ impl Default for RoomState {
             full_state: None,
             full_state_base64: None,
             last_diff: None,
+            authors: Default::default(),
             awareness: Default::default(),
             remote: Vec::new(),
             pending_remote_updates: Vec::new(),
@@ -293,6 +298,43 @@ impl RoomState {
         self.full_state = None;
         self.full_state_base64 = None;
         self.last_diff = None;
+    }
+
+    /// Apply `update` to the loaded document on behalf of `user` (`None` if
+    /// none is loaded). With `enforce`, an update adding items under a client
+    /// id another user wrote first is refused before anything applies; client
+    /// ids new to the document become `user`'s either way (updates relayed
+    /// by other instances were checked there).
+    pub fn apply_update_as(
+        &mut self,
+        update: &[u8],
+        max_pending_bytes: usize,
+        user: &Arc<str>,
+        enforce: bool,
+    ) -> Option<Result<crate::sync::Applied, crate::sync::SyncError>> {
+        let doc = self.doc.as_ref()?;
+        let authors = &mut self.authors;
+        let result = crate::sync::apply_update_admitting(doc, update, max_pending_bytes, |clients| {
+            let foreign = clients
+                .iter()
+                .find(|client| authors.get(client).is_some_and(|owner| **owner != **user));
+            match foreign {
+                Some(&client) if enforce => Err(crate::sync::SyncError::ForeignClient(client)),
+                _ => Ok(()),
+            }
+        });
+        if let Ok(applied) = &result {
+            for client in &applied.new_clients {
+                authors.entry(*client).or_insert_with(|| user.clone());
+            }
+        }
+        self.doc_changed();
+        Some(result)
+    }
+
+    /// The user who first wrote under Yjs client id `client`, if known.
+    pub fn author_of(&self, client: u64) -> Option<&Arc<str>> {
+        self.authors.get(&client)
     }
 
     /// What a peer with `state_vector` lacks, raw and in base64, shared with

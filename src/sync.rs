@@ -33,11 +33,16 @@ pub enum SyncError {
     PendingOverflow,
     #[error("the update could not be applied safely; the document was reloaded, resync")]
     Panicked,
+    /// The update adds items under a Yjs client id another user writes with.
+    #[error("client id {0} belongs to another user of this document; use a client id of your own")]
+    ForeignClient(u64),
 }
 
 /// What applying an update did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
+    /// Client ids under which the update added structs the document lacked.
+    pub new_clients: Vec<u64>,
     /// The update carried nothing (no blocks, no deletions): nothing to store or relay.
     pub empty: bool,
     /// Some of it waits for updates this server has not seen yet.
@@ -127,17 +132,32 @@ fn waiting_bytes(txn: &yrs::TransactionMut<'_>) -> usize {
 /// On `Err(SyncError::Panicked)` the document may be inconsistent: the
 /// caller must drop it and load it again from storage.
 pub fn apply_update(doc: &Doc, bytes: &[u8], max_pending_bytes: usize) -> Result<Applied, SyncError> {
+    apply_update_admitting(doc, bytes, max_pending_bytes, |_| Ok(()))
+}
+
+/// [`apply_update`], after `admit` accepted the client ids under which the
+/// update adds structs the document lacks (checked before anything applies).
+pub fn apply_update_admitting(
+    doc: &Doc,
+    bytes: &[u8],
+    max_pending_bytes: usize,
+    admit: impl FnOnce(&[u64]) -> Result<(), SyncError>,
+) -> Result<Applied, SyncError> {
     let (shape, update) = inspect_and_decode(bytes)?;
     if shape.is_empty() || update.is_empty() {
         return Ok(Applied {
+            new_clients: Vec::new(),
             empty: true,
             pending: false,
         });
     }
+    let state_vector = doc.transact().state_vector();
+    let known = |client: u64| u64::from(state_vector.get(&ClientID::new(client)));
+    let new_clients = shape.new_clients(known);
+    admit(&new_clients)?;
     let outcome = contained(|| {
         let mut txn = doc.transact_mut();
-        let state_vector = txn.state_vector();
-        let waiting = shape.waiting_bytes(|client| u64::from(state_vector.get(&ClientID::new(client))));
+        let waiting = shape.waiting_bytes(known);
         if waiting > 0 && waiting_bytes(&txn).saturating_add(waiting) > max_pending_bytes {
             return Err(SyncError::PendingOverflow);
         }
@@ -146,6 +166,7 @@ pub fn apply_update(doc: &Doc, bytes: &[u8], max_pending_bytes: usize) -> Result
         }
         let store = txn.store();
         Ok(Applied {
+            new_clients,
             empty: false,
             pending: store.pending_update().is_some() || store.pending_ds().is_some(),
         })

@@ -292,6 +292,22 @@ impl UpdateShape {
             .map(|s| s.client)
     }
 
+    /// Client ids under which the update adds structs that a document with
+    /// state vector `known` does not have yet: the update authors them.
+    pub fn new_clients(&self, known: impl Fn(u64) -> u64) -> Vec<u64> {
+        self.sections
+            .iter()
+            .filter(|section| {
+                let have = known(section.client);
+                section
+                    .structs
+                    .iter()
+                    .any(|s| s.kind == StructKind::Item && s.clock + s.len > have)
+            })
+            .map(|section| section.client)
+            .collect()
+    }
+
     /// Bytes of this update that would wait for missing dependencies when
     /// applied to a document whose state vector is `known` (client -> clock).
     /// Exact for what the update itself provides; it does not count on

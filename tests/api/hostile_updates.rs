@@ -545,3 +545,68 @@ async fn updates_waiting_for_dependencies_never_exceed_the_bound_in_storage_or_a
         state.len()
     );
 }
+
+#[tokio::test]
+async fn nobody_can_add_items_under_another_users_client_id() {
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    alice.join("doc").await;
+    bob.join("doc").await;
+    let alices = YPeer::new(7);
+    let first = alices.insert(0, "alice ");
+    alice
+        .send(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&first), "id": "a1"}))
+        .await;
+    assert_eq!(alice.recv_until("ack").await["id"], "a1");
+    bob.recv_until("sync_update").await;
+
+    // Bob forges the next items of alice's client id (as sync_update, sync_step2 and REST).
+    let forged = YPeer::new(7);
+    forged.apply_b64(&b64::encode(&first));
+    let forgery = forged.insert(6, "FORGED");
+    for kind in ["sync_update", "sync_step2"] {
+        bob.expect_error(
+            json!({"type": kind, "document_id": "doc", "update": b64::encode(&forgery)}),
+            "forbidden",
+        )
+        .await;
+    }
+    let (status, body) = app
+        .post(
+            "/api/v1/documents/doc/updates",
+            Some(&app.token("bob")),
+            &json!({"update": b64::encode(&forgery)}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+
+    // Relaying what the server already has is fine; so is bob's own client id.
+    bob.send(
+        json!({"type": "sync_step2", "document_id": "doc", "update": b64::encode(&first), "id": "relay"}),
+    )
+    .await;
+    assert_eq!(bob.recv_until("ack").await["id"], "relay");
+    let bobs = YPeer::new(8);
+    bobs.apply_b64(&b64::encode(&first));
+    let own = bobs.insert(6, "bob ");
+    bob.send(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&own), "id": "b1"}))
+        .await;
+    assert_eq!(bob.recv_until("ack").await["id"], "b1");
+
+    // Alice's next edit is hers, and nobody's text contains the forgery.
+    let next = alices.insert(6, "again ");
+    alice
+        .send(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&next), "id": "a2"}))
+        .await;
+    assert_eq!(alice.recv_until("ack").await["id"], "a2");
+    let (_, text) = app
+        .get_text("/api/v1/documents/doc/text/content", &app.token("alice"))
+        .await;
+    assert!(!text.contains("FORGED"), "{text}");
+    assert!(text.contains("again") && text.contains("bob"), "{text}");
+}
