@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod documents;
 mod helpers;
+mod limits;
 mod node_peers;
 mod presence;
 mod rest;
