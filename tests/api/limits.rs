@@ -394,7 +394,6 @@ fn raw_token(claims: &Value) -> String {
 }
 
 #[tokio::test]
-#[ignore = "fixed by a later commit of this series"]
 async fn a_token_not_valid_before_a_future_time_is_refused() {
     let app = spawn_app().await;
     let now = jsonwebtoken::get_current_timestamp();
@@ -419,7 +418,6 @@ async fn a_token_not_valid_before_a_future_time_is_refused() {
 }
 
 #[tokio::test]
-#[ignore = "fixed by a later commit of this series"]
 async fn a_token_without_exp_or_sub_names_the_missing_claim() {
     let app = spawn_app().await;
     let now = jsonwebtoken::get_current_timestamp();
