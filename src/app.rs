@@ -42,6 +42,8 @@ pub struct AppState {
     pub connections_stop: CancellationToken,
     /// Every session and its writer task.
     pub tracker: TaskTracker,
+    /// Open WebSocket connections per client IP and per user, against their caps.
+    pub caps: Arc<crate::limits::ConnectionCaps>,
 }
 
 impl AppState {
@@ -134,6 +136,10 @@ impl Application {
             config.max_pending_update_bytes,
             bus.clone(),
         ));
+        let caps = Arc::new(crate::limits::ConnectionCaps::new(
+            config.max_connections_per_ip,
+            config.max_connections_per_user,
+        ));
         let state = AppState {
             docs,
             keys: Arc::new(JwtKeys::new(&config.jwt_secret_or_development())),
@@ -144,6 +150,7 @@ impl Application {
             instance_id,
             connections_stop: stop.child_token(),
             tracker: TaskTracker::new(),
+            caps,
         };
         Ok(Self {
             state,
@@ -187,8 +194,18 @@ impl Application {
         spawn_background(&state, &background, &background_stop);
         tracing::info!(%local_addr, instance_id = %state.instance_id, "tandem listening");
 
-        let acceptor = crate::listener::NoDelayAcceptor::from_tokio(listener).context("listener")?;
-        let server = poem::Server::new_with_acceptor(acceptor);
+        let acceptor = crate::listener::GatewayAcceptor::from_tokio(
+            listener,
+            crate::listener::HandshakeLimits {
+                timeout: state.config.handshake_timeout,
+                max_pending: state.config.max_pending_handshakes,
+            },
+        )
+        .context("listener")?;
+        // The idle timeout closes kept-alive HTTP connections that stay silent
+        // between requests; an upgraded socket is past it (its session has its
+        // own liveness).
+        let server = poem::Server::new_with_acceptor(acceptor).idle_timeout(state.config.http_idle_timeout);
         let served = server
             .run_with_graceful_shutdown(
                 crate::http::routes(state.clone()),

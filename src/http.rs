@@ -577,10 +577,47 @@ async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> Response {
         Ok(upgrade) => upgrade,
         Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
     };
+    let permit = match acquire_permit(state, &peer) {
+        Ok(permit) => permit,
+        Err(error) => {
+            return json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                error.to_string(),
+            );
+        }
+    };
     let state = state.clone();
-    upgrade.respond(state.websocket_config(), &state.tracker.clone(), move |socket| {
-        session::run(socket, state, peer)
-    })
+    upgrade.respond(
+        state.websocket_config(),
+        &state.tracker.clone(),
+        move |socket| async move {
+            // Held for the session's life: its end frees the slot.
+            let _permit = permit;
+            session::run(socket, state, peer).await
+        },
+    )
+}
+
+/// Count the connection against the per-IP and per-user caps (a refusal is a 429).
+fn acquire_permit(
+    state: &AppState,
+    peer: &Peer,
+) -> Result<crate::limits::ConnectionPermit, crate::limits::CapError> {
+    state
+        .caps
+        .acquire(peer.ip_address.as_deref(), &peer.identity.user_id)
+        .inspect_err(|error| {
+            if let Some(suppressed) = state.caps.log.ready() {
+                tracing::warn!(
+                    cap = error.kind(),
+                    ip_address = peer.ip_address.as_deref(),
+                    user_id = %peer.identity.user_id,
+                    suppressed,
+                    "connection refused: over a cap"
+                );
+            }
+        })
 }
 
 /// `/yjs/{document_id}`: the y-websocket binary protocol on the same rooms.
@@ -609,10 +646,25 @@ async fn yjs_upgrade(
         Ok(upgrade) => upgrade,
         Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
     };
+    let permit = match acquire_permit(state, &peer) {
+        Ok(permit) => permit,
+        Err(error) => {
+            return json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                error.to_string(),
+            );
+        }
+    };
     let state = state.clone();
-    upgrade.respond(state.websocket_config(), &state.tracker.clone(), move |socket| {
-        crate::yjs_session::run(socket, state, peer, document_id)
-    })
+    upgrade.respond(
+        state.websocket_config(),
+        &state.tracker.clone(),
+        move |socket| async move {
+            let _permit = permit;
+            crate::yjs_session::run(socket, state, peer, document_id).await
+        },
+    )
 }
 
 /// The edge of every request: bound the body, then log method, path (never

@@ -111,7 +111,6 @@ async fn a_client_that_never_reads_is_closed_once_its_queued_bytes_pass_the_boun
 // Item 8: silent sockets, pending handshakes, connection caps.
 
 #[tokio::test]
-#[ignore = "fixed by a later commit of this series"]
 async fn silent_and_half_sent_connections_are_dropped_after_the_handshake_timeout() {
     let app = spawn_app_with(&Backend::Sqlite, |c| {
         c.handshake_timeout = Duration::from_millis(300)
@@ -133,7 +132,6 @@ async fn silent_and_half_sent_connections_are_dropped_after_the_handshake_timeou
 }
 
 #[tokio::test]
-#[ignore = "fixed by a later commit of this series"]
 async fn past_the_pending_handshake_cap_new_connections_get_a_json_503() {
     let app = spawn_app_with(&Backend::Sqlite, |c| c.max_pending_handshakes = 2).await;
     let first = TcpStream::connect(app.addr).await.unwrap();
@@ -154,7 +152,6 @@ async fn past_the_pending_handshake_cap_new_connections_get_a_json_503() {
 }
 
 #[tokio::test]
-#[ignore = "fixed by a later commit of this series"]
 async fn past_the_per_user_cap_an_upgrade_gets_a_json_429() {
     let app = spawn_app_with(&Backend::Sqlite, |c| c.max_connections_per_user = 2).await;
     let mut first = app.connect("alice").await;
@@ -181,7 +178,6 @@ async fn past_the_per_user_cap_an_upgrade_gets_a_json_429() {
 }
 
 #[tokio::test]
-#[ignore = "fixed by a later commit of this series"]
 async fn past_the_per_ip_cap_an_upgrade_gets_a_json_429() {
     let app = spawn_app_with(&Backend::Sqlite, |c| c.max_connections_per_ip = 2).await;
     let _alice = app.connect("alice").await;
