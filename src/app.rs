@@ -44,6 +44,8 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Open WebSocket connections per client IP and per user, against their caps.
     pub caps: Arc<crate::limits::ConnectionCaps>,
+    /// REST requests per second per client IP and per token.
+    pub rest_limit: Arc<crate::limits::RestRateLimit>,
 }
 
 impl AppState {
@@ -140,6 +142,10 @@ impl Application {
             config.max_connections_per_ip,
             config.max_connections_per_user,
         ));
+        let rest_limit = Arc::new(crate::limits::RestRateLimit::new(
+            config.rest_rate_limit_per_second,
+            config.rest_rate_limit_burst,
+        ));
         let state = AppState {
             docs,
             keys: Arc::new(JwtKeys::new(&config.jwt_secret_or_development())),
@@ -151,6 +157,7 @@ impl Application {
             connections_stop: stop.child_token(),
             tracker: TaskTracker::new(),
             caps,
+            rest_limit,
         };
         Ok(Self {
             state,
@@ -263,6 +270,7 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {}
                 }
+                state.rest_limit.forget_idle();
                 match crate::cleanup::sweep(&state).await {
                     Ok(report) => tracing::debug!(?report, "stale-session sweep"),
                     Err(error) => tracing::warn!(error = format!("{error:#}"), "stale-session sweep failed"),

@@ -1,5 +1,6 @@
-//! Caps on what one client may hold: open WebSocket connections per client IP
-//! and per user, and a throttle for the log lines a refusal writes.
+//! Caps on what one client may hold or do: open WebSocket connections per
+//! client IP and per user, REST requests per second per client IP and per
+//! token, and a throttle for the log lines a refusal writes.
 //!
 //! A permit is taken when an upgrade is accepted and released when its
 //! session ends (the permit is dropped), so the counts are exactly the open
@@ -8,11 +9,19 @@
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    net::IpAddr,
+    num::NonZeroU32,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
+};
+
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
 };
 
 /// Why an upgrade was refused. The message is safe to send to the client.
@@ -125,6 +134,56 @@ impl Drop for ConnectionPermit {
     }
 }
 
+/// REST requests per second, sustained and in a burst, per client IP and per
+/// token. Tokens are keyed by a keyed hash, so the limiter never holds one.
+pub struct RestRateLimit {
+    by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    by_token: DefaultKeyedRateLimiter<u64>,
+    token_hasher: RandomState,
+    clock: DefaultClock,
+    /// Refusals are logged at most once per second.
+    pub log: LogThrottle,
+}
+
+impl RestRateLimit {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let quota = Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+        Self {
+            by_ip: RateLimiter::keyed(quota),
+            by_token: RateLimiter::keyed(quota),
+            token_hasher: RandomState::new(),
+            clock: DefaultClock::default(),
+            log: LogThrottle::new(),
+        }
+    }
+
+    /// Count one request; `Err(wait)` if the IP or the token is over its rate.
+    pub fn check(&self, ip: Option<IpAddr>, token: Option<&str>) -> Result<(), Duration> {
+        if let Some(ip) = ip {
+            self.by_ip
+                .check_key(&ip)
+                .map_err(|until| until.wait_time_from(self.clock.now()))?;
+        }
+        if let Some(token) = token {
+            let key = self.token_hasher.hash_one(token);
+            self.by_token
+                .check_key(&key)
+                .map_err(|until| until.wait_time_from(self.clock.now()))?;
+        }
+        Ok(())
+    }
+
+    /// Forget clients whose buckets are full again, so the maps only hold
+    /// recent ones (called by a background task).
+    pub fn forget_idle(&self) {
+        self.by_ip.retain_recent();
+        self.by_token.retain_recent();
+        self.by_ip.shrink_to_fit();
+        self.by_token.shrink_to_fit();
+    }
+}
+
 /// Lets a log line through at most once per second and counts the rest, so
 /// refusing a flood does not become a flood of log lines.
 pub struct LogThrottle {
@@ -189,6 +248,25 @@ mod tests {
         drop(first);
         assert_eq!(caps.user_connections("alice"), 1);
         assert!(caps.acquire(None, &alice).is_ok());
+    }
+
+    #[test]
+    fn rest_requests_over_the_burst_are_refused_per_ip_and_per_token() {
+        let limit = RestRateLimit::new(1, 2);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(limit.check(Some(ip), None).is_ok());
+        assert!(limit.check(Some(ip), None).is_ok());
+        let wait = limit.check(Some(ip), None).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        // Another IP is not affected; one token from many IPs is.
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(limit.check(Some(other), Some("t")).is_ok());
+        assert!(limit.check(None, Some("t")).is_ok());
+        assert!(limit.check(None, Some("t")).is_err());
+        limit.forget_idle();
     }
 
     #[test]

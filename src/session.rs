@@ -305,8 +305,9 @@ impl Session {
                 frame = stream.next() => {
                     let Some(Ok(frame)) = frame else {
                         if let Some(Err(error)) = &frame {
-                            if crate::ws::is_too_big(error) {
-                                return Exit { close: Some(CloseCode::MessageTooBig), reason: LeaveReason::Disconnected };
+                            if let Some(close) = crate::ws::close_for_read_error(error) {
+                                tracing::debug!(session_id = %self.record.session_id, %error, code = close.code(), "closing on a bad frame");
+                                return Exit { close: Some(close), reason: LeaveReason::Disconnected };
                             }
                             tracing::debug!(%error, "socket error");
                         }

@@ -195,7 +195,6 @@ async fn past_the_per_ip_cap_an_upgrade_gets_a_json_429() {
 // Item 9: REST rate limit, rooms left behind by reads, pagination, close frames.
 
 #[tokio::test]
-#[ignore = "fixed by a later commit of this series"]
 async fn rest_requests_over_the_rate_limit_get_a_json_429_with_retry_after() {
     let app = spawn_app_with(&Backend::Sqlite, |c| {
         c.rest_rate_limit_per_second = 1;
@@ -236,7 +235,6 @@ async fn rest_requests_over_the_rate_limit_get_a_json_429_with_retry_after() {
 }
 
 #[tokio::test]
-#[ignore = "fixed by a later commit of this series"]
 async fn rest_reads_of_documents_leave_no_rooms_behind() {
     let app = spawn_app().await;
     let token = app.token("alice");
@@ -264,7 +262,6 @@ async fn rest_reads_of_documents_leave_no_rooms_behind() {
 }
 
 #[tokio::test]
-#[ignore = "fixed by a later commit of this series"]
 async fn user_sessions_are_paginated_with_a_cursor() {
     let app = spawn_app().await;
     let mut clients = Vec::new();
@@ -325,7 +322,6 @@ fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
-#[ignore = "fixed by a later commit of this series"]
 async fn protocol_violations_get_a_1002_close_frame() {
     let app = spawn_app().await;
     let cases: [(&str, Vec<u8>); 3] = [
@@ -345,7 +341,6 @@ async fn protocol_violations_get_a_1002_close_frame() {
 }
 
 #[tokio::test]
-#[ignore = "fixed by a later commit of this series"]
 async fn invalid_utf8_text_gets_a_1007_close_frame_on_both_endpoints() {
     let app = spawn_app().await;
     let mut alice = app.connect("alice").await;
