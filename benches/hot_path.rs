@@ -16,7 +16,7 @@ use tandem::{
     device::DeviceType,
     presence::Presence,
     protocol::{ClientMessage, Cursor, DecodeLimits, DocumentId, ServerMessage, decode_client_frame},
-    room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, RoomState},
+    room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, QueuedBytes, RoomState},
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,12 @@ fn room(members: usize) -> (RoomState, Vec<Uuid>, Vec<mpsc::Receiver<Outgoing>>)
         let (sender, receiver) = mpsc::channel(1024);
         let member = Member::new(
             presence(index),
-            Outbox::new(sender, CancellationToken::new()),
+            // No byte bound: the bench drains the receivers without a writer to release bytes.
+            Outbox::new(
+                sender,
+                CancellationToken::new(),
+                Arc::new(QueuedBytes::new(usize::MAX)),
+            ),
             MemberKind::Json,
         );
         ids.push(member.presence.connection_id);

@@ -42,6 +42,10 @@ pub struct AppState {
     pub connections_stop: CancellationToken,
     /// Every session and its writer task.
     pub tracker: TaskTracker,
+    /// Open WebSocket connections per client IP and per user, against their caps.
+    pub caps: Arc<crate::limits::ConnectionCaps>,
+    /// REST requests per second per client IP and per token.
+    pub rest_limit: Arc<crate::limits::RestRateLimit>,
 }
 
 impl AppState {
@@ -134,6 +138,14 @@ impl Application {
             config.max_pending_update_bytes,
             bus.clone(),
         ));
+        let caps = Arc::new(crate::limits::ConnectionCaps::new(
+            config.max_connections_per_ip,
+            config.max_connections_per_user,
+        ));
+        let rest_limit = Arc::new(crate::limits::RestRateLimit::new(
+            config.rest_rate_limit_per_second,
+            config.rest_rate_limit_burst,
+        ));
         let state = AppState {
             docs,
             keys: Arc::new(JwtKeys::new(&config.jwt_secret_or_development())),
@@ -144,6 +156,8 @@ impl Application {
             instance_id,
             connections_stop: stop.child_token(),
             tracker: TaskTracker::new(),
+            caps,
+            rest_limit,
         };
         Ok(Self {
             state,
@@ -187,8 +201,18 @@ impl Application {
         spawn_background(&state, &background, &background_stop);
         tracing::info!(%local_addr, instance_id = %state.instance_id, "tandem listening");
 
-        let acceptor = crate::listener::NoDelayAcceptor::from_tokio(listener).context("listener")?;
-        let server = poem::Server::new_with_acceptor(acceptor);
+        let acceptor = crate::listener::GatewayAcceptor::from_tokio(
+            listener,
+            crate::listener::HandshakeLimits {
+                timeout: state.config.handshake_timeout,
+                max_pending: state.config.max_pending_handshakes,
+            },
+        )
+        .context("listener")?;
+        // The idle timeout closes kept-alive HTTP connections that stay silent
+        // between requests; an upgraded socket is past it (its session has its
+        // own liveness).
+        let server = poem::Server::new_with_acceptor(acceptor).idle_timeout(state.config.http_idle_timeout);
         let served = server
             .run_with_graceful_shutdown(
                 crate::http::routes(state.clone()),
@@ -246,6 +270,7 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {}
                 }
+                state.rest_limit.forget_idle();
                 match crate::cleanup::sweep(&state).await {
                     Ok(report) => tracing::debug!(?report, "stale-session sweep"),
                     Err(error) => tracing::warn!(error = format!("{error:#}"), "stale-session sweep failed"),

@@ -1,7 +1,8 @@
 //! JWT claims: verification on every upgrade and REST call, minting for `tandem token`.
 //!
 //! The algorithm is pinned to HS256 by configuration; the token header can only
-//! name it, never choose another. `exp` and `sub` are required.
+//! name it, never choose another. `exp` and `sub` are required; a token whose
+//! `nbf` is still in the future is refused (RFC 7519 section 4.1.5).
 
 use std::{sync::Arc, time::Duration};
 
@@ -41,10 +42,19 @@ impl std::str::FromStr for Role {
 }
 
 /// The claims tandem reads. Unknown claims are ignored.
+///
+/// `sub` and `exp` default when absent only so that decoding gets as far as
+/// validation, which names the missing claim (`missing required claim "exp"`)
+/// instead of failing the whole token as not a JWT.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
+    #[serde(default)]
     pub sub: String,
+    #[serde(default)]
     pub exp: u64,
+    /// Not valid before this time (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,6 +99,8 @@ pub enum AuthError {
     Missing,
     #[error("token has expired")]
     Expired,
+    #[error("token is not valid yet (its nbf is in the future)")]
+    NotYetValid,
     #[error("token signature is invalid")]
     BadSignature,
     #[error("token is malformed: {0}")]
@@ -107,6 +119,7 @@ impl JwtKeys {
     pub fn new(secret: &Secret) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = 5;
         Self {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
@@ -127,6 +140,7 @@ impl JwtKeys {
             jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|error| {
                 match error.kind() {
                     ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                     ErrorKind::InvalidSignature => AuthError::BadSignature,
                     ErrorKind::InvalidAlgorithm => {
                         AuthError::Malformed("only HS256 tokens are accepted".into())
@@ -168,6 +182,7 @@ impl JwtKeys {
         Claims {
             sub: user_id.to_owned(),
             exp: now + ttl.as_secs().max(1),
+            nbf: None,
             iat: Some(now),
             name: None,
             docs: None,
@@ -227,6 +242,16 @@ mod tests {
         claims.exp = jsonwebtoken::get_current_timestamp() - 120;
         let token = keys().mint(&claims).unwrap();
         assert_eq!(keys().verify(&token).unwrap_err(), AuthError::Expired);
+    }
+
+    #[test]
+    fn token_not_valid_yet_is_refused() {
+        let mut claims = JwtKeys::claims_for("alice", Duration::from_secs(600));
+        claims.nbf = Some(jsonwebtoken::get_current_timestamp() + 300);
+        let token = keys().mint(&claims).unwrap();
+        assert_eq!(keys().verify(&token).unwrap_err(), AuthError::NotYetValid);
+        claims.nbf = Some(jsonwebtoken::get_current_timestamp() - 300);
+        assert!(keys().verify(&keys().mint(&claims).unwrap()).is_ok());
     }
 
     #[test]

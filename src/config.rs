@@ -168,6 +168,72 @@ pub struct Config {
     #[arg(long, env = "TANDEM_SEND_QUEUE", default_value_t = 4096, global = true)]
     pub send_queue_capacity: usize,
 
+    /// Bytes queued for one connection (not yet written to its socket) before it counts
+    /// as too slow and is closed with 4001. Shared bytes (a document encoding every
+    /// newcomer gets) count in full on each connection that queues them: that is what
+    /// the connection pins. A single message larger than this is still sent when
+    /// nothing else is queued.
+    #[arg(long, env = "TANDEM_MAX_QUEUED_BYTES", default_value_t = 8 * 1024 * 1024, global = true)]
+    pub max_queued_bytes: usize,
+
+    /// A new TCP connection must send its first request's headers within this long,
+    /// else it is dropped (silent and half-sent sockets).
+    #[arg(long, env = "TANDEM_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub handshake_timeout: Duration,
+
+    /// An HTTP connection with no traffic for this long is closed (a kept-alive
+    /// connection between requests; upgraded WebSockets have their own liveness).
+    #[arg(long, env = "TANDEM_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub http_idle_timeout: Duration,
+
+    /// Connections accepted whose first request has not arrived yet; past this, new
+    /// connections are answered 503 and closed at once.
+    #[arg(
+        long,
+        env = "TANDEM_MAX_PENDING_HANDSHAKES",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub max_pending_handshakes: usize,
+
+    /// Open WebSocket connections from one client IP (on this instance); past this an
+    /// upgrade is refused with 429.
+    #[arg(
+        long,
+        env = "TANDEM_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_connections_per_ip: usize,
+
+    /// Open WebSocket connections of one user (on this instance); past this an
+    /// upgrade is refused with 429.
+    #[arg(
+        long,
+        env = "TANDEM_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 100,
+        global = true
+    )]
+    pub max_connections_per_user: usize,
+
+    /// REST (`/api/v1/...`) requests per second, sustained, per client IP and per token.
+    #[arg(
+        long,
+        env = "TANDEM_REST_RATE_LIMIT_PER_SECOND",
+        default_value_t = 100,
+        global = true
+    )]
+    pub rest_rate_limit_per_second: u32,
+
+    /// REST requests a client IP or token may make in a burst above the sustained rate.
+    #[arg(
+        long,
+        env = "TANDEM_REST_RATE_LIMIT_BURST",
+        default_value_t = 200,
+        global = true
+    )]
+    pub rest_rate_limit_burst: u32,
+
     /// Documents one connection may be joined to at once.
     #[arg(
         long,
@@ -261,6 +327,8 @@ impl Config {
             ("cleanup interval", self.cleanup_interval),
             ("editing idle timeout", self.editing_idle_timeout),
             ("presence flush interval", self.presence_flush_interval),
+            ("handshake timeout", self.handshake_timeout),
+            ("HTTP idle timeout", self.http_idle_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));
@@ -271,6 +339,10 @@ impl Config {
             ("max update bytes", self.max_update_bytes),
             ("send queue capacity", self.send_queue_capacity),
             ("max documents per connection", self.max_documents_per_connection),
+            ("max queued bytes", self.max_queued_bytes),
+            ("max pending handshakes", self.max_pending_handshakes),
+            ("max connections per IP", self.max_connections_per_ip),
+            ("max connections per user", self.max_connections_per_user),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -278,6 +350,9 @@ impl Config {
         }
         if self.rate_limit_per_second == 0 || self.rate_limit_burst == 0 {
             return Err(ConfigError::Zero("rate limit"));
+        }
+        if self.rest_rate_limit_per_second == 0 || self.rest_rate_limit_burst == 0 {
+            return Err(ConfigError::Zero("REST rate limit"));
         }
         if self.session_ttl <= self.heartbeat_interval {
             return Err(ConfigError::TtlShorterThanHeartbeat {

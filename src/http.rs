@@ -10,9 +10,12 @@ use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler, http::StatusCode, web::Data,
 };
 use poem_openapi::{
-    Object, OpenApi, OpenApiService, SecurityScheme, auth::Bearer, param::Path, payload::Json,
+    Object, OpenApi, OpenApiService, SecurityScheme,
+    auth::Bearer,
+    param::{Path, Query},
+    payload::Json,
 };
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 
@@ -123,12 +126,19 @@ pub struct SessionView {
     pub last_seen_at: DateTime<Utc>,
 }
 
-/// A user's active sessions, one per connection.
+/// A page of a user's active sessions, one per connection.
 #[derive(Debug, Clone, Object)]
 pub struct UserSessionsResponse {
     pub user_id: String,
     pub sessions: Vec<SessionView>,
+    /// Pass as `?after=` for the next page; `null` on the last page.
+    pub next_after: Option<String>,
 }
+
+/// Sessions per page unless `?limit=` says otherwise.
+const SESSIONS_PAGE: u32 = 100;
+/// Largest `?limit=`.
+const MAX_SESSIONS_PAGE: u32 = 1000;
 
 /// Liveness and dependencies.
 #[derive(Debug, Clone, Object)]
@@ -222,6 +232,18 @@ impl Api {
         result
     }
 
+    /// [`Api::with_document`] for a read: a room nobody is in is dropped
+    /// right after, so reads do not pile up rooms until the grace period.
+    async fn read_document<T>(
+        &self,
+        document_id: &DocumentId,
+        work: impl AsyncFnOnce(&std::sync::Arc<crate::room::Room>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let result = self.with_document(document_id, work).await;
+        self.state.hub.release_if_idle(document_id);
+        result
+    }
+
     fn authorize(&self, auth: &BearerToken, document_id: &str) -> Result<(Identity, DocumentId), ApiError> {
         let identity = auth.identity(&self.state)?;
         let document_id = parse_document_id(document_id)?;
@@ -294,12 +316,17 @@ impl Api {
         }))
     }
 
-    /// A user's active sessions (devices). A token may read only its own user's.
+    /// A user's active sessions (devices), by session id (UUIDv7: oldest
+    /// first), a page at a time. A token may read only its own user's.
     #[oai(path = "/api/v1/users/:user_id/sessions", method = "get")]
     async fn user_sessions(
         &self,
         auth: BearerToken,
         user_id: Path<String>,
+        /// Sessions per page, 1 to 1000 (default 100).
+        limit: Query<Option<u32>>,
+        /// The `next_after` of the previous page.
+        after: Query<Option<String>>,
     ) -> Result<Json<UserSessionsResponse>, ApiError> {
         let identity = auth.identity(&self.state)?;
         if *identity.user_id != *user_id {
@@ -307,13 +334,38 @@ impl Api {
                 "a token may only read its own user's sessions",
             ));
         }
-        let rows = user_sessions::Entity::find()
+        let limit = limit.0.unwrap_or(SESSIONS_PAGE);
+        if !(1..=MAX_SESSIONS_PAGE).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "invalid_limit",
+                format!("limit must be 1 to {MAX_SESSIONS_PAGE}"),
+            ));
+        }
+        let after = match after.0.as_deref() {
+            None => None,
+            Some(raw) => Some(uuid::Uuid::parse_str(raw).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "after must be the next_after of a previous page",
+                )
+            })?),
+        };
+        let mut query = user_sessions::Entity::find()
             .filter(user_sessions::Column::UserId.eq(user_id.as_str()))
-            .filter(user_sessions::Column::IsActive.eq(true))
-            .order_by_asc(user_sessions::Column::CreatedAt)
+            .filter(user_sessions::Column::IsActive.eq(true));
+        if let Some(after) = after {
+            query = query.filter(user_sessions::Column::Id.gt(after));
+        }
+        // One more than the page: whether there is a next page, without a count.
+        let mut rows = query
+            .order_by_asc(user_sessions::Column::Id)
+            .limit(u64::from(limit) + 1)
             .all(&self.state.db)
             .await
             .map_err(ApiError::internal)?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_after = more.then(|| rows.last().map(|row| row.id.to_string())).flatten();
         Ok(Json(UserSessionsResponse {
             user_id: user_id.0,
             sessions: rows
@@ -330,6 +382,7 @@ impl Api {
                     last_seen_at: row.last_seen_at,
                 })
                 .collect(),
+            next_after,
         }))
     }
 
@@ -343,7 +396,7 @@ impl Api {
     ) -> Result<Json<DocumentResponse>, ApiError> {
         let (_, document_id) = self.authorize(&auth, &document_id)?;
         let (state, state_vector) = self
-            .with_document(&document_id, async |room| {
+            .read_document(&document_id, async |room| {
                 let mut guard = room.state();
                 let reloading = || ApiError::unavailable("the document is reloading; retry");
                 let full_state = guard.full_state().ok_or_else(reloading)?;
@@ -430,7 +483,7 @@ impl Api {
     ) -> Result<poem_openapi::payload::PlainText<String>, ApiError> {
         let (_, document_id) = self.authorize(&auth, &document_id)?;
         let text = self
-            .with_document(&document_id, async |room| {
+            .read_document(&document_id, async |room| {
                 let guard = room.state();
                 let doc = guard
                     .doc
@@ -578,10 +631,47 @@ async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> Response {
         Ok(upgrade) => upgrade,
         Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
     };
+    let permit = match acquire_permit(state, &peer) {
+        Ok(permit) => permit,
+        Err(error) => {
+            return json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                error.to_string(),
+            );
+        }
+    };
     let state = state.clone();
-    upgrade.respond(state.websocket_config(), &state.tracker.clone(), move |socket| {
-        session::run(socket, state, peer)
-    })
+    upgrade.respond(
+        state.websocket_config(),
+        &state.tracker.clone(),
+        move |socket| async move {
+            // Held for the session's life: its end frees the slot.
+            let _permit = permit;
+            session::run(socket, state, peer).await
+        },
+    )
+}
+
+/// Count the connection against the per-IP and per-user caps (a refusal is a 429).
+fn acquire_permit(
+    state: &AppState,
+    peer: &Peer,
+) -> Result<crate::limits::ConnectionPermit, crate::limits::CapError> {
+    state
+        .caps
+        .acquire(peer.ip_address.as_deref(), &peer.identity.user_id)
+        .inspect_err(|error| {
+            if let Some(suppressed) = state.caps.log.ready() {
+                tracing::warn!(
+                    cap = error.kind(),
+                    ip_address = peer.ip_address.as_deref(),
+                    user_id = %peer.identity.user_id,
+                    suppressed,
+                    "connection refused: over a cap"
+                );
+            }
+        })
 }
 
 /// `/yjs/{document_id}`: the y-websocket binary protocol on the same rooms.
@@ -610,10 +700,25 @@ async fn yjs_upgrade(
         Ok(upgrade) => upgrade,
         Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
     };
+    let permit = match acquire_permit(state, &peer) {
+        Ok(permit) => permit,
+        Err(error) => {
+            return json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                error.to_string(),
+            );
+        }
+    };
     let state = state.clone();
-    upgrade.respond(state.websocket_config(), &state.tracker.clone(), move |socket| {
-        crate::yjs_session::run(socket, state, peer, document_id)
-    })
+    upgrade.respond(
+        state.websocket_config(),
+        &state.tracker.clone(),
+        move |socket| async move {
+            let _permit = permit;
+            crate::yjs_session::run(socket, state, peer, document_id).await
+        },
+    )
 }
 
 /// The edge of every request: bound the body, then log method, path (never
@@ -643,6 +748,32 @@ async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> 
         use tokio::io::AsyncReadExt;
         let body = req.take_body().into_async_read().take(limit as u64 + 1);
         req.set_body(poem::Body::from_async_read(body));
+    }
+    if req.uri().path().starts_with("/api/v1/")
+        && let Some(state) = req.data::<AppState>()
+        && let Err(wait) = state.rest_limit.check(
+            client_ip(&req, state.config.trust_proxy).and_then(|ip| ip.parse().ok()),
+            request_token(&req).as_deref(),
+        )
+    {
+        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+        if let Some(suppressed) = state.rest_limit.log.ready() {
+            tracing::warn!(
+                path = req.uri().path(),
+                retry_after,
+                suppressed,
+                "REST request refused: over the rate limit"
+            );
+        }
+        let mut response = json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests; retry in {retry_after} s"),
+        );
+        response
+            .headers_mut()
+            .insert(poem::http::header::RETRY_AFTER, retry_after.into());
+        return Ok(response);
     }
     let started = Instant::now();
     let method = req.method().clone();

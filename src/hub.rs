@@ -226,6 +226,21 @@ impl Hub {
         }
     }
 
+    /// Drop the room of `document_id` at once if nobody is in it or joining
+    /// and nothing in it is unsaved: a REST read loads a document without
+    /// leaving a room (and the document) in memory for the grace period.
+    pub fn release_if_idle(&self, document_id: &DocumentId) -> bool {
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get(document_id) else {
+            return false;
+        };
+        let idle = room.state().is_empty() && !room.has_joiners() && room.is_settled();
+        if idle {
+            rooms.remove(document_id);
+        }
+        idle
+    }
+
     /// Drop rooms empty for longer than `grace`, unless someone is joining or
     /// the room says it cannot be unloaded yet.
     pub fn unload_idle_rooms(&self, grace: Duration, can_unload: impl Fn(&Room) -> bool) -> usize {

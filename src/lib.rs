@@ -12,6 +12,7 @@
 //! - [`bus`]: fan-out between instances through Redis (optional), liveness of instances.
 //! - [`cleanup`]: the stale-session sweep, which also clears a crashed process's rows.
 //! - [`http`]: REST (poem-openapi), the `/ws` upgrade, JSON errors.
+//! - [`listener`] / [`limits`]: handshake deadline and cap, connection caps per IP and user, REST rate limit.
 //! - [`app`]: build, run, graceful shutdown; [`config`]: the typed configuration.
 
 pub mod app;
@@ -26,6 +27,7 @@ pub mod documents;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod listener;
 pub mod presence;
 pub mod protocol;

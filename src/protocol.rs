@@ -239,6 +239,10 @@ pub enum CloseCode {
     GoingAway,
     /// 1009: a frame above the transport limit (`max_frame_bytes`).
     MessageTooBig,
+    /// 1002: a WebSocket protocol violation (an unmasked or reserved-bit frame, an unknown opcode...).
+    ProtocolError,
+    /// 1007: a text message that is not valid UTF-8.
+    InvalidPayload,
     /// 4000: nothing heard (message, heartbeat or pong) within the session TTL.
     SessionTimeout,
     /// 4001: the client did not read fast enough and its send queue overflowed.
@@ -256,6 +260,8 @@ impl CloseCode {
         match self {
             Self::GoingAway => 1001,
             Self::MessageTooBig => 1009,
+            Self::ProtocolError => 1002,
+            Self::InvalidPayload => 1007,
             Self::SessionTimeout => 4000,
             Self::SlowConsumer => 4001,
             Self::TooManyErrors => 4002,
@@ -268,6 +274,8 @@ impl CloseCode {
         match self {
             Self::GoingAway => "server shutting down",
             Self::MessageTooBig => "message too big",
+            Self::ProtocolError => "protocol error",
+            Self::InvalidPayload => "invalid payload data",
             Self::SessionTimeout => "session timed out",
             Self::SlowConsumer => "send queue overflow: client too slow",
             Self::TooManyErrors => "too many errors",

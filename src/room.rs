@@ -47,28 +47,131 @@ pub struct MessageParts {
     pub parts: Vec<bytes::Bytes>,
 }
 
+impl Outgoing {
+    /// The payload bytes this message keeps alive while queued. Shared bytes
+    /// count in full: a queued message pins them whoever else holds them.
+    pub fn byte_len(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len(),
+            Self::Binary(bytes) => bytes.len(),
+            Self::Parts(message) => message.parts.iter().map(bytes::Bytes::len).sum(),
+            Self::Ping | Self::Close(_) => 0,
+        }
+    }
+}
+
+/// The bytes queued on one connection and not yet written to its socket,
+/// against the connection's bound. The queue's message count is bounded by
+/// its channel; this bounds what those messages weigh, so a client that asks
+/// for a large document again and again without reading cannot pin more than
+/// the bound.
+#[derive(Debug)]
+pub struct QueuedBytes {
+    queued: AtomicUsize,
+    limit: usize,
+}
+
+impl QueuedBytes {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Count `len` more bytes as queued, unless that passes the bound. An
+    /// empty queue takes any one message, so a document larger than the
+    /// bound can still be sent to a client that reads it.
+    pub fn reserve(&self, len: usize) -> bool {
+        let mut queued = self.queued.load(Ordering::Acquire);
+        loop {
+            if queued > 0 && queued.saturating_add(len) > self.limit {
+                return false;
+            }
+            match self.queued.compare_exchange_weak(
+                queued,
+                queued.saturating_add(len),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => queued = actual,
+            }
+        }
+    }
+
+    /// `len` bytes were written (or dropped): they no longer count.
+    pub fn release(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
 /// The sending side of one connection's bounded queue.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     queue: mpsc::Sender<Outgoing>,
     /// Fired when the queue overflows: the connection is too slow and is closed.
     overflowed: CancellationToken,
+    /// What the queued messages weigh; the writer releases what it writes.
+    bytes: Arc<QueuedBytes>,
 }
 
 impl Outbox {
-    pub fn new(queue: mpsc::Sender<Outgoing>, overflowed: CancellationToken) -> Self {
-        Self { queue, overflowed }
+    pub fn new(
+        queue: mpsc::Sender<Outgoing>,
+        overflowed: CancellationToken,
+        bytes: Arc<QueuedBytes>,
+    ) -> Self {
+        Self {
+            queue,
+            overflowed,
+            bytes,
+        }
+    }
+
+    /// Count the message's bytes, or mark the connection too slow if they do
+    /// not fit under its bound.
+    fn reserve(&self, len: usize) -> bool {
+        if self.bytes.reserve(len) {
+            return true;
+        }
+        if !self.overflowed.is_cancelled() {
+            tracing::info!(
+                queued_bytes = self.bytes.queued(),
+                message_bytes = len,
+                max_queued_bytes = self.bytes.limit(),
+                "send queue over its byte bound"
+            );
+            self.overflowed.cancel();
+        }
+        false
     }
 
     /// Queue a message without waiting. Returns false if it was not queued.
     pub fn push(&self, message: Outgoing) -> bool {
+        let len = message.byte_len();
+        if !self.reserve(len) {
+            return false;
+        }
         match self.queue.try_send(message) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.bytes.release(len);
                 self.overflowed.cancel();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.bytes.release(len);
+                false
+            }
         }
     }
 
@@ -77,12 +180,23 @@ impl Outbox {
     }
 
     /// Queue a reply to this connection's own message, waiting up to
-    /// `patience` for room; a client that reads nothing for that long is
-    /// marked too slow. Returns false if it was not queued.
+    /// `patience` for a free slot; a client that reads nothing for that long
+    /// is marked too slow, as is one whose queued bytes would pass the bound
+    /// (waiting would let a client that never reads pin them for `patience`).
+    /// Returns false if it was not queued.
     pub async fn push_waiting(&self, message: Outgoing, patience: std::time::Duration) -> bool {
+        let len = message.byte_len();
+        if !self.reserve(len) {
+            return false;
+        }
         match tokio::time::timeout(patience, self.queue.send(message)).await {
-            Ok(sent) => sent.is_ok(),
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => {
+                self.bytes.release(len);
+                false
+            }
             Err(_) => {
+                self.bytes.release(len);
                 self.overflowed.cancel();
                 false
             }
@@ -1004,7 +1118,11 @@ mod tests {
             last_seen_at: now,
         };
         (
-            Member::new(presence, Outbox::new(tx, overflow.clone()), MemberKind::Json),
+            Member::new(
+                presence,
+                Outbox::new(tx, overflow.clone(), Arc::new(QueuedBytes::new(usize::MAX))),
+                MemberKind::Json,
+            ),
             rx,
             overflow,
         )
@@ -1093,6 +1211,36 @@ mod tests {
             12,
             "its list, alice joining, ten cursor moves"
         );
+    }
+
+    #[test]
+    fn queued_bytes_are_bounded_but_an_empty_queue_takes_any_one_message() {
+        let bytes = QueuedBytes::new(100);
+        assert!(
+            bytes.reserve(150),
+            "an empty queue takes a message over the bound"
+        );
+        assert!(!bytes.reserve(1));
+        bytes.release(150);
+        assert!(bytes.reserve(60));
+        assert!(bytes.reserve(40));
+        assert!(!bytes.reserve(1));
+        assert_eq!(bytes.queued(), 100);
+    }
+
+    #[test]
+    fn an_outbox_over_its_byte_bound_is_marked_slow() {
+        let (tx, _rx) = mpsc::channel(64);
+        let overflow = CancellationToken::new();
+        let outbox = Outbox::new(tx, overflow.clone(), Arc::new(QueuedBytes::new(1000)));
+        let shared: Arc<[u8]> = vec![0u8; 600].into();
+        assert!(outbox.push(Outgoing::Binary(shared.clone())));
+        assert!(!overflow.is_cancelled());
+        assert!(
+            !outbox.push(Outgoing::Binary(shared)),
+            "the same shared bytes count again"
+        );
+        assert!(overflow.is_cancelled());
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::{
         Base64, ClientMessage, CloseCode, DecodeLimits, DocumentId, EditingStopReason, ErrorCode, FrameError,
         LeaveReason, MessageId, ProtocolError, ServerMessage, decode_client_frame, encode_error,
     },
-    room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, Room},
+    room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, QueuedBytes, Room},
     store::Durable,
     ws::{Message, Socket},
 };
@@ -85,6 +85,7 @@ impl Link {
         current_document_id: Option<DocumentId>,
     ) -> (SessionRecord, Self) {
         let (queue, queue_rx) = mpsc::channel(state.config.send_queue_capacity);
+        let queued_bytes = Arc::new(QueuedBytes::new(state.config.max_queued_bytes));
         let overflowed = CancellationToken::new();
         let now = Utc::now();
         let record = SessionRecord {
@@ -118,9 +119,12 @@ impl Link {
             last_heard_ms: last_heard.clone(),
             protocol,
         });
-        let writer = state
-            .tracker
-            .spawn(write_loop(sink, queue_rx, overflowed.clone()));
+        let writer = state.tracker.spawn(write_loop(
+            sink,
+            queue_rx,
+            overflowed.clone(),
+            queued_bytes.clone(),
+        ));
         tracing::info!(
             session_id = %record.session_id,
             user_id = %record.user_id,
@@ -128,7 +132,7 @@ impl Link {
             protocol,
             "session opened"
         );
-        let outbox = Outbox::new(queue, overflowed.clone());
+        let outbox = Outbox::new(queue, overflowed.clone(), queued_bytes);
         (
             record,
             Self {
@@ -301,8 +305,9 @@ impl Session {
                 frame = stream.next() => {
                     let Some(Ok(frame)) = frame else {
                         if let Some(Err(error)) = &frame {
-                            if crate::ws::is_too_big(error) {
-                                return Exit { close: Some(CloseCode::MessageTooBig), reason: LeaveReason::Disconnected };
+                            if let Some(close) = crate::ws::close_for_read_error(error) {
+                                tracing::debug!(session_id = %self.record.session_id, %error, code = close.code(), "closing on a bad frame");
+                                return Exit { close: Some(close), reason: LeaveReason::Disconnected };
                             }
                             tracing::debug!(%error, "socket error");
                         }
@@ -613,20 +618,18 @@ impl Session {
 }
 
 /// Drain the queue onto the socket; stop on close, error, or overflow.
+/// Each message's bytes stop counting against the queue's bound once its
+/// frames are handed to the socket.
 pub(crate) async fn write_loop(
     mut sink: Sink,
     mut queue: mpsc::Receiver<Outgoing>,
     overflowed: CancellationToken,
+    queued_bytes: Arc<QueuedBytes>,
 ) {
     'queue: loop {
         let next = tokio::select! {
             biased;
-            _ = overflowed.cancelled() => {
-                // The client is not reading; a close frame may not get through either.
-                let close = crate::ws::close_message(CloseCode::SlowConsumer);
-                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
-                break;
-            }
+            _ = overflowed.cancelled() => break,
             next = queue.recv() => next,
         };
         let Some(next) = next else { break };
@@ -634,6 +637,7 @@ pub(crate) async fn write_loop(
             let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(crate::ws::close_message(code))).await;
             break;
         }
+        let len = next.byte_len();
         for frame in crate::ws::frames(next) {
             let sent = tokio::select! {
                 biased;
@@ -644,6 +648,7 @@ pub(crate) async fn write_loop(
                 break 'queue;
             }
         }
+        queued_bytes.release(len);
         // Flush once the queue is drained, so a burst costs one write.
         if queue.is_empty() {
             let flushed = tokio::select! {
@@ -656,8 +661,14 @@ pub(crate) async fn write_loop(
             }
         }
     }
-    // Sends the reply tungstenite queued for a client's close frame, if any.
-    if !overflowed.is_cancelled() {
+    if overflowed.is_cancelled() {
+        // The client is not reading, so the close frame may not get through
+        // either; it is worth a try even in the middle of a fragmented message
+        // (control frames may be interleaved, RFC 6455 section 5.4).
+        let close = crate::ws::close_message(CloseCode::SlowConsumer);
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
+    } else {
+        // Sends the reply tungstenite queued for a client's close frame, if any.
         let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
     }
 }

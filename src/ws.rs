@@ -143,9 +143,20 @@ pub fn close_message(code: crate::protocol::CloseCode) -> Message {
     }))
 }
 
-/// Whether a read failed because the peer sent a frame or message over the limits.
-pub fn is_too_big(error: &tokio_tungstenite::tungstenite::Error) -> bool {
-    matches!(error, tokio_tungstenite::tungstenite::Error::Capacity(_))
+/// The close code owed to a peer whose frame failed to read, if the failure
+/// is the peer's doing: 1009 for a frame or message over the limits, 1002 for
+/// a protocol violation, 1007 for text that is not UTF-8. Other failures (the
+/// socket itself) get no close frame: there is nobody to send it to.
+pub fn close_for_read_error(
+    error: &tokio_tungstenite::tungstenite::Error,
+) -> Option<crate::protocol::CloseCode> {
+    use tokio_tungstenite::tungstenite::Error;
+    match error {
+        Error::Capacity(_) => Some(crate::protocol::CloseCode::MessageTooBig),
+        Error::Protocol(_) => Some(crate::protocol::CloseCode::ProtocolError),
+        Error::Utf8(_) => Some(crate::protocol::CloseCode::InvalidPayload),
+        _ => None,
+    }
 }
 
 /// A JSON text message whose string field `field` (encoded empty in

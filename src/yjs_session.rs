@@ -112,9 +112,10 @@ impl Connection {
                 frame = stream.next() => {
                     let Some(Ok(frame)) = frame else {
                         if let Some(Err(error)) = &frame
-                            && crate::ws::is_too_big(error)
+                            && let Some(close) = crate::ws::close_for_read_error(error)
                         {
-                            return (Some(CloseCode::MessageTooBig), LeaveReason::Disconnected);
+                            tracing::debug!(connection_id = %self.connection_id, %error, code = close.code(), "closing on a bad frame");
+                            return (Some(close), LeaveReason::Disconnected);
                         }
                         return (None, LeaveReason::Disconnected);
                     };

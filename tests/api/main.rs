@@ -5,6 +5,7 @@ mod bad_input;
 mod documents;
 mod helpers;
 mod hostile_updates;
+mod limits;
 mod node_peers;
 mod presence;
 mod rest;
