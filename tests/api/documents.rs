@@ -58,15 +58,18 @@ async fn newcomers_get_the_current_document_after_every_kind_of_change() {
     assert_eq!(a.state_vector(), before, "a deletion adds no item");
     assert_eq!(newcomer_text(&app, "carol", "doc").await, "world");
 
+    // The backend writes with a Yjs client id of its own: client id 1 is alice's.
+    let backend = YPeer::new(2);
+    backend.apply_b64(&b64::encode(a.full_state()));
     let (status, body) = app
         .post(
             "/api/v1/documents/doc/updates",
             Some(&app.token("backend")),
-            &json!({"update": b64::encode(a.insert(0, ">> "))}),
+            &json!({"update": b64::encode(backend.insert(0, ">> "))}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let expected = a.text();
+    let expected = backend.text();
     assert_eq!(expected, ">> world");
     assert_eq!(newcomer_text(&app, "dave", "doc").await, expected);
 }

@@ -521,6 +521,14 @@ impl YPeer {
         content.get_string(&self.doc.transact())
     }
 
+    /// The whole document as one v1 update.
+    pub fn full_state(&self) -> Vec<u8> {
+        use yrs::{ReadTxn, StateVector, Transact};
+        self.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
     pub fn state_vector(&self) -> Vec<u8> {
         use yrs::{ReadTxn, Transact, updates::encoder::Encode};
         self.doc.transact().state_vector().encode_v1()
