@@ -3,6 +3,7 @@
 mod auth;
 mod bad_input;
 mod documents;
+mod durability;
 mod helpers;
 mod node_peers;
 mod presence;
