@@ -18,6 +18,7 @@ use crate::{
     bus::Bus,
     config::Config,
     documents::Documents,
+    durability::Writes,
     hub::Hub,
     store::{CompactionPolicy, DocumentStore},
     write_behind::WriteBehind,
@@ -117,7 +118,8 @@ impl Application {
         let stop = CancellationToken::new();
         let background = TaskTracker::new();
         let background_stop = CancellationToken::new();
-        let store = DocumentStore::new(db.clone());
+        let writes = Arc::new(Writes::new(&config.database_url, &instance_id, &db));
+        let store = DocumentStore::new(db.clone(), writes);
         let (persister, persister_task) = crate::store::persister(
             store.clone(),
             PERSIST_QUEUE,

@@ -22,6 +22,7 @@ use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use crate::{
     app::AppState,
     auth::Identity,
+    durability::WriteHealth,
     error::{ApiError, json_error, render_error},
     presence::Presence,
     protocol::DocumentId,
@@ -148,7 +149,9 @@ pub struct HealthResponse {
     pub uptime_seconds: u64,
     pub connections: u64,
     pub rooms: u64,
-    /// `ok` or `down`.
+    /// `ok`; `failing` when it answers but writes do not commit (full or
+    /// unwritable disk, SQLite file deleted, last commit of updates failed),
+    /// so nothing is acknowledged; `down` when it does not answer.
     pub database: String,
     /// `ok`, `down` or `disabled`.
     pub redis: String,
@@ -496,26 +499,37 @@ impl Api {
             .ok_or_else(|| ApiError::not_found(format!("the document has no root text named {:?}", name.0)))
     }
 
-    /// Liveness: 200 when the database answers, 503 otherwise.
+    /// Liveness: 200 when the database answers and takes writes, 503 otherwise.
+    /// Writes are checked for real (a probe row committed at most once a
+    /// second, the SQLite file still in place, the last commit of updates
+    /// succeeded): `SELECT 1` answers from a full disk or a deleted file.
     #[oai(path = "/health", method = "get")]
     async fn health(&self) -> HealthResult {
-        let database_ok = self
+        let reachable = self
             .state
             .db
             .execute_unprepared("SELECT 1")
             .await
             .inspect_err(|error| tracing::warn!(%error, "health check: database unreachable"))
             .is_ok();
+        let database = match reachable {
+            false => "down",
+            true => match self.state.docs.store.writes.health().await {
+                WriteHealth::Ok => "ok",
+                WriteHealth::Failing => "failing",
+            },
+        };
+        let healthy = database == "ok";
         let response = HealthResponse {
-            status: if database_ok { "ok" } else { "degraded" }.into(),
+            status: if healthy { "ok" } else { "degraded" }.into(),
             uptime_seconds: self.state.hub.uptime().as_secs(),
             connections: self.state.hub.connection_count() as u64,
             rooms: self.state.hub.rooms_snapshot().len() as u64,
-            database: if database_ok { "ok" } else { "down" }.into(),
+            database: database.into(),
             redis: self.state.bus.state().as_str().into(),
             instance_id: self.state.instance_id.to_string(),
         };
-        if database_ok {
+        if healthy {
             HealthResult::Ok(Json(response))
         } else {
             HealthResult::Unavailable(Json(response))

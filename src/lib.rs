@@ -6,6 +6,7 @@
 //! - [`room`] / [`hub`]: in-memory rooms, members and fan-out (pure state + non-blocking sends).
 //! - [`sync`] / [`awareness`]: Yjs updates and awareness on yrs, validated (pure).
 //! - [`documents`] / [`store`]: load on first join, apply and relay, group-committed persistence, compaction.
+//! - [`durability`]: the connection acknowledged updates commit on, and whether writes really land.
 //! - [`session`]: one socket: reader, bounded writer queue, liveness, rate limit.
 //! - [`yws`] / [`yjs_session`]: the y-websocket binary endpoint on the same rooms.
 //! - [`write_behind`]: coalesced session/presence rows flushed to the database.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod db;
 pub mod device;
 pub mod documents;
+pub mod durability;
 pub mod error;
 pub mod http;
 pub mod hub;

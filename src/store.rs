@@ -4,7 +4,12 @@
 //! One persister task owns all writes of updates: it takes everything that
 //! queued while its previous commit ran and commits it in one transaction
 //! (group commit), so durability costs one transaction per batch, not per
-//! keystroke. A failed commit is retried; nothing queued is dropped.
+//! keystroke. A failed commit is retried; nothing queued is dropped. An
+//! update is acknowledged only after its commit reached the database (on the
+//! dedicated write connection of [`Writes`]); while commits fail, every
+//! sender is told at once that its update is not durable yet (socket:
+//! `document_unavailable`; REST: 503), and the ack follows the commit that
+//! succeeds once the database recovers.
 //! Loading is the snapshot plus every remaining update row in seq order
 //! (whatever its seq: rows are deleted only by the compaction that folded
 //! them, so a row committed late by another instance is never skipped).
@@ -25,7 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    protocol::{DocumentId, MessageId, ServerMessage},
+    durability::Writes,
+    protocol::{DocumentId, ErrorCode, MessageId, ProtocolError, ServerMessage, encode_error},
     room::{Outbox, Room},
 };
 
@@ -33,7 +39,9 @@ use crate::{
 const ROWS_PER_STATEMENT: usize = 200;
 /// Updates committed in one transaction at most.
 const MAX_BATCH: usize = 2000;
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest pause between attempts at a failing commit: also how long after the
+/// database recovers the queued updates may wait for their commit.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A document as stored: snapshot plus the updates not folded into it.
 #[derive(Debug, Default)]
@@ -60,11 +68,13 @@ pub enum Compaction {
 #[derive(Clone)]
 pub struct DocumentStore {
     db: DatabaseConnection,
+    /// Where appends are committed, and whether that works.
+    pub writes: Arc<Writes>,
 }
 
 impl DocumentStore {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, writes: Arc<Writes>) -> Self {
+        Self { db, writes }
     }
 
     #[tracing::instrument(skip(self), fields(document_id = %document_id))]
@@ -90,26 +100,10 @@ impl DocumentStore {
         })
     }
 
-    /// Append updates (of any documents) in one transaction.
+    /// Append updates (of any documents) in one transaction, on the write
+    /// connection: `Ok` only once the commit reached the database.
     pub async fn append(&self, updates: &[(DocumentId, Arc<[u8]>)]) -> anyhow::Result<()> {
-        let now = Utc::now();
-        let txn = self.db.begin().await.context("begin update batch")?;
-        for chunk in updates.chunks(ROWS_PER_STATEMENT) {
-            let rows = chunk
-                .iter()
-                .map(|(document_id, update)| document_updates::ActiveModel {
-                    seq: sea_orm::ActiveValue::NotSet,
-                    document_id: sea_orm::ActiveValue::Set(document_id.as_str().to_owned()),
-                    update: sea_orm::ActiveValue::Set(update.to_vec()),
-                    created_at: sea_orm::ActiveValue::Set(now),
-                });
-            document_updates::Entity::insert_many(rows)
-                .exec_without_returning(&txn)
-                .await
-                .context("insert updates")?;
-        }
-        txn.commit().await.context("commit update batch")?;
-        Ok(())
+        self.writes.write(async |db| append_on(db, updates).await).await
     }
 
     /// Number of update rows not yet folded into the snapshot.
@@ -218,6 +212,28 @@ impl DocumentStore {
     }
 }
 
+/// One transaction of inserts, committed.
+async fn append_on(db: &DatabaseConnection, updates: &[(DocumentId, Arc<[u8]>)]) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let txn = db.begin().await.context("begin update batch")?;
+    for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+        let rows = chunk
+            .iter()
+            .map(|(document_id, update)| document_updates::ActiveModel {
+                seq: sea_orm::ActiveValue::NotSet,
+                document_id: sea_orm::ActiveValue::Set(document_id.as_str().to_owned()),
+                update: sea_orm::ActiveValue::Set(update.to_vec()),
+                created_at: sea_orm::ActiveValue::Set(now),
+            });
+        document_updates::Entity::insert_many(rows)
+            .exec_without_returning(&txn)
+            .await
+            .context("insert updates")?;
+    }
+    txn.commit().await.context("commit update batch")?;
+    Ok(())
+}
+
 /// Who is told when an update is durable.
 #[derive(Debug)]
 pub enum Durable {
@@ -227,6 +243,41 @@ pub enum Durable {
     Ack { outbox: Outbox, id: MessageId },
     /// A REST caller awaiting the commit.
     Notify(oneshot::Sender<()>),
+}
+
+/// What a sender is told while commits fail.
+const NOT_DURABLE_YET: &str =
+    "the database is failing: this update is applied but not durable yet; it is acknowledged once stored";
+
+impl Durable {
+    /// Tell the sender its update is not durable yet, keeping what is needed
+    /// to acknowledge it after the commit that succeeds. A socket client gets
+    /// `document_unavailable` now and the ack later; a REST caller is
+    /// answered 503 now (its update stays queued and is stored later).
+    fn not_durable_yet(self) -> Self {
+        match self {
+            Durable::Ack { outbox, id } => {
+                let error = ProtocolError::new(ErrorCode::DocumentUnavailable, NOT_DURABLE_YET);
+                outbox.text(encode_error(&error, Some(&id)));
+                Durable::Ack { outbox, id }
+            }
+            // Dropping the sender ends the caller's wait with "not yet durable".
+            Durable::Notify(_) | Durable::Quietly => Durable::Quietly,
+        }
+    }
+
+    /// Tell the sender its update is committed.
+    fn committed(self) {
+        match self {
+            Durable::Quietly => {}
+            Durable::Ack { outbox, id } => {
+                outbox.text(ServerMessage::Ack { id: &id }.encode());
+            }
+            Durable::Notify(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
 }
 
 /// An update waiting for its commit.
@@ -246,14 +297,54 @@ pub struct CompactionPolicy {
 /// The queue in front of the persister.
 #[derive(Clone)]
 pub struct Persister {
-    queue: mpsc::Sender<PendingWrite>,
+    queue: mpsc::Sender<Queued>,
+    writes: Arc<Writes>,
 }
 
 impl Persister {
     /// Reserve room in the queue before an update is applied, so an update
     /// is never applied in memory without a place in the durable queue.
-    pub fn try_reserve(&self) -> Option<mpsc::Permit<'_, PendingWrite>> {
-        self.queue.try_reserve().ok()
+    pub fn try_reserve(&self) -> Option<Reservation<'_>> {
+        let permit = self.queue.try_reserve().ok()?;
+        Some(Reservation {
+            permit,
+            writes: &self.writes,
+        })
+    }
+}
+
+/// A place in the persister's queue.
+pub struct Reservation<'a> {
+    permit: mpsc::Permit<'a, Queued>,
+    writes: &'a Writes,
+}
+
+impl Reservation<'_> {
+    /// Queue the write. While commits fail its sender is told at once rather
+    /// than left waiting in silence (the persister, retrying, cannot tell it).
+    pub fn send(self, mut write: PendingWrite) {
+        let told = self.writes.commits_failing();
+        if told {
+            write.durable = write.durable.not_durable_yet();
+        }
+        self.permit.send(Queued { write, told });
+    }
+}
+
+/// A write in the persister's queue.
+struct Queued {
+    write: PendingWrite,
+    /// Its sender was told it is not durable yet (told once, acked once).
+    told: bool,
+}
+
+impl Queued {
+    fn tell_not_durable_yet(&mut self) {
+        if !self.told {
+            let durable = std::mem::replace(&mut self.write.durable, Durable::Quietly);
+            self.write.durable = durable.not_durable_yet();
+            self.told = true;
+        }
     }
 }
 
@@ -266,8 +357,9 @@ pub fn persister(
     stop: CancellationToken,
 ) -> (Persister, impl std::future::Future<Output = ()>) {
     let (queue, receiver) = mpsc::channel(capacity);
+    let writes = store.writes.clone();
     (
-        Persister { queue },
+        Persister { queue, writes },
         run_persister(store, receiver, policy, tracker, stop),
     )
 }
@@ -277,12 +369,12 @@ const ATTEMPTS_AFTER_STOP: u32 = 50;
 
 async fn run_persister(
     store: DocumentStore,
-    mut receiver: mpsc::Receiver<PendingWrite>,
+    mut receiver: mpsc::Receiver<Queued>,
     policy: CompactionPolicy,
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
-    let mut batch = Vec::new();
+    let mut batch: Vec<Queued> = Vec::new();
     let mut closed = false;
     loop {
         // On stop, refuse new updates but commit everything already queued.
@@ -297,17 +389,29 @@ async fn run_persister(
         if received == 0 {
             break;
         }
-        let rows: Vec<(DocumentId, Arc<[u8]>)> = batch
-            .iter()
-            .map(|w| (w.room.id.clone(), w.update.clone()))
-            .collect();
+        let mut rows = rows_of(&batch);
         let mut backoff = Duration::from_millis(20);
         let mut attempts = 0u32;
         let committed = loop {
-            match store.append(&rows).await {
+            let outcome = store.append(&rows).await;
+            store.writes.commit_outcome(outcome.is_ok());
+            match outcome {
                 Ok(()) => break true,
                 Err(error) => {
                     attempts += 1;
+                    // Everything queued before the failure was known waits
+                    // behind this batch: take it in (one transaction commits
+                    // it all on recovery) and tell every sender now.
+                    while batch.len() < MAX_BATCH {
+                        match receiver.try_recv() {
+                            Ok(queued) => batch.push(queued),
+                            Err(_) => break,
+                        }
+                    }
+                    if batch.len() != rows.len() {
+                        rows = rows_of(&batch);
+                    }
+                    batch.iter_mut().for_each(Queued::tell_not_durable_yet);
                     if stop.is_cancelled() && attempts > ATTEMPTS_AFTER_STOP {
                         tracing::error!(
                             error = format!("{error:#}"),
@@ -321,7 +425,7 @@ async fn run_persister(
                             error = format!("{error:#}"),
                             updates = rows.len(),
                             attempts,
-                            "committing document updates failed; retrying"
+                            "committing document updates failed; nothing is acknowledged until a commit succeeds"
                         );
                     }
                     tokio::time::sleep(backoff).await;
@@ -329,7 +433,14 @@ async fn run_persister(
                 }
             }
         };
-        for write in batch.drain(..) {
+        if committed && attempts > 0 {
+            tracing::info!(
+                updates = rows.len(),
+                attempts,
+                "committing document updates recovered"
+            );
+        }
+        for Queued { write, .. } in batch.drain(..) {
             let room = write.room;
             room.unpersisted.fetch_sub(1, Ordering::AcqRel);
             if !committed {
@@ -338,18 +449,18 @@ async fn run_persister(
             room.stored_updates.fetch_add(1, Ordering::Relaxed);
             room.stored_bytes
                 .fetch_add(write.update.len() as u64, Ordering::Relaxed);
-            match write.durable {
-                Durable::Quietly => {}
-                Durable::Ack { outbox, id } => {
-                    outbox.text(ServerMessage::Ack { id: &id }.encode());
-                }
-                Durable::Notify(done) => {
-                    let _ = done.send(());
-                }
-            }
+            write.durable.committed();
             maybe_compact(&store, &room, policy, &tracker);
         }
     }
+}
+
+/// The rows a batch inserts.
+fn rows_of(batch: &[Queued]) -> Vec<(DocumentId, Arc<[u8]>)> {
+    batch
+        .iter()
+        .map(|q| (q.write.room.id.clone(), q.write.update.clone()))
+        .collect()
 }
 
 /// Compact off the per-message path when a document's log has grown past the policy.

@@ -7,6 +7,7 @@
 pub mod document_presence;
 pub mod document_snapshots;
 pub mod document_updates;
+pub mod health_probes;
 pub mod user_sessions;
 
 pub mod prelude {
@@ -14,5 +15,6 @@ pub mod prelude {
     pub use super::document_presence::Entity as DocumentPresence;
     pub use super::document_snapshots::Entity as DocumentSnapshots;
     pub use super::document_updates::Entity as DocumentUpdates;
+    pub use super::health_probes::Entity as HealthProbes;
     pub use super::user_sessions::Entity as UserSessions;
 }

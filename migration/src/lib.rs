@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_session_tables;
 mod m20261123_000002_create_document_tables;
+mod m20261125_000001_create_health_probes;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_session_tables::Migration),
             Box::new(m20261123_000002_create_document_tables::Migration),
+            Box::new(m20261125_000001_create_health_probes::Migration),
         ]
     }
 }

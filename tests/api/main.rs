@@ -3,6 +3,7 @@
 mod auth;
 mod bad_input;
 mod documents;
+mod durability;
 mod helpers;
 mod hostile_updates;
 mod limits;
