@@ -99,8 +99,9 @@ impl Documents {
         while room.unpersisted.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < settle {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let stored = self.store.load(&room.id).await.map_err(DocError::Unavailable)?;
+        let mut stored = self.store.load(&room.id).await.map_err(DocError::Unavailable)?;
         let (count, bytes) = (stored.updates.len() as u64, stored.update_bytes);
+        let authors = std::mem::take(&mut stored.authors);
         let (doc, skipped) =
             tokio::task::spawn_blocking(move || sync::load(stored.snapshot.as_deref(), stored.updates))
                 .await
@@ -111,6 +112,7 @@ impl Documents {
         room.stored_updates.store(count, Ordering::Relaxed);
         room.stored_bytes.store(bytes, Ordering::Relaxed);
         let mut state = room.state();
+        state.restore_authors(authors);
         let reloaded = !state.is_empty();
         // Updates other instances published while this copy loaded.
         for update in std::mem::take(&mut state.pending_remote_updates) {
@@ -148,7 +150,7 @@ impl Documents {
         else {
             return Err(DocError::Unavailable(anyhow::anyhow!("document not loaded")));
         };
-        let applied = match outcome {
+        let (applied, claimed) = match outcome {
             Ok(applied) => applied,
             Err(SyncError::Panicked) => {
                 tracing::error!(document_id = %room.id, "yrs panicked applying an update; dropping the in-memory document for a reload");
@@ -179,6 +181,10 @@ impl Documents {
             room: room.clone(),
             update,
             durable,
+            authors: claimed
+                .into_iter()
+                .map(|client| (client, origin.user_id.clone()))
+                .collect(),
         });
         Ok(applied)
     }
@@ -240,7 +246,7 @@ impl Documents {
             return;
         };
         match outcome {
-            Ok(applied) if !applied.empty => {
+            Ok((applied, _)) if !applied.empty => {
                 let relay = ServerMessage::SyncUpdate {
                     document_id: &room.id,
                     update: Base64(&update),

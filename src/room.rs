@@ -415,7 +415,7 @@ impl RoomState {
     }
 
     /// Apply `update` to the loaded document on behalf of `user` (`None` if
-    /// none is loaded). With `enforce`, an update adding items under a client
+    /// none is loaded); also returns the client ids it claimed for `user`. With `enforce`, an update adding items under a client
     /// id another user wrote first is refused before anything applies; client
     /// ids new to the document become `user`'s either way (updates relayed
     /// by other instances were checked there).
@@ -425,7 +425,7 @@ impl RoomState {
         max_pending_bytes: usize,
         user: &Arc<str>,
         enforce: bool,
-    ) -> Option<Result<crate::sync::Applied, crate::sync::SyncError>> {
+    ) -> Option<Result<(crate::sync::Applied, Vec<u64>), crate::sync::SyncError>> {
         let doc = self.doc.as_ref()?;
         let authors = &mut self.authors;
         let result = crate::sync::apply_update_admitting(doc, update, max_pending_bytes, |clients| {
@@ -437,13 +437,30 @@ impl RoomState {
                 _ => Ok(()),
             }
         });
-        if let Ok(applied) = &result {
-            for client in &applied.new_clients {
-                authors.entry(*client).or_insert_with(|| user.clone());
-            }
-        }
+        let result = result.map(|applied| {
+            let claimed = applied
+                .new_clients
+                .iter()
+                .copied()
+                .filter(|client| match authors.entry(*client) {
+                    std::collections::hash_map::Entry::Occupied(_) => false,
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        entry.insert(user.clone());
+                        true
+                    }
+                })
+                .collect();
+            (applied, claimed)
+        });
         self.doc_changed();
         Some(result)
+    }
+
+    /// Restore the client-id claims stored with the document.
+    pub fn restore_authors(&mut self, stored: impl IntoIterator<Item = (u64, String)>) {
+        for (client, user) in stored {
+            self.authors.entry(client).or_insert_with(|| user.into());
+        }
     }
 
     /// The user who first wrote under Yjs client id `client`, if known.

@@ -21,10 +21,11 @@ use std::{
 
 use anyhow::Context;
 use chrono::Utc;
-use entity::{document_snapshots, document_updates};
+use entity::{document_authors, document_snapshots, document_updates};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, sea_query::Expr,
+    QuerySelect, TransactionTrait,
+    sea_query::{Expr, OnConflict},
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -48,6 +49,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub struct StoredDocument {
     pub snapshot: Option<Vec<u8>>,
     pub updates: Vec<Vec<u8>>,
+    /// Who writes under each Yjs client id of the document.
+    pub authors: Vec<(u64, String)>,
     /// Bytes of `updates`.
     pub update_bytes: u64,
 }
@@ -93,17 +96,30 @@ impl DocumentStore {
             .await
             .context("read updates")?;
         let update_bytes = updates.iter().map(|u| u.len() as u64).sum();
+        let authors: Vec<(i64, String)> = document_authors::Entity::find()
+            .select_only()
+            .column(document_authors::Column::ClientId)
+            .column(document_authors::Column::UserId)
+            .filter(document_authors::Column::DocumentId.eq(document_id.as_str()))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .context("read client id authors")?;
         Ok(StoredDocument {
             snapshot: snapshot.map(|s| s.state),
             updates,
             update_bytes,
+            authors: authors
+                .into_iter()
+                .map(|(client, user)| (client as u64, user))
+                .collect(),
         })
     }
 
     /// Append updates (of any documents) in one transaction, on the write
     /// connection: `Ok` only once the commit reached the database.
-    pub async fn append(&self, updates: &[(DocumentId, Arc<[u8]>)]) -> anyhow::Result<()> {
-        self.writes.write(async |db| append_on(db, updates).await).await
+    pub async fn append(&self, batch: &Batch) -> anyhow::Result<()> {
+        self.writes.write(async |db| append_on(db, batch).await).await
     }
 
     /// Number of update rows not yet folded into the snapshot.
@@ -213,10 +229,10 @@ impl DocumentStore {
 }
 
 /// One transaction of inserts, committed.
-async fn append_on(db: &DatabaseConnection, updates: &[(DocumentId, Arc<[u8]>)]) -> anyhow::Result<()> {
+async fn append_on(db: &DatabaseConnection, batch: &Batch) -> anyhow::Result<()> {
     let now = Utc::now();
     let txn = db.begin().await.context("begin update batch")?;
-    for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+    for chunk in batch.updates.chunks(ROWS_PER_STATEMENT) {
         let rows = chunk
             .iter()
             .map(|(document_id, update)| document_updates::ActiveModel {
@@ -229,6 +245,31 @@ async fn append_on(db: &DatabaseConnection, updates: &[(DocumentId, Arc<[u8]>)])
             .exec_without_returning(&txn)
             .await
             .context("insert updates")?;
+    }
+    for chunk in batch.authors.chunks(ROWS_PER_STATEMENT) {
+        let rows = chunk
+            .iter()
+            .map(|(document_id, client, user)| document_authors::ActiveModel {
+                document_id: sea_orm::ActiveValue::Set(document_id.as_str().to_owned()),
+                // Client ids are validated to at most 2^53 - 1.
+                client_id: sea_orm::ActiveValue::Set(*client as i64),
+                user_id: sea_orm::ActiveValue::Set(user.to_string()),
+                created_at: sea_orm::ActiveValue::Set(now),
+            });
+        // Another instance may have recorded the same claim: the first one stands.
+        document_authors::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([
+                    document_authors::Column::DocumentId,
+                    document_authors::Column::ClientId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .try_insert()
+            .exec_without_returning(&txn)
+            .await
+            .context("insert client id authors")?;
     }
     txn.commit().await.context("commit update batch")?;
     Ok(())
@@ -285,6 +326,8 @@ pub struct PendingWrite {
     pub room: Arc<Room>,
     pub update: Arc<[u8]>,
     pub durable: Durable,
+    /// Yjs client ids this update claimed for its author.
+    pub authors: Vec<(u64, Arc<str>)>,
 }
 
 /// When to compact a document.
@@ -408,14 +451,14 @@ async fn run_persister(
                             Err(_) => break,
                         }
                     }
-                    if batch.len() != rows.len() {
+                    if batch.len() != rows.updates.len() {
                         rows = rows_of(&batch);
                     }
                     batch.iter_mut().for_each(Queued::tell_not_durable_yet);
                     if stop.is_cancelled() && attempts > ATTEMPTS_AFTER_STOP {
                         tracing::error!(
                             error = format!("{error:#}"),
-                            updates = rows.len(),
+                            updates = rows.updates.len(),
                             "giving up on unacknowledged updates at shutdown"
                         );
                         break false;
@@ -423,7 +466,7 @@ async fn run_persister(
                     if attempts == 1 || attempts.is_power_of_two() {
                         tracing::error!(
                             error = format!("{error:#}"),
-                            updates = rows.len(),
+                            updates = rows.updates.len(),
                             attempts,
                             "committing document updates failed; nothing is acknowledged until a commit succeeds"
                         );
@@ -435,7 +478,7 @@ async fn run_persister(
         };
         if committed && attempts > 0 {
             tracing::info!(
-                updates = rows.len(),
+                updates = rows.updates.len(),
                 attempts,
                 "committing document updates recovered"
             );
@@ -456,11 +499,30 @@ async fn run_persister(
 }
 
 /// The rows a batch inserts.
-fn rows_of(batch: &[Queued]) -> Vec<(DocumentId, Arc<[u8]>)> {
-    batch
-        .iter()
-        .map(|q| (q.write.room.id.clone(), q.write.update.clone()))
-        .collect()
+fn rows_of(batch: &[Queued]) -> Batch {
+    Batch {
+        updates: batch
+            .iter()
+            .map(|q| (q.write.room.id.clone(), q.write.update.clone()))
+            .collect(),
+        authors: batch
+            .iter()
+            .flat_map(|q| {
+                q.write
+                    .authors
+                    .iter()
+                    .map(|(client, user)| (q.write.room.id.clone(), *client, user.clone()))
+            })
+            .collect(),
+    }
+}
+
+/// What one group commit writes: update rows, and the client-id claims they make.
+pub struct Batch {
+    pub updates: Vec<(DocumentId, Arc<[u8]>)>,
+    /// (document, Yjs client id, user): written in the same transaction as
+    /// the updates, so a claim is exactly as durable as the items it covers.
+    pub authors: Vec<(DocumentId, u64, Arc<str>)>,
 }
 
 /// Compact off the per-message path when a document's log has grown past the policy.

@@ -4,6 +4,7 @@
 //! behind the in-memory state (the live truth for a running instance), documents
 //! are written before an update is acknowledged.
 
+pub mod document_authors;
 pub mod document_presence;
 pub mod document_snapshots;
 pub mod document_updates;
@@ -12,6 +13,7 @@ pub mod user_sessions;
 
 pub mod prelude {
     //! The entities under their table-like names.
+    pub use super::document_authors::Entity as DocumentAuthors;
     pub use super::document_presence::Entity as DocumentPresence;
     pub use super::document_snapshots::Entity as DocumentSnapshots;
     pub use super::document_updates::Entity as DocumentUpdates;

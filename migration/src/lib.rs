@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_session_tables;
 mod m20261123_000002_create_document_tables;
 mod m20261125_000001_create_health_probes;
+mod m20261125_000002_create_document_authors;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_session_tables::Migration),
             Box::new(m20261123_000002_create_document_tables::Migration),
             Box::new(m20261125_000001_create_health_probes::Migration),
+            Box::new(m20261125_000002_create_document_authors::Migration),
         ]
     }
 }

@@ -610,3 +610,37 @@ async fn nobody_can_add_items_under_another_users_client_id() {
     assert!(!text.contains("FORGED"), "{text}");
     assert!(text.contains("again") && text.contains("bob"), "{text}");
 }
+
+#[tokio::test]
+async fn client_id_claims_survive_a_restart_on_every_backend() {
+    for backend in backends() {
+        let app = spawn_app_with(&backend, |_| {}).await;
+        let mut alice = app.connect("alice").await;
+        alice.join("doc").await;
+        let alices = YPeer::new(41);
+        let first = alices.insert(0, "mine");
+        alice
+            .send(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&first), "id": "a1"}))
+            .await;
+        assert_eq!(alice.recv_until("ack").await["id"], "a1", "{}", backend.name());
+        drop(alice);
+        let database = app.shutdown().await;
+
+        let app = spawn_app_on(database, |_| {}).await;
+        let mut bob = app.connect("bob").await;
+        bob.join("doc").await;
+        let forged = YPeer::new(41);
+        forged.apply_b64(&b64::encode(&first));
+        bob.expect_error(
+            json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(forged.insert(4, "!"))}),
+            "forbidden",
+        )
+        .await;
+        let mut alice = app.connect("alice").await;
+        alice.join("doc").await;
+        alice
+            .send(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(alices.insert(4, "!")), "id": "a2"}))
+            .await;
+        assert_eq!(alice.recv_until("ack").await["id"], "a2", "{}", backend.name());
+    }
+}
