@@ -178,7 +178,9 @@ pub enum ErrorCode {
     InvalidUpdate,
     /// The token does not allow this (document not in `docs`, or a viewer writing).
     Forbidden,
-    /// The document could not be loaded from storage; try again.
+    /// The document could not be loaded from storage; try again. Or (with the
+    /// update's `id`) the update was applied but the database is failing: its
+    /// `ack` follows once a commit succeeds.
     DocumentUnavailable,
     /// Something failed on the server; the cause is logged, not sent.
     Internal,
