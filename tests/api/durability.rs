@@ -264,10 +264,11 @@ async fn no_update_is_acked_while_the_sqlite_files_are_immutable_and_all_are_ack
     let health = await_health(&app, "failing").await;
     let rest_update = peer.insert(0, "{rest}");
     let started = Instant::now();
+    // Alice's backend writes with her client id: it is hers.
     let (status, body) = app
         .post(
             "/api/v1/documents/doc/updates",
-            Some(&app.token("bob")),
+            Some(&app.token("alice")),
             &json!({"update": b64::encode(&rest_update)}),
         )
         .await;
