@@ -13,10 +13,12 @@ use std::{hint::black_box, sync::Arc};
 use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tandem::{
-    device::DeviceType,
-    presence::Presence,
-    protocol::{ClientMessage, Cursor, DecodeLimits, DocumentId, ServerMessage, decode_client_frame},
-    room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, QueuedBytes, RoomState},
+    model::device::DeviceType,
+    model::ids::DocumentId,
+    model::presence::Cursor,
+    model::presence::Presence,
+    protocol::json::{ClientMessage, DecodeLimits, ServerMessage, decode_client_frame},
+    rooms::room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, QueuedBytes, RoomState},
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

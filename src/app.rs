@@ -15,13 +15,13 @@ use uuid::Uuid;
 
 use crate::{
     auth::JwtKeys,
-    bus::Bus,
+    cluster::bus::Bus,
     config::Config,
-    documents::Documents,
-    durability::Writes,
-    hub::Hub,
-    store::{CompactionPolicy, DocumentStore},
-    write_behind::WriteBehind,
+    rooms::documents::Documents,
+    rooms::hub::Hub,
+    storage::document_log::{CompactionPolicy, DocumentStore},
+    storage::durability::Writes,
+    storage::write_behind::WriteBehind,
 };
 
 /// Updates queued for commit before new ones are refused as busy.
@@ -44,9 +44,9 @@ pub struct AppState {
     /// Every session and its writer task.
     pub tracker: TaskTracker,
     /// Open WebSocket connections per client IP and per user, against their caps.
-    pub caps: Arc<crate::limits::ConnectionCaps>,
+    pub caps: Arc<crate::http::limits::ConnectionCaps>,
     /// REST requests per second per client IP and per token.
-    pub rest_limit: Arc<crate::limits::RestRateLimit>,
+    pub rest_limit: Arc<crate::http::limits::RestRateLimit>,
 }
 
 impl AppState {
@@ -90,10 +90,10 @@ impl Application {
             );
         }
         // Compiling the user-agent regexes takes a moment; do it before the first client.
-        tokio::task::spawn_blocking(crate::device::warm_up)
+        tokio::task::spawn_blocking(crate::model::device::warm_up)
             .await
             .context("user-agent parser")?;
-        let db = crate::db::connect_and_migrate(&config.database_url)
+        let db = crate::storage::db::connect_and_migrate(&config.database_url)
             .await
             .context("connect to the database")?;
         let instance_id: Arc<str> = config
@@ -102,7 +102,7 @@ impl Application {
             .unwrap_or_else(|| Uuid::now_v7().to_string())
             .into();
         if config.instance_id.is_some() {
-            let reclaimed = crate::cleanup::deactivate_instance(&db, &instance_id).await?;
+            let reclaimed = crate::storage::cleanup::deactivate_instance(&db, &instance_id).await?;
             if reclaimed > 0 {
                 tracing::info!(
                     sessions = reclaimed,
@@ -120,7 +120,7 @@ impl Application {
         let background_stop = CancellationToken::new();
         let writes = Arc::new(Writes::new(&config.database_url, &instance_id, &db));
         let store = DocumentStore::new(db.clone(), writes);
-        let (persister, persister_task) = crate::store::persister(
+        let (persister, persister_task) = crate::storage::document_log::persister(
             store.clone(),
             PERSIST_QUEUE,
             CompactionPolicy {
@@ -140,11 +140,11 @@ impl Application {
             config.max_pending_update_bytes,
             bus.clone(),
         ));
-        let caps = Arc::new(crate::limits::ConnectionCaps::new(
+        let caps = Arc::new(crate::http::limits::ConnectionCaps::new(
             config.max_connections_per_ip,
             config.max_connections_per_user,
         ));
-        let rest_limit = Arc::new(crate::limits::RestRateLimit::new(
+        let rest_limit = Arc::new(crate::http::limits::RestRateLimit::new(
             config.rest_rate_limit_per_second,
             config.rest_rate_limit_burst,
         ));
@@ -203,9 +203,9 @@ impl Application {
         spawn_background(&state, &background, &background_stop);
         tracing::info!(%local_addr, instance_id = %state.instance_id, "tandem listening");
 
-        let acceptor = crate::listener::GatewayAcceptor::from_tokio(
+        let acceptor = crate::transport::listener::GatewayAcceptor::from_tokio(
             listener,
-            crate::listener::HandshakeLimits {
+            crate::transport::listener::HandshakeLimits {
                 timeout: state.config.handshake_timeout,
                 max_pending: state.config.max_pending_handshakes,
             },
@@ -217,7 +217,7 @@ impl Application {
         let server = poem::Server::new_with_acceptor(acceptor).idle_timeout(state.config.http_idle_timeout);
         let served = server
             .run_with_graceful_shutdown(
-                crate::http::routes(state.clone()),
+                crate::http::api::routes(state.clone()),
                 stop.clone().cancelled_owned(),
                 Some(state.config.shutdown_timeout),
             )
@@ -234,7 +234,7 @@ impl Application {
         background_stop.cancel();
         background.close();
         background.wait().await;
-        match crate::cleanup::deactivate_instance(&state.db, &state.instance_id).await {
+        match crate::storage::cleanup::deactivate_instance(&state.db, &state.instance_id).await {
             Ok(_) => {}
             Err(error) => tracing::warn!(
                 error = format!("{error:#}"),
@@ -253,7 +253,7 @@ impl Application {
 /// and the room reaper: each loops until `stop` and finishes its work.
 fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &CancellationToken) {
     let config = state.config.clone();
-    tracker.spawn(crate::bus::run(state.clone(), stop.clone()));
+    tracker.spawn(crate::cluster::bus::run(state.clone(), stop.clone()));
     {
         let writer = state.hub.writer.clone();
         let stop = stop.clone();
@@ -273,7 +273,7 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
                     _ = tick.tick() => {}
                 }
                 state.rest_limit.forget_idle();
-                match crate::cleanup::sweep(&state).await {
+                match crate::storage::cleanup::sweep(&state).await {
                     Ok(report) => tracing::debug!(?report, "stale-session sweep"),
                     Err(error) => tracing::warn!(error = format!("{error:#}"), "stale-session sweep failed"),
                 }

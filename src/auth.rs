@@ -9,7 +9,10 @@ use std::{sync::Arc, time::Duration};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use crate::{config::Secret, protocol::DocumentId};
+use crate::{
+    config::Secret,
+    model::{ids::DocumentId, text::truncate_utf8},
+};
 
 /// Longest accepted `sub`: it is stored in an indexed column.
 const MAX_USER_ID_BYTES: usize = 256;
@@ -191,18 +194,6 @@ impl JwtKeys {
     }
 }
 
-/// Cut `value` to at most `max` bytes on a character boundary.
-pub fn truncate_utf8(value: &str, max: usize) -> &str {
-    if value.len() <= max {
-        return value;
-    }
-    let mut end = max;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    &value[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,11 +265,5 @@ mod tests {
             keys().verify(&"x".repeat(100_000)),
             Err(AuthError::Malformed(_))
         ));
-    }
-
-    #[test]
-    fn truncation_respects_character_boundaries() {
-        assert_eq!(truncate_utf8("héllo", 2), "h");
-        assert_eq!(truncate_utf8("abc", 10), "abc");
     }
 }

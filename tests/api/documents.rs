@@ -387,7 +387,7 @@ async fn awareness_is_relayed_kept_for_newcomers_and_removed_when_its_owner_leav
     alice.recv_type("user_joined").await;
 
     let state = r#"{"user":{"name":"Alice"},"cursor":{"anchor":3}}"#;
-    let update = tandem::awareness::encode(&[tandem::awareness::AwarenessEntry {
+    let update = tandem::crdt::awareness::encode(&[tandem::crdt::awareness::AwarenessEntry {
         client_id: 77,
         clock: 1,
         json: state.into(),
@@ -398,11 +398,11 @@ async fn awareness_is_relayed_kept_for_newcomers_and_removed_when_its_owner_leav
     assert_eq!(alice.recv_type("ack").await["id"], "aw");
     let relayed = bob.recv_type("awareness").await;
     assert_eq!(relayed["user_id"], "alice");
-    let entries = tandem::awareness::decode(&b64::decode(relayed["update"].as_str().unwrap())).unwrap();
+    let entries = tandem::crdt::awareness::decode(&b64::decode(relayed["update"].as_str().unwrap())).unwrap();
     assert_eq!((entries[0].client_id, &*entries[0].json), (77, state));
 
     // Bob cannot erase alice's state by claiming her client id.
-    let spoof = tandem::awareness::encode(&[tandem::awareness::AwarenessEntry {
+    let spoof = tandem::crdt::awareness::encode(&[tandem::crdt::awareness::AwarenessEntry {
         client_id: 77,
         clock: 9,
         json: "null".into(),
@@ -425,13 +425,14 @@ async fn awareness_is_relayed_kept_for_newcomers_and_removed_when_its_owner_leav
     carol.recv_type("presence_list").await;
     carol.recv_type("sync_step1").await;
     let snapshot = carol.recv_type("awareness").await;
-    let entries = tandem::awareness::decode(&b64::decode(snapshot["update"].as_str().unwrap())).unwrap();
+    let entries =
+        tandem::crdt::awareness::decode(&b64::decode(snapshot["update"].as_str().unwrap())).unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].client_id, 77);
 
     alice.stream.close(None).await.unwrap();
     let removal = bob.recv_until("awareness").await;
-    let entries = tandem::awareness::decode(&b64::decode(removal["update"].as_str().unwrap())).unwrap();
+    let entries = tandem::crdt::awareness::decode(&b64::decode(removal["update"].as_str().unwrap())).unwrap();
     assert_eq!(entries.len(), 1);
     assert!(
         entries[0].is_removal() && entries[0].client_id == 77,

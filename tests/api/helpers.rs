@@ -114,7 +114,7 @@ impl TestDatabase {
     }
 
     pub async fn connect(&self) -> DatabaseConnection {
-        tandem::db::connect_and_migrate(&self.url)
+        tandem::storage::db::connect_and_migrate(&self.url)
             .await
             .expect("connect to test database")
     }

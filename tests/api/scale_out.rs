@@ -364,7 +364,7 @@ async fn delivery_resumes_after_redis_restarts_and_nothing_written_meanwhile_is_
 #[tokio::test]
 async fn a_provider_on_one_instance_sees_a_json_member_of_another_as_awareness() {
     use futures_util::{SinkExt, StreamExt};
-    use tandem::yws::{self, Inbound};
+    use tandem::protocol::yjs::{self, Inbound};
     let Some((redis, postgres)) = scale_out_services() else {
         return;
     };
@@ -384,9 +384,9 @@ async fn a_provider_on_one_instance_sees_a_json_member_of_another_as_awareness()
             .unwrap()
             .unwrap();
         if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = frame
-            && let Ok(Inbound::Awareness(update)) = yws::decode(&bytes)
+            && let Ok(Inbound::Awareness(update)) = yjs::decode(&bytes)
         {
-            return tandem::awareness::decode(&update).unwrap();
+            return tandem::crdt::awareness::decode(&update).unwrap();
         }
     };
     let welcome = next_awareness().await;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tandem::{
-    awareness::{self, AwarenessEntry},
-    yws::{self, Inbound},
+    crdt::awareness::{self, AwarenessEntry},
+    protocol::yjs::{self, Inbound},
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
@@ -45,7 +45,7 @@ impl YwsClient {
                 .expect("socket closed")
                 .expect("socket error");
             match message {
-                Message::Binary(bytes) => return yws::decode(&bytes).expect("server frame decodes"),
+                Message::Binary(bytes) => return yjs::decode(&bytes).expect("server frame decodes"),
                 Message::Close(frame) => panic!("closed: {frame:?}"),
                 _ => continue,
             }
@@ -72,7 +72,7 @@ impl YwsClient {
 
     /// Proof of life: ask for the state vector diff and get a step 2 back.
     async fn assert_alive(&mut self, peer: &YPeer) {
-        self.send(yws::sync_step1(&peer.state_vector())).await;
+        self.send(yjs::sync_step1(&peer.state_vector())).await;
         self.recv_update().await;
     }
 }
@@ -100,7 +100,7 @@ async fn a_binary_client_and_a_json_client_edit_the_same_document() {
     assert_eq!(joined["user"]["device_type"], "mobile");
 
     let b = YPeer::new(2);
-    yjs.send(yws::update(&b.insert(0, "from the provider "))).await;
+    yjs.send(yjs::update(&b.insert(0, "from the provider "))).await;
     let relayed = alice.recv_until("sync_update").await;
     assert_eq!(relayed["user_id"], "bob");
     a.apply_b64(relayed["update"].as_str().unwrap());
@@ -121,7 +121,7 @@ async fn a_binary_client_and_a_json_client_edit_the_same_document() {
         .await
         .unwrap();
     let c = YPeer::new(3);
-    late.send(yws::sync_step1(&c.state_vector())).await;
+    late.send(yjs::sync_step1(&c.state_vector())).await;
     apply(&c, &late.recv_update().await);
     assert_eq!(c.text(), a.text());
 
@@ -160,7 +160,7 @@ async fn presence_is_shared_both_ways_and_dropped_clients_leave_no_ghost() {
 
     // Provider awareness -> JSON `awareness` plus the cursor in presence.
     let own = json!({"user": {"name": "Bob"}, "cursor": {"line": 9, "column": 1}}).to_string();
-    yjs.send(yws::awareness(&awareness::encode(&[AwarenessEntry {
+    yjs.send(yjs::awareness(&awareness::encode(&[AwarenessEntry {
         client_id: 4242,
         clock: 1,
         json: own.into(),
@@ -263,10 +263,10 @@ async fn a_binary_viewer_receives_the_document_but_its_updates_are_dropped() {
     let mut viewer = YwsClient::connect(&app, "doc", &token).await.unwrap();
     assert_eq!(editor.recv_type("user_joined").await["user"]["user_id"], "val");
     let v = YPeer::new(2);
-    viewer.send(yws::sync_step1(&v.state_vector())).await;
+    viewer.send(yjs::sync_step1(&v.state_vector())).await;
     apply(&v, &viewer.recv_update().await);
     assert_eq!(v.text(), "hello");
-    viewer.send(yws::update(&v.insert(0, "evil "))).await;
+    viewer.send(yjs::update(&v.insert(0, "evil "))).await;
     viewer.assert_alive(&v).await;
     editor.expect_silence(Duration::from_millis(300)).await;
     let (_, text) = app
@@ -292,7 +292,7 @@ async fn a_provider_joining_a_large_document_gets_it_whole_in_fragments() {
     for attempt in 0..2 {
         let mut provider = YwsClient::connect(&app, "big", &app.token("bob")).await.unwrap();
         let peer = YPeer::new(10 + attempt);
-        provider.send(yws::sync_step1(&peer.state_vector())).await;
+        provider.send(yjs::sync_step1(&peer.state_vector())).await;
         let whole = provider.recv_update().await;
         assert!(whole.len() > 100_000, "attempt {attempt}: {} bytes", whole.len());
         apply(&peer, &whole);

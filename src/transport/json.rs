@@ -26,16 +26,21 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     auth::Identity,
-    documents::Origin,
-    hub::ConnectionHandle,
-    presence::SessionRecord,
-    protocol::{
-        Base64, ClientMessage, CloseCode, DecodeLimits, DocumentId, EditingStopReason, ErrorCode, FrameError,
-        LeaveReason, MessageId, ProtocolError, ServerMessage, decode_client_frame, encode_error,
-    },
-    room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, QueuedBytes, Room},
-    store::Durable,
-    ws::{Message, Socket},
+    model::ids::DocumentId,
+    model::ids::MessageId,
+    model::presence::EditingStopReason,
+    model::presence::LeaveReason,
+    model::presence::SessionRecord,
+    protocol::codes::CloseCode,
+    protocol::codes::ErrorCode,
+    protocol::codes::FrameError,
+    protocol::codes::ProtocolError,
+    protocol::json::{Base64, ClientMessage, DecodeLimits, ServerMessage, decode_client_frame, encode_error},
+    rooms::documents::Origin,
+    rooms::hub::ConnectionHandle,
+    rooms::room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, QueuedBytes, Room},
+    storage::document_log::Durable,
+    transport::ws::{Message, Socket},
 };
 
 /// How long a new connection waits for its session row to be committed before
@@ -95,7 +100,7 @@ impl Link {
             name: peer.identity.name.clone(),
             user_agent: peer.user_agent.clone(),
             ip_address: peer.ip_address.clone(),
-            device_type: crate::device::detect(peer.user_agent.as_deref()),
+            device_type: crate::model::device::detect(peer.user_agent.as_deref()),
             current_document_id,
             instance_id: state.instance_id.clone(),
             created_at: now,
@@ -305,7 +310,7 @@ impl Session {
                 frame = stream.next() => {
                     let Some(Ok(frame)) = frame else {
                         if let Some(Err(error)) = &frame {
-                            if let Some(close) = crate::ws::close_for_read_error(error) {
+                            if let Some(close) = crate::transport::ws::close_for_read_error(error) {
                                 tracing::debug!(session_id = %self.record.session_id, %error, code = close.code(), "closing on a bad frame");
                                 return Exit { close: Some(close), reason: LeaveReason::Disconnected };
                             }
@@ -367,7 +372,7 @@ impl Session {
         }
     }
 
-    fn reply(&mut self, text: crate::protocol::Encoded) {
+    fn reply(&mut self, text: crate::protocol::json::Encoded) {
         self.replies.push(Outgoing::Text(text));
     }
 
@@ -480,7 +485,7 @@ impl Session {
                 let room = self.joined_room(&document_id)?;
                 let docs = &self.state.docs;
                 docs.ensure_loaded(&room).await.map_err(|e| e.to_protocol())?;
-                if crate::sync::is_empty_state_vector(&state_vector) {
+                if crate::crdt::sync::is_empty_state_vector(&state_vector) {
                     // A newcomer: the shared whole-document encoding, not a copy.
                     let (_, whole) = docs.whole_state(&room).map_err(|e| e.to_protocol())?;
                     let frame = ServerMessage::SyncStep2 {
@@ -489,7 +494,8 @@ impl Session {
                         update: Base64(&[]),
                     }
                     .encode();
-                    self.replies.push(crate::ws::text_around(&frame, "update", whole));
+                    self.replies
+                        .push(crate::transport::ws::text_around(&frame, "update", whole));
                     return Ok(());
                 }
                 let diff = docs.diff(&room, &state_vector).map_err(|e| e.to_protocol())?;
@@ -500,14 +506,14 @@ impl Session {
                 }
                 .encode();
                 self.replies
-                    .push(crate::ws::text_around(&frame, "update", diff.base64));
+                    .push(crate::transport::ws::text_around(&frame, "update", diff.base64));
                 Ok(())
             }
             ClientMessage::SyncUpdate { document_id, update } => {
                 let room = self.joined_room(&document_id)?;
                 if !self.identity.may_write() {
                     // A viewer answering sync_step1 sends an empty step 2: nothing to refuse.
-                    if crate::sync::decode_update(&update).is_ok_and(|u| u.is_empty()) {
+                    if crate::crdt::sync::decode_update(&update).is_ok_and(|u| u.is_empty()) {
                         self.ack(id);
                         return Ok(());
                     }
@@ -634,11 +640,12 @@ pub(crate) async fn write_loop(
         };
         let Some(next) = next else { break };
         if let Outgoing::Close(code) = next {
-            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(crate::ws::close_message(code))).await;
+            let _ =
+                tokio::time::timeout(CLOSE_GRACE, sink.send(crate::transport::ws::close_message(code))).await;
             break;
         }
         let len = next.byte_len();
-        for frame in crate::ws::frames(next) {
+        for frame in crate::transport::ws::frames(next) {
             let sent = tokio::select! {
                 biased;
                 _ = overflowed.cancelled() => break 'queue,
@@ -665,7 +672,7 @@ pub(crate) async fn write_loop(
         // The client is not reading, so the close frame may not get through
         // either; it is worth a try even in the middle of a fragmented message
         // (control frames may be interleaved, RFC 6455 section 5.4).
-        let close = crate::ws::close_message(CloseCode::SlowConsumer);
+        let close = crate::transport::ws::close_message(CloseCode::SlowConsumer);
         let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
     } else {
         // Sends the reply tungstenite queued for a client's close frame, if any.

@@ -19,10 +19,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    presence::Presence,
-    protocol::{
-        Cursor, DocumentId, EditingStopReason, Encoded, LeaveReason, MessageId, Selection, ServerMessage,
-    },
+    model::ids::DocumentId,
+    model::ids::MessageId,
+    model::presence::Cursor,
+    model::presence::EditingStopReason,
+    model::presence::LeaveReason,
+    model::presence::Presence,
+    model::presence::Selection,
+    protocol::json::{Encoded, ServerMessage},
 };
 
 /// What a session's writer task sends on its socket.
@@ -36,7 +40,7 @@ pub enum Outgoing {
     /// variant, and this one is rare.
     Parts(Box<MessageParts>),
     Ping,
-    Close(crate::protocol::CloseCode),
+    Close(crate::protocol::codes::CloseCode),
 }
 
 /// The parts of an [`Outgoing::Parts`] message, in order.
@@ -249,11 +253,11 @@ impl Member {
         awareness_client_id(self.presence.connection_id)
     }
 
-    fn awareness_entry(&self) -> crate::awareness::AwarenessEntry {
+    fn awareness_entry(&self) -> crate::crdt::awareness::AwarenessEntry {
         synthesized_awareness(&self.presence, self.awareness_clock)
     }
 
-    fn awareness_removal(&self) -> crate::awareness::AwarenessEntry {
+    fn awareness_removal(&self) -> crate::crdt::awareness::AwarenessEntry {
         synthesized_removal(self.presence.connection_id, self.awareness_clock)
     }
 }
@@ -269,7 +273,7 @@ pub fn awareness_client_id(connection_id: Uuid) -> u64 {
 
 /// A JSON member's presence as an awareness entry, in the shape y-websocket
 /// front ends read: `{ user: { name, color, id }, cursor, selection, editing }`.
-fn synthesized_awareness(presence: &Presence, clock: u32) -> crate::awareness::AwarenessEntry {
+fn synthesized_awareness(presence: &Presence, clock: u32) -> crate::crdt::awareness::AwarenessEntry {
     let state = serde_json::json!({
         "user": {
             "name": presence.name.as_deref().unwrap_or(&presence.user_id),
@@ -281,15 +285,15 @@ fn synthesized_awareness(presence: &Presence, clock: u32) -> crate::awareness::A
         "editing": presence.is_editing,
         "connection_id": presence.connection_id,
     });
-    crate::awareness::AwarenessEntry {
+    crate::crdt::awareness::AwarenessEntry {
         client_id: awareness_client_id(presence.connection_id),
         clock,
         json: state.to_string().into(),
     }
 }
 
-fn synthesized_removal(connection_id: Uuid, clock: u32) -> crate::awareness::AwarenessEntry {
-    crate::awareness::AwarenessEntry {
+fn synthesized_removal(connection_id: Uuid, clock: u32) -> crate::crdt::awareness::AwarenessEntry {
+    crate::crdt::awareness::AwarenessEntry {
         client_id: awareness_client_id(connection_id),
         clock: clock.wrapping_add(1),
         json: "null".into(),
@@ -366,7 +370,7 @@ pub struct RoomState {
     /// items, and the server knows who wrote what.
     authors: std::collections::HashMap<u64, Arc<str>>,
     /// Latest awareness state of every Yjs client in the room.
-    pub awareness: crate::awareness::AwarenessStates,
+    pub awareness: crate::crdt::awareness::AwarenessStates,
     /// Members connected to other instances (with their instance), mirrored
     /// from the bus.
     remote: Vec<RemoteMember>,
@@ -425,15 +429,15 @@ impl RoomState {
         max_pending_bytes: usize,
         user: &Arc<str>,
         enforce: bool,
-    ) -> Option<Result<(crate::sync::Applied, Vec<u64>), crate::sync::SyncError>> {
+    ) -> Option<Result<(crate::crdt::sync::Applied, Vec<u64>), crate::crdt::sync::SyncError>> {
         let doc = self.doc.as_ref()?;
         let authors = &mut self.authors;
-        let result = crate::sync::apply_update_admitting(doc, update, max_pending_bytes, |clients| {
+        let result = crate::crdt::sync::apply_update_admitting(doc, update, max_pending_bytes, |clients| {
             let foreign = clients
                 .iter()
                 .find(|client| authors.get(client).is_some_and(|owner| **owner != **user));
             match foreign {
-                Some(&client) if enforce => Err(crate::sync::SyncError::ForeignClient(client)),
+                Some(&client) if enforce => Err(crate::crdt::sync::SyncError::ForeignClient(client)),
                 _ => Ok(()),
             }
         });
@@ -470,7 +474,7 @@ impl RoomState {
 
     /// What a peer with `state_vector` lacks, raw and in base64, shared with
     /// the previous peer that sent the same state vector.
-    pub fn diff(&mut self, state_vector: &[u8]) -> Result<SharedDiff, crate::sync::SyncError> {
+    pub fn diff(&mut self, state_vector: &[u8]) -> Result<SharedDiff, crate::crdt::sync::SyncError> {
         if let Some(last) = &self.last_diff
             && *last.state_vector == *state_vector
         {
@@ -479,8 +483,8 @@ impl RoomState {
         let doc = self
             .doc
             .as_ref()
-            .ok_or_else(|| crate::sync::SyncError::Rejected("document not loaded".into()))?;
-        let raw: bytes::Bytes = crate::sync::diff(doc, state_vector)?.into();
+            .ok_or_else(|| crate::crdt::sync::SyncError::Rejected("document not loaded".into()))?;
+        let raw: bytes::Bytes = crate::crdt::sync::diff(doc, state_vector)?.into();
         use base64::Engine;
         let base64 = base64::engine::general_purpose::STANDARD.encode(&raw).into();
         let diff = SharedDiff {
@@ -496,7 +500,7 @@ impl RoomState {
     pub fn full_state(&mut self) -> Option<bytes::Bytes> {
         if self.full_state.is_none() {
             let doc = self.doc.as_ref()?;
-            let Some(state) = crate::sync::full_state(doc) else {
+            let Some(state) = crate::crdt::sync::full_state(doc) else {
                 // Quarantine: yrs could not encode this copy. Drop it; the next
                 // use reloads the last good state from storage and resyncs members.
                 tracing::error!("yrs panicked encoding a document; dropping it for a reload");
@@ -645,12 +649,12 @@ impl RoomState {
         if let Some(removal) = self.awareness.remove_owner(connection_id) {
             let removed = ServerMessage::Awareness {
                 document_id,
-                update: crate::protocol::Base64(&removal),
+                update: crate::protocol::json::Base64(&removal),
                 user_id: None,
             }
             .encode();
             self.broadcast(&removed, None);
-            self.broadcast_binary(&crate::yws::awareness(&removal).into(), None);
+            self.broadcast_binary(&crate::protocol::yjs::awareness(&removal).into(), None);
         }
         self.broadcast(
             &ServerMessage::UserLeft {
@@ -670,9 +674,9 @@ impl RoomState {
         &mut self,
         document_id: &DocumentId,
         member: RemoteMember,
-        change: crate::bus::RemoteChange,
+        change: crate::cluster::bus::RemoteChange,
     ) {
-        use crate::bus::RemoteChange;
+        use crate::cluster::bus::RemoteChange;
         let presence = &member.presence;
         let connection_id = presence.connection_id;
         let user_id = &*presence.user_id;
@@ -781,9 +785,10 @@ impl RoomState {
     }
 
     /// Tell y-websocket members about a JSON member's presence (or its removal).
-    fn publish_json_member_awareness(&self, entry: crate::awareness::AwarenessEntry) {
+    fn publish_json_member_awareness(&self, entry: crate::crdt::awareness::AwarenessEntry) {
         if self.has_yjs_members() {
-            let frame: Arc<[u8]> = crate::yws::awareness(&crate::awareness::encode(&[entry])).into();
+            let frame: Arc<[u8]> =
+                crate::protocol::yjs::awareness(&crate::crdt::awareness::encode(&[entry])).into();
             self.broadcast_binary(&frame, None);
         }
     }
@@ -804,9 +809,9 @@ impl RoomState {
                 .map(|r| synthesized_awareness(&r.presence, r.awareness_clock)),
         );
         if let Some(real) = self.awareness.snapshot() {
-            entries.extend(crate::awareness::decode(&real).unwrap_or_default());
+            entries.extend(crate::crdt::awareness::decode(&real).unwrap_or_default());
         }
-        (!entries.is_empty()).then(|| crate::awareness::encode(&entries))
+        (!entries.is_empty()).then(|| crate::crdt::awareness::encode(&entries))
     }
 
     /// Add a member, tell the others, and welcome the joiner. A JSON joiner
@@ -835,7 +840,7 @@ impl RoomState {
         let Some(joiner) = self.members.last() else {
             return users;
         };
-        let state_vector = self.doc.as_ref().map(crate::sync::state_vector);
+        let state_vector = self.doc.as_ref().map(crate::crdt::sync::state_vector);
         match joiner.kind {
             MemberKind::Json => {
                 joiner.outbox.text(
@@ -850,7 +855,7 @@ impl RoomState {
                     joiner.outbox.text(
                         ServerMessage::SyncStep1 {
                             document_id,
-                            state_vector: crate::protocol::Base64(state_vector),
+                            state_vector: crate::protocol::json::Base64(state_vector),
                         }
                         .encode(),
                     );
@@ -859,7 +864,7 @@ impl RoomState {
                     joiner.outbox.text(
                         ServerMessage::Awareness {
                             document_id,
-                            update: crate::protocol::Base64(&states),
+                            update: crate::protocol::json::Base64(&states),
                             user_id: None,
                         }
                         .encode(),
@@ -868,14 +873,14 @@ impl RoomState {
             }
             MemberKind::Yjs => {
                 if let Some(state_vector) = &state_vector {
-                    joiner
-                        .outbox
-                        .push(Outgoing::Binary(crate::yws::sync_step1(state_vector).into()));
+                    joiner.outbox.push(Outgoing::Binary(
+                        crate::protocol::yjs::sync_step1(state_vector).into(),
+                    ));
                 }
                 if let Some(states) = self.binary_awareness_snapshot() {
                     joiner
                         .outbox
-                        .push(Outgoing::Binary(crate::yws::awareness(&states).into()));
+                        .push(Outgoing::Binary(crate::protocol::yjs::awareness(&states).into()));
                 }
             }
         }
@@ -903,12 +908,12 @@ impl RoomState {
         if let Some(removal) = self.awareness.remove_owner(connection_id) {
             let removed = ServerMessage::Awareness {
                 document_id,
-                update: crate::protocol::Base64(&removal),
+                update: crate::protocol::json::Base64(&removal),
                 user_id: None,
             }
             .encode();
             self.broadcast(&removed, None);
-            self.broadcast_binary(&crate::yws::awareness(&removal).into(), None);
+            self.broadcast_binary(&crate::protocol::yjs::awareness(&removal).into(), None);
         }
         if member.kind == MemberKind::Json {
             self.publish_json_member_awareness(member.awareness_removal());
@@ -1116,7 +1121,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::DeviceType;
+    use crate::model::device::DeviceType;
 
     fn member(user: &str, capacity: usize) -> (Member, mpsc::Receiver<Outgoing>, CancellationToken) {
         let (tx, rx) = mpsc::channel(capacity);

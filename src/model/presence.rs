@@ -11,10 +11,7 @@ use entity::{document_presence, user_sessions};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{
-    device::DeviceType,
-    protocol::{Cursor, DocumentId, Selection},
-};
+use crate::model::{device::DeviceType, ids::DocumentId};
 
 /// One member of a document: one user on one connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,4 +114,40 @@ impl SessionRecord {
             last_seen_at: now,
         }
     }
+}
+
+/// Largest cursor line or column accepted.
+pub const MAX_COORDINATE: i64 = 10_000_000;
+
+/// A caret position. Both coordinates are zero-based and bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub line: u32,
+    pub column: u32,
+}
+
+/// A selected range; `start` may come after `end` (a backwards selection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    pub start: Cursor,
+    pub end: Cursor,
+}
+
+/// Why a member left a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    Left,
+    Disconnected,
+    Timeout,
+}
+
+/// Why editing stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditingStopReason {
+    /// The client said so.
+    Client,
+    /// No editing activity within the idle timeout.
+    Idle,
 }

@@ -5,87 +5,19 @@
 //! [`FrameError`] that carries the error code and the echoed `id`. Server
 //! messages are encoded once into shared bytes ([`Encoded`]) and fanned out.
 
-use std::{borrow::Cow, fmt, sync::Arc};
+use std::{borrow::Cow, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-use crate::presence::Presence;
-
-/// Longest document id, in bytes.
-pub const MAX_DOCUMENT_ID_BYTES: usize = 256;
-/// Largest cursor line or column accepted.
-pub const MAX_COORDINATE: i64 = 10_000_000;
-/// Longest string `id` a client may attach to a message.
-pub const MAX_MESSAGE_ID_BYTES: usize = 128;
-
-/// A document (room) id, validated: 1..=256 bytes, no control characters.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DocumentId(Arc<str>);
-
-impl DocumentId {
-    pub fn parse(value: &str) -> Result<Self, ProtocolError> {
-        if value.is_empty() {
-            return Err(ProtocolError::invalid("document_id must not be empty"));
-        }
-        if value.len() > MAX_DOCUMENT_ID_BYTES {
-            return Err(ProtocolError::invalid(format!(
-                "document_id must be at most {MAX_DOCUMENT_ID_BYTES} bytes"
-            )));
-        }
-        if value.chars().any(char::is_control) {
-            return Err(ProtocolError::invalid(
-                "document_id must not contain control characters",
-            ));
-        }
-        Ok(Self(value.into()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for DocumentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for DocumentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Serialize for DocumentId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
-
-/// The `id` a client may attach to any message; echoed on what it causes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum MessageId {
-    Number(serde_json::Number),
-    String(String),
-}
-
-/// A caret position. Both coordinates are zero-based and bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    pub line: u32,
-    pub column: u32,
-}
-
-/// A selected range; `start` may come after `end` (a backwards selection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Selection {
-    pub start: Cursor,
-    pub end: Cursor,
-}
+use crate::{
+    model::{
+        ids::{DocumentId, MAX_MESSAGE_ID_BYTES, MessageId},
+        presence::{Cursor, EditingStopReason, LeaveReason, MAX_COORDINATE, Presence, Selection},
+    },
+    protocol::codes::{ErrorCode, FrameError, ProtocolError},
+};
 
 /// A message from a client, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,160 +82,6 @@ impl ClientMessage {
 pub struct ClientFrame {
     pub id: Option<MessageId>,
     pub message: ClientMessage,
-}
-
-/// Error codes sent in `{"type":"error","code":..}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The frame is not JSON.
-    InvalidJson,
-    /// `type` names no message this server knows.
-    UnknownType,
-    /// Missing or mistyped fields, or values out of range.
-    InvalidMessage,
-    /// A message for a document this connection has not joined.
-    NotJoined,
-    /// `join_document` for a document already joined on this connection.
-    AlreadyJoined,
-    /// A frame or update over the configured limit.
-    TooLarge,
-    /// More messages than the per-connection rate limit allows; the message was dropped.
-    RateLimited,
-    /// Too many documents joined on one connection.
-    TooManyDocuments,
-    /// A binary frame on the JSON endpoint.
-    UnsupportedFrame,
-    /// A Yjs update or state vector that cannot be decoded or applied.
-    InvalidUpdate,
-    /// The token does not allow this (document not in `docs`, or a viewer writing).
-    Forbidden,
-    /// The document could not be loaded from storage; try again. Or (with the
-    /// update's `id`) the update was applied but the database is failing: its
-    /// `ack` follows once a commit succeeds.
-    DocumentUnavailable,
-    /// Something failed on the server; the cause is logged, not sent.
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidJson => "invalid_json",
-            Self::UnknownType => "unknown_type",
-            Self::InvalidMessage => "invalid_message",
-            Self::NotJoined => "not_joined",
-            Self::AlreadyJoined => "already_joined",
-            Self::TooLarge => "too_large",
-            Self::RateLimited => "rate_limited",
-            Self::TooManyDocuments => "too_many_documents",
-            Self::UnsupportedFrame => "unsupported_frame",
-            Self::InvalidUpdate => "invalid_update",
-            Self::Forbidden => "forbidden",
-            Self::DocumentUnavailable => "document_unavailable",
-            Self::Internal => "internal",
-        }
-    }
-}
-
-/// A client-facing error: a code and a message safe to send.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code:?}: {message}")]
-pub struct ProtocolError {
-    pub code: ErrorCode,
-    pub message: Cow<'static, str>,
-}
-
-impl ProtocolError {
-    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn invalid(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(ErrorCode::InvalidMessage, message)
-    }
-}
-
-/// A frame that could not be decoded, with the `id` to echo if one was readable.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FrameError {
-    pub id: Option<MessageId>,
-    pub error: ProtocolError,
-}
-
-/// Close codes the server uses. 1000-range are standard; 4000-range are tandem's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseCode {
-    /// 1001: the server is shutting down; reconnect to another instance or later.
-    GoingAway,
-    /// 1009: a frame above the transport limit (`max_frame_bytes`).
-    MessageTooBig,
-    /// 1002: a WebSocket protocol violation (an unmasked or reserved-bit frame, an unknown opcode...).
-    ProtocolError,
-    /// 1007: a text message that is not valid UTF-8.
-    InvalidPayload,
-    /// 4000: nothing heard (message, heartbeat or pong) within the session TTL.
-    SessionTimeout,
-    /// 4001: the client did not read fast enough and its send queue overflowed.
-    SlowConsumer,
-    /// 4002: too many consecutive errors.
-    TooManyErrors,
-    /// 4003: the session was ended by the server (stale-session cleanup).
-    SessionEnded,
-    /// 1011: the document could not be loaded (y-websocket endpoint); reconnect later.
-    Unavailable,
-}
-
-impl CloseCode {
-    pub fn code(self) -> u16 {
-        match self {
-            Self::GoingAway => 1001,
-            Self::MessageTooBig => 1009,
-            Self::ProtocolError => 1002,
-            Self::InvalidPayload => 1007,
-            Self::SessionTimeout => 4000,
-            Self::SlowConsumer => 4001,
-            Self::TooManyErrors => 4002,
-            Self::SessionEnded => 4003,
-            Self::Unavailable => 1011,
-        }
-    }
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::GoingAway => "server shutting down",
-            Self::MessageTooBig => "message too big",
-            Self::ProtocolError => "protocol error",
-            Self::InvalidPayload => "invalid payload data",
-            Self::SessionTimeout => "session timed out",
-            Self::SlowConsumer => "send queue overflow: client too slow",
-            Self::TooManyErrors => "too many errors",
-            Self::SessionEnded => "session ended by server",
-            Self::Unavailable => "document unavailable",
-        }
-    }
-}
-
-/// Why a member left a document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeaveReason {
-    Left,
-    Disconnected,
-    Timeout,
-}
-
-/// Why editing stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EditingStopReason {
-    /// The client said so.
-    Client,
-    /// No editing activity within the idle timeout.
-    Idle,
 }
 
 /// Messages the server sends. Field names are the wire contract.
@@ -555,7 +333,10 @@ fn validate(
     if !KNOWN_TYPES.contains(&kind) {
         return Err(ProtocolError::new(
             ErrorCode::UnknownType,
-            format!("unknown message type {:?}", crate::auth::truncate_utf8(kind, 64)),
+            format!(
+                "unknown message type {:?}",
+                crate::model::text::truncate_utf8(kind, 64)
+            ),
         ));
     }
     if frame_bytes > limits.max_message_bytes && !is_yjs_type(kind) {

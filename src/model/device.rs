@@ -12,7 +12,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use uaparser::{Parser, UserAgentParser};
 
-use crate::auth::truncate_utf8;
+use crate::model::text::truncate_utf8;
 
 /// Longest User-Agent kept and parsed; longer ones are cut (and stored cut).
 pub const MAX_USER_AGENT_BYTES: usize = 512;
@@ -55,7 +55,7 @@ impl DeviceType {
 static PARSER: LazyLock<Option<UserAgentParser>> = LazyLock::new(|| {
     match UserAgentParser::builder()
         .with_unicode_support(false)
-        .build_from_bytes(include_bytes!("../assets/ua-regexes.yaml"))
+        .build_from_bytes(include_bytes!("../../assets/ua-regexes.yaml"))
     {
         Ok(parser) => Some(parser),
         Err(error) => {

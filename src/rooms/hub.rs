@@ -19,11 +19,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    bus::{Bus, BusEvent, RemoteChange},
-    presence::Presence,
-    protocol::{DocumentId, LeaveReason, MessageId},
-    room::{Member, PresenceChange, Room},
-    write_behind::WriteBehind,
+    cluster::bus::{Bus, BusEvent, RemoteChange},
+    model::ids::DocumentId,
+    model::ids::MessageId,
+    model::presence::LeaveReason,
+    model::presence::Presence,
+    rooms::room::{Member, PresenceChange, Room},
+    storage::write_behind::WriteBehind,
 };
 
 /// A local connection as the hub sees it: enough to end it from outside.
@@ -126,10 +128,10 @@ impl Hub {
     }
 
     /// Add the member to a room obtained from [`Hub::begin_join`] and send it
-    /// its welcome (see [`crate::room::RoomState::join`]); returns everyone present.
+    /// its welcome (see [`crate::rooms::room::RoomState::join`]); returns everyone present.
     pub fn finish_join(&self, room: &Room, member: Member, id: Option<&MessageId>) -> Vec<Presence> {
         let row = member.presence.to_row(&room.id, true);
-        let yjs = member.kind == crate::room::MemberKind::Yjs;
+        let yjs = member.kind == crate::rooms::room::MemberKind::Yjs;
         self.bus.publish(
             &room.id,
             BusEvent::Joined {
@@ -173,7 +175,7 @@ impl Hub {
         let presence = room.state().update(&room.id, connection_id, change, Utc::now());
         match presence {
             Some((presence, kind)) => {
-                let yjs = kind == crate::room::MemberKind::Yjs;
+                let yjs = kind == crate::rooms::room::MemberKind::Yjs;
                 let remote = match change {
                     PresenceChange::Cursor(_) => Some(RemoteChange::Cursor),
                     PresenceChange::Selection(_) => Some(RemoteChange::Selection),
@@ -213,7 +215,7 @@ impl Hub {
             let stopped = room.state().expire_editing(&room.id, timeout, now);
             for presence in stopped {
                 self.writer.presence(presence.to_row(&room.id, true), true);
-                let change = RemoteChange::EditingStop(crate::protocol::EditingStopReason::Idle);
+                let change = RemoteChange::EditingStop(crate::model::presence::EditingStopReason::Idle);
                 self.bus.publish(
                     &room.id,
                     BusEvent::Presence {

@@ -20,13 +20,18 @@ use uuid::Uuid;
 
 use crate::{
     app::AppState,
-    documents::Origin,
-    protocol::{CloseCode, Cursor, DocumentId, LeaveReason, MAX_COORDINATE, Selection},
-    room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, Room},
-    session::{Link, Peer, rate_limiter},
-    store::Durable,
-    ws::{Message, Socket},
-    yws::{self, Inbound},
+    model::ids::DocumentId,
+    model::presence::Cursor,
+    model::presence::LeaveReason,
+    model::presence::MAX_COORDINATE,
+    model::presence::Selection,
+    protocol::codes::CloseCode,
+    protocol::yjs::{self, Inbound},
+    rooms::documents::Origin,
+    rooms::room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, Room},
+    storage::document_log::Durable,
+    transport::json::{Link, Peer, rate_limiter},
+    transport::ws::{Message, Socket},
 };
 
 /// Serve one upgraded y-websocket connection for `document_id`.
@@ -112,7 +117,7 @@ impl Connection {
                 frame = stream.next() => {
                     let Some(Ok(frame)) = frame else {
                         if let Some(Err(error)) = &frame
-                            && let Some(close) = crate::ws::close_for_read_error(error)
+                            && let Some(close) = crate::transport::ws::close_for_read_error(error)
                         {
                             tracing::debug!(connection_id = %self.connection_id, %error, code = close.code(), "closing on a bad frame");
                             return (Some(close), LeaveReason::Disconnected);
@@ -157,22 +162,22 @@ impl Connection {
     fn handle(&mut self, frame: &[u8]) -> Result<(), String> {
         let config = &self.state.config;
         let docs = &self.state.docs;
-        match yws::decode(frame).map_err(|e| e.to_string())? {
+        match yjs::decode(frame).map_err(|e| e.to_string())? {
             Inbound::SyncStep1(state_vector) => {
-                if crate::sync::is_empty_state_vector(&state_vector) {
+                if crate::crdt::sync::is_empty_state_vector(&state_vector) {
                     // A newcomer: the shared whole-document encoding, not a copy.
                     let (whole, _) = docs.whole_state(&self.room).map_err(|e| e.to_string())?;
-                    let header = yws::sync_step2_header(whole.len());
+                    let header = yjs::sync_step2_header(whole.len());
                     self.outbox
-                        .push(Outgoing::Parts(Box::new(crate::room::MessageParts {
+                        .push(Outgoing::Parts(Box::new(crate::rooms::room::MessageParts {
                             text: false,
                             parts: vec![header.into(), whole],
                         })));
                 } else {
                     let diff = docs.diff(&self.room, &state_vector).map_err(|e| e.to_string())?;
-                    let header = yws::sync_step2_header(diff.raw.len());
+                    let header = yjs::sync_step2_header(diff.raw.len());
                     self.outbox
-                        .push(Outgoing::Parts(Box::new(crate::room::MessageParts {
+                        .push(Outgoing::Parts(Box::new(crate::rooms::room::MessageParts {
                             text: false,
                             parts: vec![header.into(), diff.raw],
                         })));
@@ -183,7 +188,7 @@ impl Connection {
                     return Err(format!("update of {} bytes over the limit", update.len()));
                 }
                 if !self.may_write {
-                    let empty = crate::sync::decode_update(&update).is_ok_and(|u| u.is_empty());
+                    let empty = crate::crdt::sync::decode_update(&update).is_ok_and(|u| u.is_empty());
                     if !empty {
                         tracing::warn!(connection_id = %self.connection_id, user_id = %self.user_id, document_id = %self.room.id, "dropped a viewer's document update");
                         self.state
@@ -215,7 +220,7 @@ impl Connection {
             }
             Inbound::QueryAwareness => {
                 if let Some(states) = self.room.state().awareness_for_yjs() {
-                    self.outbox.push(Outgoing::Binary(yws::awareness(&states).into()));
+                    self.outbox.push(Outgoing::Binary(yjs::awareness(&states).into()));
                 }
             }
             Inbound::Auth => {}
@@ -225,7 +230,7 @@ impl Connection {
 
     /// Reflect `cursor` / `selection` fields of this client's awareness state
     /// (when they are `{line, column}` shaped) into its presence.
-    fn mirror_presence(&self, entries: &[crate::awareness::AwarenessEntry]) {
+    fn mirror_presence(&self, entries: &[crate::crdt::awareness::AwarenessEntry]) {
         let Some(state) = entries
             .iter()
             .filter(|e| !e.is_removal())

@@ -22,11 +22,11 @@ use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use crate::{
     app::AppState,
     auth::Identity,
-    durability::WriteHealth,
-    error::{ApiError, json_error, render_error},
-    presence::Presence,
-    protocol::DocumentId,
-    session::{self, Peer},
+    http::error::{ApiError, json_error, render_error},
+    model::ids::DocumentId,
+    model::presence::Presence,
+    storage::durability::WriteHealth,
+    transport::json::Peer,
 };
 
 /// `Authorization: Bearer <jwt>`.
@@ -75,7 +75,7 @@ pub struct PresenceView {
 
 impl From<&Presence> for PresenceView {
     fn from(p: &Presence) -> Self {
-        let cursor = |c: crate::protocol::Cursor| CursorView {
+        let cursor = |c: crate::model::presence::Cursor| CursorView {
             line: c.line,
             column: c.column,
         };
@@ -218,7 +218,7 @@ impl Api {
     async fn with_document<T>(
         &self,
         document_id: &DocumentId,
-        work: impl AsyncFnOnce(&std::sync::Arc<crate::room::Room>) -> Result<T, ApiError>,
+        work: impl AsyncFnOnce(&std::sync::Arc<crate::rooms::room::Room>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let hub = &self.state.hub;
         let room = hub.begin_join(document_id);
@@ -240,7 +240,7 @@ impl Api {
     async fn read_document<T>(
         &self,
         document_id: &DocumentId,
-        work: impl AsyncFnOnce(&std::sync::Arc<crate::room::Room>) -> Result<T, ApiError>,
+        work: impl AsyncFnOnce(&std::sync::Arc<crate::rooms::room::Room>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let result = self.with_document(document_id, work).await;
         self.state.hub.release_if_idle(document_id);
@@ -258,10 +258,12 @@ impl Api {
 }
 
 /// Map a document error to its HTTP status.
-fn doc_error(error: crate::documents::DocError) -> ApiError {
-    use crate::documents::DocError;
+fn doc_error(error: crate::rooms::documents::DocError) -> ApiError {
+    use crate::rooms::documents::DocError;
     match error {
-        DocError::Sync(e @ crate::sync::SyncError::ForeignClient(_)) => ApiError::forbidden(e.to_string()),
+        DocError::Sync(e @ crate::crdt::sync::SyncError::ForeignClient(_)) => {
+            ApiError::forbidden(e.to_string())
+        }
         DocError::Sync(e) => ApiError::bad_request("invalid_update", e.to_string()),
         DocError::Awareness(e) => ApiError::bad_request("invalid_update", e.to_string()),
         DocError::Busy => ApiError::unavailable("the server is busy persisting updates; retry shortly"),
@@ -273,7 +275,7 @@ fn doc_error(error: crate::documents::DocError) -> ApiError {
 }
 
 fn parse_document_id(raw: &str) -> Result<DocumentId, ApiError> {
-    DocumentId::parse(raw).map_err(|e| ApiError::bad_request("invalid_document_id", e.message.into_owned()))
+    DocumentId::parse(raw).map_err(|e| ApiError::bad_request("invalid_document_id", e.0))
 }
 
 #[OpenApi]
@@ -404,7 +406,7 @@ impl Api {
                 let reloading = || ApiError::unavailable("the document is reloading; retry");
                 let full_state = guard.full_state().ok_or_else(reloading)?;
                 let doc = guard.doc.as_ref().ok_or_else(reloading)?;
-                Ok((full_state.to_vec(), crate::sync::state_vector(doc)))
+                Ok((full_state.to_vec(), crate::crdt::sync::state_vector(doc)))
             })
             .await?;
         let updates_since_snapshot = self
@@ -438,12 +440,14 @@ impl Api {
             ));
         }
         let update =
-            crate::protocol::decode_base64(&body.update, self.state.config.max_update_bytes, "update")
+            crate::protocol::json::decode_base64(&body.update, self.state.config.max_update_bytes, "update")
                 .map_err(|e| match e.code {
-                    crate::protocol::ErrorCode::TooLarge => ApiError::too_large(e.message.into_owned()),
+                    crate::protocol::codes::ErrorCode::TooLarge => {
+                        ApiError::too_large(e.message.into_owned())
+                    }
                     _ => ApiError::bad_request("invalid_update", e.message.into_owned()),
                 })?;
-        let origin = crate::documents::Origin {
+        let origin = crate::rooms::documents::Origin {
             connection_id: None,
             user_id: identity.user_id.clone(),
         };
@@ -452,14 +456,19 @@ impl Api {
                 let (done, committed) = tokio::sync::oneshot::channel();
                 self.state
                     .docs
-                    .apply_update(room, &origin, update, crate::store::Durable::Notify(done))
+                    .apply_update(
+                        room,
+                        &origin,
+                        update,
+                        crate::storage::document_log::Durable::Notify(done),
+                    )
                     .map_err(doc_error)?;
                 let state_vector = {
                     let guard = room.state();
                     guard
                         .doc
                         .as_ref()
-                        .map(crate::sync::state_vector)
+                        .map(crate::crdt::sync::state_vector)
                         .unwrap_or_default()
                 };
                 match tokio::time::timeout(DURABLE_WAIT, committed).await {
@@ -492,7 +501,7 @@ impl Api {
                     .doc
                     .as_ref()
                     .ok_or_else(|| ApiError::unavailable("the document is reloading; retry"))?;
-                Ok(crate::sync::text(doc, &name))
+                Ok(crate::crdt::sync::text(doc, &name))
             })
             .await?;
         text.map(poem_openapi::payload::PlainText)
@@ -620,7 +629,7 @@ pub fn client_ip(req: &Request, trust_proxy: bool) -> Option<String> {
 fn user_agent(req: &Request) -> Option<String> {
     let raw = req.headers().get(poem::http::header::USER_AGENT)?;
     let text = String::from_utf8_lossy(raw.as_bytes());
-    Some(crate::device::bound_user_agent(&text).to_owned())
+    Some(crate::model::device::bound_user_agent(&text).to_owned())
 }
 
 /// Authenticate before upgrading; a refused token never reaches the socket.
@@ -641,7 +650,7 @@ async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> Response {
         Ok(peer) => peer,
         Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
     };
-    let upgrade = match crate::ws::Upgrade::from_request(req) {
+    let upgrade = match crate::transport::ws::Upgrade::from_request(req) {
         Ok(upgrade) => upgrade,
         Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
     };
@@ -662,7 +671,7 @@ async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> Response {
         move |socket| async move {
             // Held for the session's life: its end frees the slot.
             let _permit = permit;
-            session::run(socket, state, peer).await
+            crate::transport::json::run(socket, state, peer).await
         },
     )
 }
@@ -671,7 +680,7 @@ async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> Response {
 fn acquire_permit(
     state: &AppState,
     peer: &Peer,
-) -> Result<crate::limits::ConnectionPermit, crate::limits::CapError> {
+) -> Result<crate::http::limits::ConnectionPermit, crate::http::limits::CapError> {
     state
         .caps
         .acquire(peer.ip_address.as_deref(), &peer.identity.user_id)
@@ -701,7 +710,7 @@ async fn yjs_upgrade(
     };
     let document_id = match DocumentId::parse(&document_id) {
         Ok(id) => id,
-        Err(error) => return json_error(StatusCode::BAD_REQUEST, "invalid_document_id", error.message),
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, "invalid_document_id", error.0),
     };
     if !peer.identity.may_access(&document_id) {
         return json_error(
@@ -710,7 +719,7 @@ async fn yjs_upgrade(
             "this token may not open this document",
         );
     }
-    let upgrade = match crate::ws::Upgrade::from_request(req) {
+    let upgrade = match crate::transport::ws::Upgrade::from_request(req) {
         Ok(upgrade) => upgrade,
         Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
     };
@@ -730,7 +739,7 @@ async fn yjs_upgrade(
         &state.tracker.clone(),
         move |socket| async move {
             let _permit = permit;
-            crate::yjs_session::run(socket, state, peer, document_id).await
+            crate::transport::yjs::run(socket, state, peer, document_id).await
         },
     )
 }

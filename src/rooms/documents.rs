@@ -10,12 +10,14 @@ use std::{
 use uuid::Uuid;
 
 use crate::{
-    awareness::{self, AwarenessError},
-    bus::Bus,
-    protocol::{Base64, ErrorCode, ProtocolError, ServerMessage},
-    room::Room,
-    store::{DocumentStore, Durable, PendingWrite, Persister},
-    sync::{self, Applied, SyncError},
+    cluster::bus::Bus,
+    crdt::awareness::{self, AwarenessError},
+    crdt::sync::{self, Applied, SyncError},
+    protocol::codes::ErrorCode,
+    protocol::codes::ProtocolError,
+    protocol::json::{Base64, ServerMessage},
+    rooms::room::Room,
+    storage::document_log::{DocumentStore, Durable, PendingWrite, Persister},
 };
 
 /// How long a reload waits for in-flight writes to commit first.
@@ -129,7 +131,7 @@ impl Documents {
             }
             .encode();
             state.broadcast(&step1, None);
-            state.broadcast_binary(&crate::yws::sync_step1(&state_vector).into(), None);
+            state.broadcast_binary(&crate::protocol::yjs::sync_step1(&state_vector).into(), None);
         }
         Ok(())
     }
@@ -173,10 +175,15 @@ impl Documents {
         }
         .encode();
         state.broadcast(&relay, origin.connection_id);
-        state.broadcast_binary(&crate::yws::update(&update).into(), origin.connection_id);
+        state.broadcast_binary(
+            &crate::protocol::yjs::update(&update).into(),
+            origin.connection_id,
+        );
         room.unpersisted.fetch_add(1, Ordering::AcqRel);
-        self.bus
-            .publish(&room.id, crate::bus::update_event(&update, &origin.user_id));
+        self.bus.publish(
+            &room.id,
+            crate::cluster::bus::update_event(&update, &origin.user_id),
+        );
         permit.send(PendingWrite {
             room: room.clone(),
             update,
@@ -191,7 +198,7 @@ impl Documents {
 
     /// What a peer with `state_vector` lacks (sync step 2), raw and in
     /// base64, shared with other peers that ask with the same state vector.
-    pub fn diff(&self, room: &Room, state_vector: &[u8]) -> Result<crate::room::SharedDiff, DocError> {
+    pub fn diff(&self, room: &Room, state_vector: &[u8]) -> Result<crate::rooms::room::SharedDiff, DocError> {
         let mut state = room.state();
         if state.doc.is_none() {
             return Err(not_loaded());
@@ -227,9 +234,11 @@ impl Documents {
         }
         .encode();
         state.broadcast(&relay, Some(owner));
-        self.bus
-            .publish(&room.id, crate::bus::awareness_event(update, user_id, owner));
-        state.broadcast_binary(&crate::yws::awareness(update).into(), Some(owner));
+        self.bus.publish(
+            &room.id,
+            crate::cluster::bus::awareness_event(update, user_id, owner),
+        );
+        state.broadcast_binary(&crate::protocol::yjs::awareness(update).into(), Some(owner));
         Ok(entries)
     }
 }
@@ -254,7 +263,7 @@ impl Documents {
                 }
                 .encode();
                 state.broadcast(&relay, None);
-                state.broadcast_binary(&crate::yws::update(&update).into(), None);
+                state.broadcast_binary(&crate::protocol::yjs::update(&update).into(), None);
             }
             Ok(_) => {}
             Err(SyncError::Panicked) => state.doc = None,
@@ -282,7 +291,7 @@ impl Documents {
         }
         .encode();
         state.broadcast(&relay, None);
-        state.broadcast_binary(&crate::yws::awareness(update).into(), None);
+        state.broadcast_binary(&crate::protocol::yjs::awareness(update).into(), None);
         Ok(())
     }
 
@@ -310,7 +319,7 @@ impl Documents {
             }
             .encode();
             state.broadcast(&relay, None);
-            state.broadcast_binary(&crate::yws::update(&missing).into(), None);
+            state.broadcast_binary(&crate::protocol::yjs::update(&missing).into(), None);
         }
         Ok(())
     }

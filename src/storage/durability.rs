@@ -52,7 +52,7 @@ impl SqliteFile {
     /// The file behind a `sqlite:` URL; `None` for PostgreSQL and in-memory databases.
     fn from_url(url: &str) -> Option<Self> {
         use std::str::FromStr;
-        if !url.starts_with("sqlite:") || crate::db::is_in_memory(url) {
+        if !url.starts_with("sqlite:") || crate::storage::db::is_in_memory(url) {
             return None;
         }
         let options = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
@@ -111,7 +111,7 @@ impl Writes {
         Self {
             url: url.to_owned(),
             instance_id: instance_id.to_owned(),
-            shared: crate::db::is_in_memory(url).then(|| shared.clone()),
+            shared: crate::storage::db::is_in_memory(url).then(|| shared.clone()),
             connection: Mutex::new(None),
             file: SqliteFile::from_url(url),
             commits_failing: AtomicBool::new(false),
@@ -135,7 +135,7 @@ impl Writes {
         let connection = match slot.as_ref() {
             Some(connection) => connection.clone(),
             None => {
-                let connection = crate::db::connect_writer(&self.url)
+                let connection = crate::storage::db::connect_writer(&self.url)
                     .await
                     .context("open the write connection")?;
                 *slot = Some(connection.clone());

@@ -17,7 +17,7 @@ use yrs::{
     updates::{decoder::Decode, encoder::Encode},
 };
 
-use crate::validate::{self, UpdateShape};
+use crate::crdt::validate::{self, UpdateShape};
 
 /// Why an update or state vector was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -34,7 +34,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::limits::LogThrottle;
+use crate::http::limits::LogThrottle;
 
 /// Limits on connections that have not sent their first request yet.
 #[derive(Debug, Clone, Copy)]

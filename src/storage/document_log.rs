@@ -31,9 +31,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    durability::Writes,
-    protocol::{DocumentId, ErrorCode, MessageId, ProtocolError, ServerMessage, encode_error},
-    room::{Outbox, Room},
+    model::ids::DocumentId,
+    model::ids::MessageId,
+    protocol::codes::ErrorCode,
+    protocol::codes::ProtocolError,
+    protocol::json::{ServerMessage, encode_error},
+    rooms::room::{Outbox, Room},
+    storage::durability::Writes,
 };
 
 /// Rows per INSERT statement.
@@ -158,8 +162,8 @@ impl DocumentStore {
         let previous = snapshot.as_ref().map(|s| s.state.clone());
         let updates: Vec<Vec<u8>> = rows.iter().map(|(_, u)| u.clone()).collect();
         let merged = tokio::task::spawn_blocking(move || {
-            let (doc, skipped) = crate::sync::load(previous.as_deref(), updates);
-            (crate::sync::snapshot(&doc), skipped)
+            let (doc, skipped) = crate::crdt::sync::load(previous.as_deref(), updates);
+            (crate::crdt::sync::snapshot(&doc), skipped)
         })
         .await
         .context("merge updates")?;

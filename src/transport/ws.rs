@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 pub use tokio_tungstenite::tungstenite::Message;
 
-use crate::room::{MessageParts, Outgoing};
+use crate::rooms::room::{MessageParts, Outgoing};
 
 /// An upgraded connection.
 pub type Socket = tokio_tungstenite::WebSocketStream<poem::Upgraded>;
@@ -136,7 +136,7 @@ impl AsRef<[u8]> for SharedText {
 }
 
 /// A close frame with a protocol close code and its reason.
-pub fn close_message(code: crate::protocol::CloseCode) -> Message {
+pub fn close_message(code: crate::protocol::codes::CloseCode) -> Message {
     Message::Close(Some(CloseFrame {
         code: code.code().into(),
         reason: Utf8Bytes::from_static(code.reason()),
@@ -149,12 +149,12 @@ pub fn close_message(code: crate::protocol::CloseCode) -> Message {
 /// socket itself) get no close frame: there is nobody to send it to.
 pub fn close_for_read_error(
     error: &tokio_tungstenite::tungstenite::Error,
-) -> Option<crate::protocol::CloseCode> {
+) -> Option<crate::protocol::codes::CloseCode> {
     use tokio_tungstenite::tungstenite::Error;
     match error {
-        Error::Capacity(_) => Some(crate::protocol::CloseCode::MessageTooBig),
-        Error::Protocol(_) => Some(crate::protocol::CloseCode::ProtocolError),
-        Error::Utf8(_) => Some(crate::protocol::CloseCode::InvalidPayload),
+        Error::Capacity(_) => Some(crate::protocol::codes::CloseCode::MessageTooBig),
+        Error::Protocol(_) => Some(crate::protocol::codes::CloseCode::ProtocolError),
+        Error::Utf8(_) => Some(crate::protocol::codes::CloseCode::InvalidPayload),
         _ => None,
     }
 }

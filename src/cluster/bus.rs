@@ -40,9 +40,11 @@ use uuid::Uuid;
 
 use crate::{
     app::AppState,
-    presence::Presence,
-    protocol::{DocumentId, EditingStopReason, LeaveReason},
-    room::{RemoteMember, Room},
+    model::ids::DocumentId,
+    model::presence::EditingStopReason,
+    model::presence::LeaveReason,
+    model::presence::Presence,
+    rooms::room::{RemoteMember, Room},
 };
 
 /// Events queued for Redis before new ones are dropped (and counted).
@@ -63,7 +65,7 @@ pub enum RemoteChange {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BusEvent {
-    /// `yjs`: the member is a y-websocket client (see [`crate::room::RemoteMember`]).
+    /// `yjs`: the member is a y-websocket client (see [`crate::rooms::room::RemoteMember`]).
     Joined {
         presence: Presence,
         #[serde(default)]
@@ -457,7 +459,7 @@ async fn find_dead_instances(state: &AppState, bus: &RedisBus, missing_since: &m
         }
         missing_since.remove(&instance);
         tracing::warn!(%instance, "instance stopped beating: ending its sessions");
-        if let Err(error) = crate::cleanup::deactivate_instance(&state.db, &instance).await {
+        if let Err(error) = crate::storage::cleanup::deactivate_instance(&state.db, &instance).await {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "could not deactivate a dead instance's sessions"
@@ -592,7 +594,7 @@ async fn resync(state: &AppState, bus: &RedisBus) {
             .state()
             .members()
             .iter()
-            .map(|m| (m.presence.clone(), m.kind == crate::room::MemberKind::Yjs))
+            .map(|m| (m.presence.clone(), m.kind == crate::rooms::room::MemberKind::Yjs))
             .collect();
         let mut pipe = redis::pipe();
         for (presence, yjs) in local {

@@ -1,0 +1,8 @@
+//! Rooms: a document's members and presence, fan-out to them, the hub of
+//! every room and connection of this instance, and the document operations
+//! (load, apply, diff) every endpoint shares. In memory; what rooms need
+//! from storage and the cluster comes through the small traits in [`ports`].
+
+pub mod documents;
+pub mod hub;
+pub mod room;

@@ -1,0 +1,10 @@
+//! Every SQL statement: the document log and snapshots ([`document_log`]),
+//! session and presence rows written behind ([`write_behind`]), cleanup
+//! queries ([`cleanup`]), the connection acknowledged writes commit on
+//! ([`durability`]), and the database connection itself ([`db`]).
+
+pub mod cleanup;
+pub mod db;
+pub mod document_log;
+pub mod durability;
+pub mod write_behind;
