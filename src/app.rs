@@ -8,11 +8,10 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use sea_orm::DatabaseConnection;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
+pub use crate::state::AppState;
 use crate::{
     auth::JwtKeys,
     cluster::bus::Bus,
@@ -26,49 +25,6 @@ use crate::{
 
 /// Updates queued for commit before new ones are refused as busy.
 const PERSIST_QUEUE: usize = 16 * 1024;
-
-/// What every handler and task shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub hub: Arc<Hub>,
-    pub keys: Arc<JwtKeys>,
-    pub db: DatabaseConnection,
-    pub instance_id: Arc<str>,
-    /// Documents: loading, applying, persisting.
-    pub docs: Arc<Documents>,
-    /// Fan-out to other instances (no-op without Redis).
-    pub bus: Bus,
-    /// Fired at shutdown: every session closes its socket with 1001.
-    pub connections_stop: CancellationToken,
-    /// Every session and its writer task.
-    pub tracker: TaskTracker,
-    /// Open WebSocket connections per client IP and per user, against their caps.
-    pub caps: Arc<crate::http::limits::ConnectionCaps>,
-    /// REST requests per second per client IP and per token.
-    pub rest_limit: Arc<crate::http::limits::RestRateLimit>,
-}
-
-impl AppState {
-    /// Explicit WebSocket limits. The default 128 KiB read buffer per connection would
-    /// dominate idle memory; 512 bytes hold a typical message (a cursor move is ~150;
-    /// larger frames take more reads, nothing else, and tungstenite grows the buffer
-    /// to at least twice this once a frame spans reads). Writes collect up to 1 KiB before a syscall, and the writer
-    /// flushes whenever its queue is empty: an idle connection's message goes out at
-    /// once, a busy one's burst in few writes (with TCP_NODELAY, one write per message
-    /// saturated the core at 200 members x 10 Hz). tungstenite keeps its write buffer's
-    /// capacity, so this is also what a connection holds after a burst: 4 KiB measured
-    /// the same knee and 1.7 KiB more per idle connection (BENCHMARKS.md).
-    pub fn websocket_config(&self) -> WebSocketConfig {
-        let max = self.config.max_frame_bytes();
-        WebSocketConfig::default()
-            .read_buffer_size(512)
-            .write_buffer_size(1024)
-            .max_write_buffer_size(max + 64 * 1024)
-            .max_message_size(Some(max))
-            .max_frame_size(Some(max))
-    }
-}
 
 pub struct Application {
     state: AppState,
@@ -134,11 +90,12 @@ impl Application {
             Some(url) => Bus::redis(url, &config.redis_prefix, instance_id.clone()).context("redis url")?,
             None => Bus::disabled(),
         };
+        let cluster: Arc<dyn crate::rooms::events::Publish> = Arc::new(bus.clone());
         let docs = Arc::new(Documents::new(
             store,
             persister,
             config.max_pending_update_bytes,
-            bus.clone(),
+            cluster.clone(),
         ));
         let caps = Arc::new(crate::http::limits::ConnectionCaps::new(
             config.max_connections_per_ip,
@@ -152,7 +109,7 @@ impl Application {
             docs,
             keys: Arc::new(JwtKeys::new(&config.jwt_secret_or_development())),
             config: Arc::new(config),
-            hub: Arc::new(Hub::new(writer, bus.clone())),
+            hub: Arc::new(Hub::new(writer, cluster)),
             bus,
             db,
             instance_id,
@@ -253,7 +210,20 @@ impl Application {
 /// and the room reaper: each loops until `stop` and finishes its work.
 fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &CancellationToken) {
     let config = state.config.clone();
-    tracker.spawn(crate::cluster::bus::run(state.clone(), stop.clone()));
+    let delivery = crate::cluster::delivery::Delivery {
+        hub: state.hub.clone(),
+        docs: state.docs.clone(),
+        db: state.db.clone(),
+        timing: crate::cluster::bus::Timing {
+            presence_flush_interval: state.config.presence_flush_interval,
+            instance_ttl: state.config.instance_ttl,
+        },
+    };
+    tracker.spawn(crate::cluster::delivery::run(
+        state.bus.clone(),
+        delivery,
+        stop.clone(),
+    ));
     {
         let writer = state.hub.writer.clone();
         let stop = stop.clone();
@@ -273,7 +243,7 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
                     _ = tick.tick() => {}
                 }
                 state.rest_limit.forget_idle();
-                match crate::storage::cleanup::sweep(&state).await {
+                match sweep(&state).await {
                     Ok(report) => tracing::debug!(?report, "stale-session sweep"),
                     Err(error) => tracing::warn!(error = format!("{error:#}"), "stale-session sweep failed"),
                 }
@@ -299,4 +269,35 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
             }
         });
     }
+}
+
+/// One pass of the stale-session sweep: this process's silent sessions are
+/// closed through their own task (their rooms hear `user_left` with reason
+/// `timeout`); a local row that only lags is left for the session's next
+/// refresh; every other stale session is ended in the database.
+pub async fn sweep(state: &AppState) -> anyhow::Result<crate::storage::cleanup::SweepReport> {
+    use std::sync::atomic::Ordering;
+    let policy = crate::storage::cleanup::SweepPolicy {
+        session_ttl: state.config.session_ttl,
+        retention: state.config.session_retention,
+    };
+    let ttl_ms = state.config.session_ttl.as_millis() as u64;
+    let mut closed_local = 0;
+    let mut report = crate::storage::cleanup::sweep(&state.db, policy, |session_id| {
+        let Some(handle) = state.hub.connection(session_id) else {
+            return false;
+        };
+        let silent_ms = state
+            .hub
+            .clock_ms()
+            .saturating_sub(handle.last_heard_ms.load(Ordering::Relaxed));
+        if silent_ms > ttl_ms {
+            handle.end.cancel();
+            closed_local += 1;
+        }
+        true
+    })
+    .await?;
+    report.closed_local = closed_local;
+    Ok(report)
 }

@@ -23,8 +23,10 @@ pub mod http;
 pub mod model;
 pub mod protocol;
 pub mod rooms;
+pub mod state;
 pub mod storage;
 pub mod transport;
 
-pub use app::{AppState, Application};
+pub use app::Application;
 pub use config::Config;
+pub use state::AppState;

@@ -2,3 +2,4 @@
 //! them, and the delivery of other instances' events into local rooms.
 
 pub mod bus;
+pub mod delivery;

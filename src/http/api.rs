@@ -20,11 +20,11 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 
 use crate::{
-    app::AppState,
     auth::Identity,
     http::error::{ApiError, json_error, render_error},
     model::ids::DocumentId,
     model::presence::Presence,
+    state::AppState,
     storage::durability::WriteHealth,
     transport::json::Peer,
 };

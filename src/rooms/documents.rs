@@ -10,12 +10,12 @@ use std::{
 use uuid::Uuid;
 
 use crate::{
-    cluster::bus::Bus,
     crdt::awareness::{self, AwarenessError},
     crdt::sync::{self, Applied, SyncError},
     protocol::codes::ErrorCode,
     protocol::codes::ProtocolError,
     protocol::json::{Base64, ServerMessage},
+    rooms::events::Publish,
     rooms::room::Room,
     storage::document_log::{DocumentStore, Durable, PendingWrite, Persister},
 };
@@ -62,7 +62,7 @@ pub struct Documents {
     persister: Persister,
     max_pending_bytes: usize,
     /// Updates and awareness go to other instances too.
-    bus: Bus,
+    cluster: Arc<dyn Publish>,
 }
 
 fn not_loaded() -> DocError {
@@ -70,12 +70,17 @@ fn not_loaded() -> DocError {
 }
 
 impl Documents {
-    pub fn new(store: DocumentStore, persister: Persister, max_pending_bytes: usize, bus: Bus) -> Self {
+    pub fn new(
+        store: DocumentStore,
+        persister: Persister,
+        max_pending_bytes: usize,
+        cluster: Arc<dyn Publish>,
+    ) -> Self {
         Self {
             store,
             persister,
             max_pending_bytes,
-            bus,
+            cluster,
         }
     }
 
@@ -180,9 +185,9 @@ impl Documents {
             origin.connection_id,
         );
         room.unpersisted.fetch_add(1, Ordering::AcqRel);
-        self.bus.publish(
+        self.cluster.publish(
             &room.id,
-            crate::cluster::bus::update_event(&update, &origin.user_id),
+            crate::rooms::events::update_event(&update, &origin.user_id),
         );
         permit.send(PendingWrite {
             room: room.clone(),
@@ -234,9 +239,9 @@ impl Documents {
         }
         .encode();
         state.broadcast(&relay, Some(owner));
-        self.bus.publish(
+        self.cluster.publish(
             &room.id,
-            crate::cluster::bus::awareness_event(update, user_id, owner),
+            crate::rooms::events::awareness_event(update, user_id, owner),
         );
         state.broadcast_binary(&crate::protocol::yjs::awareness(update).into(), Some(owner));
         Ok(entries)

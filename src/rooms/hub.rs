@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    cluster::bus::{Bus, BusEvent, RemoteChange},
     model::ids::DocumentId,
     model::ids::MessageId,
     model::presence::LeaveReason,
     model::presence::Presence,
+    rooms::events::{Publish, RemoteChange, RoomEvent},
     rooms::room::{Member, PresenceChange, Room},
     storage::write_behind::WriteBehind,
 };
@@ -56,18 +56,19 @@ pub struct Hub {
     connections: Mutex<HashMap<Uuid, ConnectionHandle>>,
     pub writer: Arc<WriteBehind>,
     /// Fan-out to other instances (a no-op without Redis).
-    pub bus: Bus,
+    /// Events for other instances (the cluster bus, or nothing).
+    pub cluster: Arc<dyn Publish>,
     pub counters: Counters,
     started: Instant,
 }
 
 impl Hub {
-    pub fn new(writer: Arc<WriteBehind>, bus: Bus) -> Self {
+    pub fn new(writer: Arc<WriteBehind>, cluster: Arc<dyn Publish>) -> Self {
         Self {
             rooms: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
             writer,
-            bus,
+            cluster,
             counters: Counters::default(),
             started: Instant::now(),
         }
@@ -132,9 +133,9 @@ impl Hub {
     pub fn finish_join(&self, room: &Room, member: Member, id: Option<&MessageId>) -> Vec<Presence> {
         let row = member.presence.to_row(&room.id, true);
         let yjs = member.kind == crate::rooms::room::MemberKind::Yjs;
-        self.bus.publish(
+        self.cluster.publish(
             &room.id,
-            BusEvent::Joined {
+            RoomEvent::Joined {
                 presence: member.presence.clone(),
                 yjs,
             },
@@ -154,9 +155,9 @@ impl Hub {
         let member = room.state().leave(&room.id, connection_id, reason)?;
         let mut presence = member.presence;
         presence.last_seen_at = Utc::now();
-        self.bus.publish(
+        self.cluster.publish(
             &room.id,
-            BusEvent::Left {
+            RoomEvent::Left {
                 connection_id,
                 user_id: presence.user_id.to_string(),
                 reason,
@@ -185,9 +186,9 @@ impl Hub {
                 };
                 if let Some(change) = remote {
                     self.writer.presence(presence.to_row(&room.id, true), urgent);
-                    self.bus.publish(
+                    self.cluster.publish(
                         &room.id,
-                        BusEvent::Presence {
+                        RoomEvent::Presence {
                             presence,
                             change,
                             yjs,
@@ -216,9 +217,9 @@ impl Hub {
             for presence in stopped {
                 self.writer.presence(presence.to_row(&room.id, true), true);
                 let change = RemoteChange::EditingStop(crate::model::presence::EditingStopReason::Idle);
-                self.bus.publish(
+                self.cluster.publish(
                     &room.id,
-                    BusEvent::Presence {
+                    RoomEvent::Presence {
                         presence,
                         change,
                         yjs: false,

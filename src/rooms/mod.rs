@@ -4,5 +4,6 @@
 //! from storage and the cluster comes through the small traits in [`ports`].
 
 pub mod documents;
+pub mod events;
 pub mod hub;
 pub mod room;

@@ -674,9 +674,9 @@ impl RoomState {
         &mut self,
         document_id: &DocumentId,
         member: RemoteMember,
-        change: crate::cluster::bus::RemoteChange,
+        change: crate::rooms::events::RemoteChange,
     ) {
-        use crate::cluster::bus::RemoteChange;
+        use crate::rooms::events::RemoteChange;
         let presence = &member.presence;
         let connection_id = presence.connection_id;
         let user_id = &*presence.user_id;

@@ -7,8 +7,6 @@
 //! lagging row; local ones that are silent are closed through their own task,
 //! which tells their rooms `user_left` with reason `timeout`.
 
-use std::sync::atomic::Ordering;
-
 use anyhow::Context;
 use chrono::Utc;
 use entity::{document_presence, user_sessions};
@@ -19,14 +17,12 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::app::AppState;
-
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepReport {
     /// Sessions of other (or dead) processes marked inactive.
     pub deactivated: u64,
-    /// Local sessions closed because they went silent.
+    /// Local sessions closed because they went silent (counted by the caller).
     pub closed_local: u64,
     /// Presence rows deactivated because their session is inactive.
     pub presence_deactivated: u64,
@@ -34,11 +30,27 @@ pub struct SweepReport {
     pub purged: u64,
 }
 
-/// One pass of the stale-session sweep.
-pub async fn sweep(state: &AppState) -> anyhow::Result<SweepReport> {
-    let db = &state.db;
+/// How long sessions live in the database.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepPolicy {
+    /// A session not heard from for this long is stale.
+    pub session_ttl: std::time::Duration,
+    /// Inactive sessions are deleted after this long.
+    pub retention: std::time::Duration,
+}
+
+/// One pass of the stale-session sweep. `settle_local` is asked about each
+/// stale session: it returns true for a session of this process (which it
+/// deals with itself: a row that only lags is left alone, a silent session is
+/// closed through its own task); every other stale session is dead and is
+/// deactivated here with its presence rows.
+pub async fn sweep(
+    db: &DatabaseConnection,
+    policy: SweepPolicy,
+    mut settle_local: impl FnMut(Uuid) -> bool,
+) -> anyhow::Result<SweepReport> {
     let now = Utc::now();
-    let ttl = chrono::Duration::from_std(state.config.session_ttl).context("session TTL out of range")?;
+    let ttl = chrono::Duration::from_std(policy.session_ttl).context("session TTL out of range")?;
     let cutoff = now - ttl;
     let mut report = SweepReport::default();
 
@@ -52,24 +64,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<SweepReport> {
         .await
         .context("find stale sessions")?;
 
-    let ttl_ms = state.config.session_ttl.as_millis() as u64;
-    let mut dead = Vec::new();
-    for session_id in stale {
-        match state.hub.connection(session_id) {
-            Some(handle) => {
-                let silent_ms = state
-                    .hub
-                    .clock_ms()
-                    .saturating_sub(handle.last_heard_ms.load(Ordering::Relaxed));
-                if silent_ms > ttl_ms {
-                    handle.end.cancel();
-                    report.closed_local += 1;
-                }
-                // Otherwise the row only lags; the session refreshes it on its next tick.
-            }
-            None => dead.push(session_id),
-        }
-    }
+    let dead: Vec<Uuid> = stale.into_iter().filter(|id| !settle_local(*id)).collect();
     // Sessions and their presence rows change together: nobody sees an
     // ended session that is still present in a document.
     let txn = db.begin().await.context("begin sweep")?;
@@ -95,8 +90,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<SweepReport> {
         tracing::info!(sessions = report.deactivated, "deactivated stale sessions");
     }
 
-    let retention =
-        chrono::Duration::from_std(state.config.session_retention).unwrap_or(chrono::Duration::MAX);
+    let retention = chrono::Duration::from_std(policy.retention).unwrap_or(chrono::Duration::MAX);
     if let Some(purge_before) = now.checked_sub_signed(retention) {
         let result = user_sessions::Entity::delete_many()
             .filter(user_sessions::Column::IsActive.eq(false))
@@ -130,6 +124,23 @@ async fn deactivate_orphan_presence(db: &impl ConnectionTrait) -> anyhow::Result
 /// Mark every session (and presence row) of one instance inactive: at start-up
 /// for the leftovers of a previous process with the same instance id, and at
 /// shutdown after the sessions have closed.
+/// Instances other than `except` that have active sessions in the database.
+pub async fn instances_with_active_sessions(
+    db: &DatabaseConnection,
+    except: &str,
+) -> anyhow::Result<Vec<String>> {
+    user_sessions::Entity::find()
+        .select_only()
+        .column(user_sessions::Column::InstanceId)
+        .distinct()
+        .filter(user_sessions::Column::IsActive.eq(true))
+        .filter(user_sessions::Column::InstanceId.ne(except))
+        .into_tuple::<String>()
+        .all(db)
+        .await
+        .context("list instances with active sessions")
+}
+
 pub async fn deactivate_instance(db: &DatabaseConnection, instance_id: &str) -> anyhow::Result<u64> {
     let now = Utc::now();
     let txn = db.begin().await.context("begin instance deactivation")?;

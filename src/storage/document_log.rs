@@ -139,9 +139,13 @@ impl DocumentStore {
     /// Fold the document's update rows into its snapshot, in one transaction.
     #[tracing::instrument(skip(self), fields(document_id = %document_id))]
     pub async fn compact(&self, document_id: &DocumentId) -> anyhow::Result<Compaction> {
-        let txn = self.db.begin().await.context("begin compaction")?;
+        // Read outside the write transaction: a SQLite transaction that reads
+        // first and writes later cannot upgrade once the persister committed
+        // in between (SQLITE_BUSY, no retry). The snapshot replacement below is
+        // conditional on the snapshot read here, and exactly the rows read are
+        // deleted, so a concurrent compaction or append is never lost.
         let snapshot = document_snapshots::Entity::find_by_id(document_id.as_str())
-            .one(&txn)
+            .one(&self.db)
             .await
             .context("read snapshot")?;
         let rows: Vec<(i64, Vec<u8>)> = document_updates::Entity::find()
@@ -151,7 +155,7 @@ impl DocumentStore {
             .filter(document_updates::Column::DocumentId.eq(document_id.as_str()))
             .order_by_asc(document_updates::Column::Seq)
             .into_tuple()
-            .all(&txn)
+            .all(&self.db)
             .await
             .context("read updates")?;
         if rows.is_empty() {
@@ -180,6 +184,7 @@ impl DocumentStore {
             );
         }
         let now = Utc::now();
+        let txn = self.db.begin().await.context("begin compaction")?;
         match snapshot {
             Some(old) => {
                 let result = document_snapshots::Entity::update_many()
@@ -529,6 +534,9 @@ pub struct Batch {
     pub authors: Vec<(DocumentId, u64, Arc<str>)>,
 }
 
+/// Attempts after a compaction that conflicted or failed.
+const COMPACTION_RETRIES: u32 = 4;
+
 /// Compact off the per-message path when a document's log has grown past the policy.
 fn maybe_compact(store: &DocumentStore, room: &Arc<Room>, policy: CompactionPolicy, tracker: &TaskTracker) {
     let updates = room.stored_updates.load(Ordering::Relaxed);
@@ -542,7 +550,17 @@ fn maybe_compact(store: &DocumentStore, room: &Arc<Room>, policy: CompactionPoli
     let store = store.clone();
     let room = room.clone();
     tracker.spawn(async move {
-        match store.compact(&room.id).await {
+        // A conflict or a failure (a busy database) is retried a few times:
+        // the next trigger may be far away if the document goes quiet.
+        let mut outcome = store.compact(&room.id).await;
+        for attempt in 0..COMPACTION_RETRIES {
+            if matches!(outcome, Ok(Compaction::Folded { .. } | Compaction::NothingToDo)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            outcome = store.compact(&room.id).await;
+        }
+        match outcome {
             Ok(Compaction::Folded { updates, bytes }) => {
                 room.stored_updates.fetch_sub(
                     updates.min(room.stored_updates.load(Ordering::Relaxed)),

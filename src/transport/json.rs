@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     auth::Identity,
     model::ids::DocumentId,
     model::ids::MessageId,
@@ -39,6 +38,7 @@ use crate::{
     rooms::documents::Origin,
     rooms::hub::ConnectionHandle,
     rooms::room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, QueuedBytes, Room},
+    state::AppState,
     storage::document_log::Durable,
     transport::ws::{Message, Socket},
 };

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     model::ids::DocumentId,
     model::presence::Cursor,
     model::presence::LeaveReason,
@@ -29,6 +28,7 @@ use crate::{
     protocol::yjs::{self, Inbound},
     rooms::documents::Origin,
     rooms::room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, Room},
+    state::AppState,
     storage::document_log::Durable,
     transport::json::{Link, Peer, rate_limiter},
     transport::ws::{Message, Socket},

@@ -162,7 +162,12 @@ async fn concurrent_edits_through_two_instances_converge_and_are_stored_once() {
             .await;
         assert_eq!((status, text), (200, pa.text()));
     }
-    let (_, doc) = a.get("/api/v1/documents/doc", Some(&a.token("x"))).await;
+    // Relays go out before the commit: wait for both commits, then count.
+    let doc = eventually("both updates committed", || async {
+        let (_, doc) = a.get("/api/v1/documents/doc", Some(&a.token("x"))).await;
+        (doc["updates_since_snapshot"].as_u64() >= Some(2)).then_some(doc)
+    })
+    .await;
     assert_eq!(
         doc["updates_since_snapshot"], 2,
         "each update stored once, by its origin"
