@@ -454,6 +454,10 @@ fn read_struct(
     let info = r.u8()?;
     let content = info & 0x1f;
     match content {
+        // yjs writes these two without flag bits. yrs recognises them only
+        // as the exact byte and would read flagged ones as items: the two
+        // decoders would disagree on every byte that follows.
+        0 | 10 if info != content => return r.fail("flag bits on a GC or skip struct"),
         0 => return Ok((StructKind::Gc, r.var_uint()?, [None; 3])),
         10 => return Ok((StructKind::Skip, r.var_uint()?, [None; 3])),
         _ => {}
@@ -515,9 +519,12 @@ fn read_struct(
         7 => {
             match r.u8()? {
                 0 | 1 | 2 | 4 | 6 => {}
-                3 | 5 => {
+                3 => {
                     r.string()?;
                 }
+                // yjs reads an XmlHook's key, yrs does not: refused rather
+                // than let the two decoders part ways.
+                5 => return r.fail("XmlHook shared types are not supported"),
                 _ => return r.fail("unknown shared type"),
             }
             1
@@ -666,6 +673,20 @@ mod tests {
         let mut longer = update.clone();
         longer.push(0);
         assert!(inspect_update(&longer).is_err());
+    }
+
+    #[test]
+    fn shapes_yrs_reads_differently_from_yjs_are_refused() {
+        // Found by the update_apply fuzz target (fuzz/regressions/).
+        let gc_with_flags = [0x01, 0x01, 0x6d, 0xb6, 0xca, 0x0b, 0xc0, 0x6c, 0x00];
+        assert_eq!(
+            inspect_update(&gc_with_flags).unwrap_err().reason,
+            "flag bits on a GC or skip struct"
+        );
+        let xml_hook = [
+            0x01, 0x01, 0x6a, 0x0b, 0x87, 0x6a, 0x0a, 0x05, 0x04, b'h', b'o', b'o', b'k', 0x00,
+        ];
+        assert!(inspect_update(&xml_hook).is_err());
     }
 
     #[test]
