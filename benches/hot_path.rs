@@ -18,7 +18,10 @@ use tandem::{
     model::presence::Cursor,
     model::presence::Presence,
     protocol::json::{ClientMessage, DecodeLimits, ServerMessage, decode_client_frame},
-    rooms::room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, QueuedBytes, RoomState},
+    rooms::outbox::Outbox,
+    rooms::outbox::Outgoing,
+    rooms::outbox::QueuedBytes,
+    rooms::room::{Member, MemberKind, PresenceChange, RoomState},
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

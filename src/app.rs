@@ -91,9 +91,12 @@ impl Application {
             None => Bus::disabled(),
         };
         let cluster: Arc<dyn crate::rooms::events::Publish> = Arc::new(bus.clone());
-        let docs = Arc::new(Documents::new(
-            store,
+        let log = Arc::new(crate::storage::document_log::Log {
+            store: store.clone(),
             persister,
+        });
+        let docs = Arc::new(Documents::new(
+            log,
             config.max_pending_update_bytes,
             cluster.clone(),
         ));
@@ -107,6 +110,7 @@ impl Application {
         ));
         let state = AppState {
             docs,
+            store,
             keys: Arc::new(JwtKeys::new(&config.jwt_secret_or_development())),
             config: Arc::new(config),
             hub: Arc::new(Hub::new(writer, cluster)),

@@ -411,7 +411,6 @@ impl Api {
             .await?;
         let updates_since_snapshot = self
             .state
-            .docs
             .store
             .updates_since_snapshot(&document_id)
             .await
@@ -460,7 +459,7 @@ impl Api {
                         room,
                         &origin,
                         update,
-                        crate::storage::document_log::Durable::Notify(done),
+                        crate::rooms::documents::Durable::Notify(done),
                     )
                     .map_err(doc_error)?;
                 let state_vector = {
@@ -523,7 +522,7 @@ impl Api {
             .is_ok();
         let database = match reachable {
             false => "down",
-            true => match self.state.docs.store.writes.health().await {
+            true => match self.state.store.writes.health().await {
                 WriteHealth::Ok => "ok",
                 WriteHealth::Failing => "failing",
             },

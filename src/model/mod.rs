@@ -3,5 +3,6 @@
 
 pub mod device;
 pub mod ids;
+pub mod log;
 pub mod presence;
 pub mod text;

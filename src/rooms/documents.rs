@@ -9,15 +9,22 @@ use std::{
 
 use uuid::Uuid;
 
+use tokio::sync::oneshot;
+
 use crate::{
-    crdt::awareness::{self, AwarenessError},
-    crdt::sync::{self, Applied, SyncError},
-    protocol::codes::ErrorCode,
-    protocol::codes::ProtocolError,
-    protocol::json::{Base64, ServerMessage},
-    rooms::events::Publish,
-    rooms::room::Room,
-    storage::document_log::{DocumentStore, Durable, PendingWrite, Persister},
+    crdt::{
+        awareness::{self, AwarenessError},
+        sync::{self, Applied, SyncError},
+    },
+    model::{
+        ids::MessageId,
+        log::{DocumentLog, LogWrite, WriteEvent},
+    },
+    protocol::{
+        codes::{ErrorCode, ProtocolError},
+        json::{Base64, ServerMessage, encode_error},
+    },
+    rooms::{events::Publish, outbox::Outbox, room::Room},
 };
 
 /// How long a reload waits for in-flight writes to commit first.
@@ -57,9 +64,58 @@ pub struct Origin {
     pub user_id: Arc<str>,
 }
 
+/// Who is told when an update is durable.
+#[derive(Debug)]
+pub enum Durable {
+    /// Nobody (no `id` on the message).
+    Quietly,
+    /// A socket client: `{"type":"ack","id":..}`.
+    Ack { outbox: Outbox, id: MessageId },
+    /// A REST caller awaiting the commit.
+    Notify(oneshot::Sender<()>),
+}
+
+/// What a sender is told while commits fail.
+const NOT_DURABLE_YET: &str =
+    "the database is failing: this update is applied but not durable yet; it is acknowledged once stored";
+
+impl Durable {
+    /// Hear what the log does with the write: a socket client gets
+    /// `document_unavailable` while the database fails and its ack once the
+    /// commit succeeds; a REST caller's wait ends with "not yet durable" at
+    /// the first failure (its update stays queued and is stored later).
+    fn into_notify(self) -> Box<dyn FnMut(WriteEvent) + Send> {
+        let mut durable = Some(self);
+        Box::new(move |event| match (event, durable.take()) {
+            (_, None) => {}
+            (WriteEvent::Committed, Some(durable)) => durable.committed(),
+            (WriteEvent::NotDurableYet, Some(Durable::Ack { outbox, id })) => {
+                let error = ProtocolError::new(ErrorCode::DocumentUnavailable, NOT_DURABLE_YET);
+                outbox.text(encode_error(&error, Some(&id)));
+                durable = Some(Durable::Ack { outbox, id });
+            }
+            // Dropping a REST sender ends its wait; gave up: nothing to tell.
+            (WriteEvent::NotDurableYet | WriteEvent::GaveUp, Some(_)) => {}
+        })
+    }
+
+    /// Tell the sender its update is committed.
+    fn committed(self) {
+        match self {
+            Durable::Quietly => {}
+            Durable::Ack { outbox, id } => {
+                outbox.text(ServerMessage::Ack { id: &id }.encode());
+            }
+            Durable::Notify(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
 pub struct Documents {
-    pub store: DocumentStore,
-    persister: Persister,
+    /// Where documents are loaded from and written to.
+    log: Arc<dyn DocumentLog>,
     max_pending_bytes: usize,
     /// Updates and awareness go to other instances too.
     cluster: Arc<dyn Publish>,
@@ -70,15 +126,9 @@ fn not_loaded() -> DocError {
 }
 
 impl Documents {
-    pub fn new(
-        store: DocumentStore,
-        persister: Persister,
-        max_pending_bytes: usize,
-        cluster: Arc<dyn Publish>,
-    ) -> Self {
+    pub fn new(log: Arc<dyn DocumentLog>, max_pending_bytes: usize, cluster: Arc<dyn Publish>) -> Self {
         Self {
-            store,
-            persister,
+            log,
             max_pending_bytes,
             cluster,
         }
@@ -103,10 +153,10 @@ impl Documents {
         }
         // After a dropped document, let queued writes land so the reload has them.
         let settle = tokio::time::Instant::now() + RELOAD_SETTLE;
-        while room.unpersisted.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < settle {
+        while room.log.unpersisted.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < settle {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut stored = self.store.load(&room.id).await.map_err(DocError::Unavailable)?;
+        let mut stored = self.log.load(&room.id).await.map_err(DocError::Unavailable)?;
         let (count, bytes) = (stored.updates.len() as u64, stored.update_bytes);
         let authors = std::mem::take(&mut stored.authors);
         let (doc, skipped) =
@@ -116,8 +166,8 @@ impl Documents {
         if skipped > 0 {
             tracing::error!(document_id = %room.id, skipped, "stored updates that do not decode were skipped");
         }
-        room.stored_updates.store(count, Ordering::Relaxed);
-        room.stored_bytes.store(bytes, Ordering::Relaxed);
+        room.log.stored_updates.store(count, Ordering::Relaxed);
+        room.log.stored_bytes.store(bytes, Ordering::Relaxed);
         let mut state = room.state();
         state.restore_authors(authors);
         let reloaded = !state.is_empty();
@@ -151,7 +201,7 @@ impl Documents {
         durable: Durable,
     ) -> Result<Applied, DocError> {
         // A place in the durable queue first: nothing is applied that cannot be stored.
-        let permit = self.persister.try_reserve().ok_or(DocError::Busy)?;
+        let slot = self.log.try_reserve().ok_or(DocError::Busy)?;
         let mut state = room.state();
         let Some(outcome) = state.apply_update_as(&update, self.max_pending_bytes, &origin.user_id, true)
         else {
@@ -168,8 +218,8 @@ impl Documents {
         };
         if applied.empty {
             drop(state);
-            drop(permit);
-            notify_now(durable);
+            drop(slot);
+            durable.committed();
             return Ok(applied);
         }
         let update: Arc<[u8]> = update.into();
@@ -184,19 +234,20 @@ impl Documents {
             &crate::protocol::yjs::update(&update).into(),
             origin.connection_id,
         );
-        room.unpersisted.fetch_add(1, Ordering::AcqRel);
+        room.log.unpersisted.fetch_add(1, Ordering::AcqRel);
         self.cluster.publish(
             &room.id,
             crate::rooms::events::update_event(&update, &origin.user_id),
         );
-        permit.send(PendingWrite {
-            room: room.clone(),
+        slot.write(LogWrite {
+            document_id: room.id.clone(),
             update,
-            durable,
             authors: claimed
                 .into_iter()
                 .map(|client| (client, origin.user_id.clone()))
                 .collect(),
+            counters: room.log.clone(),
+            notify: durable.into_notify(),
         });
         Ok(applied)
     }
@@ -303,7 +354,7 @@ impl Documents {
     /// Bring the in-memory document up to date with storage (after a Redis
     /// outage hid other instances' updates), relaying what was missing.
     pub async fn resync_from_storage(&self, room: &Room) -> Result<(), DocError> {
-        let stored = self.store.load(&room.id).await.map_err(DocError::Unavailable)?;
+        let stored = self.log.load(&room.id).await.map_err(DocError::Unavailable)?;
         let (stored_doc, _) =
             tokio::task::spawn_blocking(move || sync::load(stored.snapshot.as_deref(), stored.updates))
                 .await
@@ -327,18 +378,5 @@ impl Documents {
             state.broadcast_binary(&crate::protocol::yjs::update(&missing).into(), None);
         }
         Ok(())
-    }
-}
-
-/// Tell `durable` at once: an empty update is as durable as it will ever be.
-fn notify_now(durable: Durable) {
-    match durable {
-        Durable::Quietly => {}
-        Durable::Ack { outbox, id } => {
-            outbox.text(ServerMessage::Ack { id: &id }.encode());
-        }
-        Durable::Notify(done) => {
-            let _ = done.send(());
-        }
     }
 }

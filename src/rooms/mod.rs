@@ -6,4 +6,5 @@
 pub mod documents;
 pub mod events;
 pub mod hub;
+pub mod outbox;
 pub mod room;

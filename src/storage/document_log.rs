@@ -31,12 +31,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    model::ids::DocumentId,
-    model::ids::MessageId,
-    protocol::codes::ErrorCode,
-    protocol::codes::ProtocolError,
-    protocol::json::{ServerMessage, encode_error},
-    rooms::room::{Outbox, Room},
+    model::{
+        ids::DocumentId,
+        log::{BoxFuture, DocumentLog, LogCounters, LogSlot, LogWrite, StoredDocument, WriteEvent},
+    },
     storage::durability::Writes,
 };
 
@@ -47,17 +45,6 @@ const MAX_BATCH: usize = 2000;
 /// Longest pause between attempts at a failing commit: also how long after the
 /// database recovers the queued updates may wait for their commit.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
-/// A document as stored: snapshot plus the updates not folded into it.
-#[derive(Debug, Default)]
-pub struct StoredDocument {
-    pub snapshot: Option<Vec<u8>>,
-    pub updates: Vec<Vec<u8>>,
-    /// Who writes under each Yjs client id of the document.
-    pub authors: Vec<(u64, String)>,
-    /// Bytes of `updates`.
-    pub update_bytes: u64,
-}
 
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,61 +271,6 @@ async fn append_on(db: &DatabaseConnection, batch: &Batch) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Who is told when an update is durable.
-#[derive(Debug)]
-pub enum Durable {
-    /// Nobody (no `id` on the message).
-    Quietly,
-    /// A socket client: `{"type":"ack","id":..}`.
-    Ack { outbox: Outbox, id: MessageId },
-    /// A REST caller awaiting the commit.
-    Notify(oneshot::Sender<()>),
-}
-
-/// What a sender is told while commits fail.
-const NOT_DURABLE_YET: &str =
-    "the database is failing: this update is applied but not durable yet; it is acknowledged once stored";
-
-impl Durable {
-    /// Tell the sender its update is not durable yet, keeping what is needed
-    /// to acknowledge it after the commit that succeeds. A socket client gets
-    /// `document_unavailable` now and the ack later; a REST caller is
-    /// answered 503 now (its update stays queued and is stored later).
-    fn not_durable_yet(self) -> Self {
-        match self {
-            Durable::Ack { outbox, id } => {
-                let error = ProtocolError::new(ErrorCode::DocumentUnavailable, NOT_DURABLE_YET);
-                outbox.text(encode_error(&error, Some(&id)));
-                Durable::Ack { outbox, id }
-            }
-            // Dropping the sender ends the caller's wait with "not yet durable".
-            Durable::Notify(_) | Durable::Quietly => Durable::Quietly,
-        }
-    }
-
-    /// Tell the sender its update is committed.
-    fn committed(self) {
-        match self {
-            Durable::Quietly => {}
-            Durable::Ack { outbox, id } => {
-                outbox.text(ServerMessage::Ack { id: &id }.encode());
-            }
-            Durable::Notify(done) => {
-                let _ = done.send(());
-            }
-        }
-    }
-}
-
-/// An update waiting for its commit.
-pub struct PendingWrite {
-    pub room: Arc<Room>,
-    pub update: Arc<[u8]>,
-    pub durable: Durable,
-    /// Yjs client ids this update claimed for its author.
-    pub authors: Vec<(u64, Arc<str>)>,
-}
-
 /// When to compact a document.
 #[derive(Debug, Clone, Copy)]
 pub struct CompactionPolicy {
@@ -374,10 +306,10 @@ pub struct Reservation<'a> {
 impl Reservation<'_> {
     /// Queue the write. While commits fail its sender is told at once rather
     /// than left waiting in silence (the persister, retrying, cannot tell it).
-    pub fn send(self, mut write: PendingWrite) {
+    pub fn send(self, mut write: LogWrite) {
         let told = self.writes.commits_failing();
         if told {
-            write.durable = write.durable.not_durable_yet();
+            (write.notify)(WriteEvent::NotDurableYet);
         }
         self.permit.send(Queued { write, told });
     }
@@ -385,7 +317,7 @@ impl Reservation<'_> {
 
 /// A write in the persister's queue.
 struct Queued {
-    write: PendingWrite,
+    write: LogWrite,
     /// Its sender was told it is not durable yet (told once, acked once).
     told: bool,
 }
@@ -393,8 +325,7 @@ struct Queued {
 impl Queued {
     fn tell_not_durable_yet(&mut self) {
         if !self.told {
-            let durable = std::mem::replace(&mut self.write.durable, Durable::Quietly);
-            self.write.durable = durable.not_durable_yet();
+            (self.write.notify)(WriteEvent::NotDurableYet);
             self.told = true;
         }
     }
@@ -492,17 +423,19 @@ async fn run_persister(
                 "committing document updates recovered"
             );
         }
-        for Queued { write, .. } in batch.drain(..) {
-            let room = write.room;
-            room.unpersisted.fetch_sub(1, Ordering::AcqRel);
+        for Queued { mut write, .. } in batch.drain(..) {
+            let counters = &write.counters;
+            counters.unpersisted.fetch_sub(1, Ordering::AcqRel);
             if !committed {
+                (write.notify)(WriteEvent::GaveUp);
                 continue;
             }
-            room.stored_updates.fetch_add(1, Ordering::Relaxed);
-            room.stored_bytes
+            counters.stored_updates.fetch_add(1, Ordering::Relaxed);
+            counters
+                .stored_bytes
                 .fetch_add(write.update.len() as u64, Ordering::Relaxed);
-            write.durable.committed();
-            maybe_compact(&store, &room, policy, &tracker);
+            (write.notify)(WriteEvent::Committed);
+            maybe_compact(&store, &write.document_id, &write.counters, policy, &tracker);
         }
     }
 }
@@ -512,7 +445,7 @@ fn rows_of(batch: &[Queued]) -> Batch {
     Batch {
         updates: batch
             .iter()
-            .map(|q| (q.write.room.id.clone(), q.write.update.clone()))
+            .map(|q| (q.write.document_id.clone(), q.write.update.clone()))
             .collect(),
         authors: batch
             .iter()
@@ -520,7 +453,7 @@ fn rows_of(batch: &[Queued]) -> Batch {
                 q.write
                     .authors
                     .iter()
-                    .map(|(client, user)| (q.write.room.id.clone(), *client, user.clone()))
+                    .map(|(client, user)| (q.write.document_id.clone(), *client, user.clone()))
             })
             .collect(),
     }
@@ -538,7 +471,14 @@ pub struct Batch {
 const COMPACTION_RETRIES: u32 = 4;
 
 /// Compact off the per-message path when a document's log has grown past the policy.
-fn maybe_compact(store: &DocumentStore, room: &Arc<Room>, policy: CompactionPolicy, tracker: &TaskTracker) {
+fn maybe_compact(
+    store: &DocumentStore,
+    document_id: &DocumentId,
+    counters: &Arc<LogCounters>,
+    policy: CompactionPolicy,
+    tracker: &TaskTracker,
+) {
+    let room = counters;
     let updates = room.stored_updates.load(Ordering::Relaxed);
     let bytes = room.stored_bytes.load(Ordering::Relaxed);
     if updates <= policy.after_updates && bytes <= policy.after_bytes {
@@ -549,16 +489,17 @@ fn maybe_compact(store: &DocumentStore, room: &Arc<Room>, policy: CompactionPoli
     }
     let store = store.clone();
     let room = room.clone();
+    let document_id = document_id.clone();
     tracker.spawn(async move {
         // A conflict or a failure (a busy database) is retried a few times:
         // the next trigger may be far away if the document goes quiet.
-        let mut outcome = store.compact(&room.id).await;
+        let mut outcome = store.compact(&document_id).await;
         for attempt in 0..COMPACTION_RETRIES {
             if matches!(outcome, Ok(Compaction::Folded { .. } | Compaction::NothingToDo)) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-            outcome = store.compact(&room.id).await;
+            outcome = store.compact(&document_id).await;
         }
         match outcome {
             Ok(Compaction::Folded { updates, bytes }) => {
@@ -570,17 +511,17 @@ fn maybe_compact(store: &DocumentStore, room: &Arc<Room>, policy: CompactionPoli
                     bytes.min(room.stored_bytes.load(Ordering::Relaxed)),
                     Ordering::Relaxed,
                 );
-                tracing::info!(document_id = %room.id, updates, bytes, "compacted document");
+                tracing::info!(%document_id, updates, bytes, "compacted document");
             }
             Ok(Compaction::NothingToDo) => {
                 room.stored_updates.store(0, Ordering::Relaxed);
                 room.stored_bytes.store(0, Ordering::Relaxed);
             }
             Ok(Compaction::Conflict) => {
-                tracing::debug!(document_id = %room.id, "compaction raced another; will retry")
+                tracing::debug!(%document_id, "compaction raced another; will retry")
             }
             Err(error) => {
-                tracing::warn!(document_id = %room.id, error = format!("{error:#}"), "compaction failed")
+                tracing::warn!(%document_id, error = format!("{error:#}"), "compaction failed")
             }
         }
         room.compacting.store(false, Ordering::Release);
@@ -592,5 +533,23 @@ pub async fn wait_durable(done: oneshot::Receiver<()>, stop: &CancellationToken)
     tokio::select! {
         result = done => result.is_ok(),
         _ = stop.cancelled() => false,
+    }
+}
+
+/// The database behind the [`DocumentLog`] trait: loads from the store, writes
+/// through the group-commit persister.
+pub struct Log {
+    pub store: DocumentStore,
+    pub persister: Persister,
+}
+
+impl DocumentLog for Log {
+    fn load<'a>(&'a self, document_id: &'a DocumentId) -> BoxFuture<'a, anyhow::Result<StoredDocument>> {
+        Box::pin(self.store.load(document_id))
+    }
+
+    fn try_reserve(&self) -> Option<LogSlot<'_>> {
+        let reservation = self.persister.try_reserve()?;
+        Some(LogSlot::new(move |write| reservation.send(write)))
     }
 }

@@ -35,11 +35,14 @@ use crate::{
     protocol::codes::FrameError,
     protocol::codes::ProtocolError,
     protocol::json::{Base64, ClientMessage, DecodeLimits, ServerMessage, decode_client_frame, encode_error},
+    rooms::documents::Durable,
     rooms::documents::Origin,
     rooms::hub::ConnectionHandle,
-    rooms::room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, QueuedBytes, Room},
+    rooms::outbox::Outbox,
+    rooms::outbox::Outgoing,
+    rooms::outbox::QueuedBytes,
+    rooms::room::{Member, MemberKind, PresenceChange, Room},
     state::AppState,
-    storage::document_log::Durable,
     transport::ws::{Message, Socket},
 };
 

@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 pub use tokio_tungstenite::tungstenite::Message;
 
-use crate::rooms::room::{MessageParts, Outgoing};
+use crate::rooms::outbox::{MessageParts, Outgoing};
 
 /// An upgraded connection.
 pub type Socket = tokio_tungstenite::WebSocketStream<poem::Upgraded>;

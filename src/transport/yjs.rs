@@ -26,10 +26,12 @@ use crate::{
     model::presence::Selection,
     protocol::codes::CloseCode,
     protocol::yjs::{self, Inbound},
+    rooms::documents::Durable,
     rooms::documents::Origin,
-    rooms::room::{Member, MemberKind, Outbox, Outgoing, PresenceChange, Room},
+    rooms::outbox::Outbox,
+    rooms::outbox::Outgoing,
+    rooms::room::{Member, MemberKind, PresenceChange, Room},
     state::AppState,
-    storage::document_log::Durable,
     transport::json::{Link, Peer, rate_limiter},
     transport::ws::{Message, Socket},
 };
@@ -169,7 +171,7 @@ impl Connection {
                     let (whole, _) = docs.whole_state(&self.room).map_err(|e| e.to_string())?;
                     let header = yjs::sync_step2_header(whole.len());
                     self.outbox
-                        .push(Outgoing::Parts(Box::new(crate::rooms::room::MessageParts {
+                        .push(Outgoing::Parts(Box::new(crate::rooms::outbox::MessageParts {
                             text: false,
                             parts: vec![header.into(), whole],
                         })));
@@ -177,7 +179,7 @@ impl Connection {
                     let diff = docs.diff(&self.room, &state_vector).map_err(|e| e.to_string())?;
                     let header = yjs::sync_step2_header(diff.raw.len());
                     self.outbox
-                        .push(Outgoing::Parts(Box::new(crate::rooms::room::MessageParts {
+                        .push(Outgoing::Parts(Box::new(crate::rooms::outbox::MessageParts {
                             text: false,
                             parts: vec![header.into(), diff.raw],
                         })));

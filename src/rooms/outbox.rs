@@ -1,0 +1,193 @@
+//! What a connection is sent, and the bounded queue it waits in: rooms push
+//! into a member's [`Outbox`] without waiting; the connection's writer task
+//! drains it. A queue that overflows (by count or by bytes) marks its
+//! connection too slow, and only that connection is closed.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::json::Encoded;
+
+/// What a session's writer task sends on its socket.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Text(Encoded),
+    Binary(Arc<[u8]>),
+    /// One message made of parts, some shared with other connections (a
+    /// large document's encoding): written as fragments that slice them,
+    /// never concatenated. Boxed: every queue slot is the size of the largest
+    /// variant, and this one is rare.
+    Parts(Box<MessageParts>),
+    Ping,
+    Close(crate::protocol::codes::CloseCode),
+}
+
+/// The parts of an [`Outgoing::Parts`] message, in order.
+#[derive(Debug, Clone)]
+pub struct MessageParts {
+    /// A text message (else binary).
+    pub text: bool,
+    pub parts: Vec<bytes::Bytes>,
+}
+
+impl Outgoing {
+    /// The payload bytes this message keeps alive while queued. Shared bytes
+    /// count in full: a queued message pins them whoever else holds them.
+    pub fn byte_len(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len(),
+            Self::Binary(bytes) => bytes.len(),
+            Self::Parts(message) => message.parts.iter().map(bytes::Bytes::len).sum(),
+            Self::Ping | Self::Close(_) => 0,
+        }
+    }
+}
+
+/// The bytes queued on one connection and not yet written to its socket,
+/// against the connection's bound. The queue's message count is bounded by
+/// its channel; this bounds what those messages weigh, so a client that asks
+/// for a large document again and again without reading cannot pin more than
+/// the bound.
+#[derive(Debug)]
+pub struct QueuedBytes {
+    queued: AtomicUsize,
+    limit: usize,
+}
+
+impl QueuedBytes {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Count `len` more bytes as queued, unless that passes the bound. An
+    /// empty queue takes any one message, so a document larger than the
+    /// bound can still be sent to a client that reads it.
+    pub fn reserve(&self, len: usize) -> bool {
+        let mut queued = self.queued.load(Ordering::Acquire);
+        loop {
+            if queued > 0 && queued.saturating_add(len) > self.limit {
+                return false;
+            }
+            match self.queued.compare_exchange_weak(
+                queued,
+                queued.saturating_add(len),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => queued = actual,
+            }
+        }
+    }
+
+    /// `len` bytes were written (or dropped): they no longer count.
+    pub fn release(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+/// The sending side of one connection's bounded queue.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    queue: mpsc::Sender<Outgoing>,
+    /// Fired when the queue overflows: the connection is too slow and is closed.
+    overflowed: CancellationToken,
+    /// What the queued messages weigh; the writer releases what it writes.
+    bytes: Arc<QueuedBytes>,
+}
+
+impl Outbox {
+    pub fn new(
+        queue: mpsc::Sender<Outgoing>,
+        overflowed: CancellationToken,
+        bytes: Arc<QueuedBytes>,
+    ) -> Self {
+        Self {
+            queue,
+            overflowed,
+            bytes,
+        }
+    }
+
+    /// Count the message's bytes, or mark the connection too slow if they do
+    /// not fit under its bound.
+    fn reserve(&self, len: usize) -> bool {
+        if self.bytes.reserve(len) {
+            return true;
+        }
+        if !self.overflowed.is_cancelled() {
+            tracing::info!(
+                queued_bytes = self.bytes.queued(),
+                message_bytes = len,
+                max_queued_bytes = self.bytes.limit(),
+                "send queue over its byte bound"
+            );
+            self.overflowed.cancel();
+        }
+        false
+    }
+
+    /// Queue a message without waiting. Returns false if it was not queued.
+    pub fn push(&self, message: Outgoing) -> bool {
+        let len = message.byte_len();
+        if !self.reserve(len) {
+            return false;
+        }
+        match self.queue.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.bytes.release(len);
+                self.overflowed.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.bytes.release(len);
+                false
+            }
+        }
+    }
+
+    pub fn text(&self, text: Encoded) -> bool {
+        self.push(Outgoing::Text(text))
+    }
+
+    /// Queue a reply to this connection's own message, waiting up to
+    /// `patience` for a free slot; a client that reads nothing for that long
+    /// is marked too slow, as is one whose queued bytes would pass the bound
+    /// (waiting would let a client that never reads pin them for `patience`).
+    /// Returns false if it was not queued.
+    pub async fn push_waiting(&self, message: Outgoing, patience: std::time::Duration) -> bool {
+        let len = message.byte_len();
+        if !self.reserve(len) {
+            return false;
+        }
+        match tokio::time::timeout(patience, self.queue.send(message)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => {
+                self.bytes.release(len);
+                false
+            }
+            Err(_) => {
+                self.bytes.release(len);
+                self.overflowed.cancel();
+                false
+            }
+        }
+    }
+}
