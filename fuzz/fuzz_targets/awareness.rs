@@ -15,9 +15,11 @@ use uuid::Uuid;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(entries) = awareness::decode(data) else { return };
+    // JSON by its syntax: "5e9999" is JSON (JS reads Infinity) though
+    // serde_json::Value cannot hold it.
     for entry in &entries {
         assert!(entry.client_id < 1 << 53, "client id {} past 2^53", entry.client_id);
-        assert!(serde_json::from_str::<serde_json::Value>(&entry.json).is_ok(), "state is not JSON: {:?}", entry.json);
+        assert!(serde_json::from_str::<serde::de::IgnoredAny>(&entry.json).is_ok(), "state is not JSON: {:?}", entry.json);
     }
     let encoded = awareness::encode(&entries);
     assert_eq!(awareness::decode(&encoded).as_ref(), Ok(&entries), "encode/decode round trip");

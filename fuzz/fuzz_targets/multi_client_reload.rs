@@ -359,14 +359,14 @@ fuzz_target!(|data: &[u8]| {
             Err(SyncError::PendingOverflow) => real_refused |= delivery.real,
             Err(error) => {
                 assert!(
-                    !delivery.real || tandem_fuzz::known_xmlhook_gap(&delivery.bytes),
+                    !delivery.real || tandem_fuzz::known_validate_gap(&delivery.bytes),
                     "a real client update was refused: {error}\n{:02x?}",
                     delivery.bytes
                 );
                 assert!(
                     validate::inspect_update(&delivery.bytes).is_err()
                         || !matches!(error, SyncError::BadUpdate(_))
-                        || tandem_fuzz::known_xmlhook_gap(&delivery.bytes),
+                        || tandem_fuzz::known_validate_gap(&delivery.bytes),
                     "validate accepted an update yrs cannot decode: {:02x?}",
                     delivery.bytes
                 );
