@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tandem::awareness::{self, AwarenessError, AwarenessStates, MAX_CLIENTS_PER_CONNECTION};
+use tandem::crdt::awareness::{self, AwarenessError, AwarenessStates, MAX_CLIENTS_PER_CONNECTION};
 use uuid::Uuid;
 
 fuzz_target!(|data: &[u8]| {

@@ -13,14 +13,7 @@
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
-use tandem::{
-    awareness,
-    protocol::{
-        ClientFrame, ClientMessage, Cursor, DecodeLimits, MAX_COORDINATE, MAX_DOCUMENT_ID_BYTES,
-        MAX_MESSAGE_ID_BYTES, MessageId, decode_client_frame,
-    },
-    sync,
-};
+use tandem::{crdt::awareness, protocol::json::{ClientFrame, ClientMessage, DecodeLimits, decode_client_frame}, model::presence::Cursor, model::presence::MAX_COORDINATE, model::ids::MAX_DOCUMENT_ID_BYTES, model::ids::MAX_MESSAGE_ID_BYTES, model::ids::MessageId, crdt::sync};
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_message_bytes: 512,

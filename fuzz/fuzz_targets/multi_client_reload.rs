@@ -19,10 +19,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tandem::{
-    sync::{self, SyncError},
-    validate,
-};
+use tandem::{crdt::sync::{self, SyncError}, crdt::validate};
 use tandem_fuzz::{MAX_PENDING, assert_same, content, fingerprint, has_root, tolerant};
 use yrs::{
     Any, Array, ArrayPrelim, ArrayRef, Doc, Map, MapPrelim, MapRef, OffsetKind, Options, Out,

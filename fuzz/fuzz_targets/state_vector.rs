@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tandem::{sync, validate};
+use tandem::{crdt::sync, crdt::validate};
 use tandem_fuzz::{PRIOR, assert_same, state_vector_map};
 use yrs::{StateVector, updates::decoder::Decode, updates::encoder::Encode};
 

@@ -14,11 +14,7 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use libfuzzer_sys::fuzz_target;
-use tandem::{
-    protocol::{ClientMessage, DecodeLimits, decode_base64, decode_client_frame},
-    sync::{self, SyncError},
-    validate,
-};
+use tandem::{protocol::json::{ClientMessage, DecodeLimits, decode_base64, decode_client_frame}, crdt::sync::{self, SyncError}, crdt::validate};
 use tandem_fuzz::{MAX_PENDING, PRIOR, assert_same, fingerprint, yrs_decodes_update};
 
 const NO_UPDATES: [&[u8]; 0] = [];

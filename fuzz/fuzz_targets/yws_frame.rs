@@ -9,10 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tandem::{
-    awareness, sync,
-    yws::{self, Inbound},
-};
+use tandem::{crdt::awareness, crdt::sync, protocol::yjs::{self, Inbound}};
 use yrs::{
     sync::{Message, SyncMessage},
     updates::decoder::Decode,
