@@ -113,7 +113,8 @@ impl Application {
             store,
             keys: Arc::new(JwtKeys::new(&config.jwt_secret_or_development())),
             config: Arc::new(config),
-            hub: Arc::new(Hub::new(writer, cluster)),
+            hub: Arc::new(Hub::new(writer.clone(), cluster)),
+            writer,
             bus,
             db,
             instance_id,
@@ -229,7 +230,7 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
         stop.clone(),
     ));
     {
-        let writer = state.hub.writer.clone();
+        let writer = state.writer.clone();
         let stop = stop.clone();
         let interval = config.presence_flush_interval;
         tracker.spawn(async move { writer.run(interval, stop).await });

@@ -25,6 +25,8 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     pub db: DatabaseConnection,
     pub instance_id: Arc<str>,
+    /// Session and presence rows, written behind.
+    pub writer: Arc<crate::storage::write_behind::WriteBehind>,
     /// The document tables (REST reads of the log, health of writes).
     pub store: crate::storage::document_log::DocumentStore,
     /// Documents: loading, applying, persisting.

@@ -568,7 +568,7 @@ impl Api {
             connections_opened: hub.counters.connections_opened.load(Ordering::Relaxed),
             messages_processed: hub.counters.messages_processed.load(Ordering::Relaxed),
             messages_rejected: hub.counters.messages_rejected.load(Ordering::Relaxed),
-            write_backlog: hub.writer.backlog() as u64,
+            write_backlog: self.state.writer.backlog() as u64,
         })
     }
 }

@@ -1,13 +1,12 @@
 //! Presence: who is in a document, on which device, and where their cursor is.
 //!
-//! [`Presence`] is the wire shape (also the REST shape); the conversions here
-//! turn live state into the rows written behind to `user_sessions` and
-//! `document_presence`.
+//! [`Presence`] is the wire shape (also the REST shape); [`SessionRecord`] is
+//! what a connection knows about its session. Both are written behind to the
+//! database through [`PresenceSink`], which storage implements.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use entity::{document_presence, user_sessions};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -26,40 +25,6 @@ pub struct Presence {
     pub selection: Option<Selection>,
     pub joined_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
-}
-
-impl Presence {
-    /// The `document_presence` row for this member.
-    pub fn to_row(&self, document_id: &DocumentId, is_active: bool) -> document_presence::Model {
-        let (cursor_line, cursor_column) = split(self.cursor);
-        let (start_line, start_column) = split(self.selection.map(|s| s.start));
-        let (end_line, end_column) = split(self.selection.map(|s| s.end));
-        document_presence::Model {
-            // The upsert key is (document_id, session_id); this id is used only
-            // when the row is first inserted.
-            id: Uuid::now_v7(),
-            document_id: document_id.as_str().to_owned(),
-            user_id: self.user_id.to_string(),
-            session_id: self.session_id,
-            is_active,
-            is_editing: is_active && self.is_editing,
-            cursor_line,
-            cursor_column,
-            selection_start_line: start_line,
-            selection_start_column: start_column,
-            selection_end_line: end_line,
-            selection_end_column: end_column,
-            joined_at: self.joined_at,
-            last_seen_at: self.last_seen_at,
-        }
-    }
-}
-
-fn split(cursor: Option<Cursor>) -> (Option<i64>, Option<i64>) {
-    match cursor {
-        Some(cursor) => (Some(i64::from(cursor.line)), Some(i64::from(cursor.column))),
-        None => (None, None),
-    }
 }
 
 /// Everything known about one connection's session, kept by its task and
@@ -81,24 +46,6 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
-    pub fn to_row(&self) -> user_sessions::Model {
-        user_sessions::Model {
-            id: self.session_id,
-            user_id: self.user_id.to_string(),
-            user_name: self.name.as_deref().map(str::to_owned),
-            connection_id: self.connection_id,
-            is_active: self.disconnected_at.is_none(),
-            user_agent: self.user_agent.clone(),
-            ip_address: self.ip_address.clone(),
-            device_type: self.device_type.as_str().to_owned(),
-            current_document_id: self.current_document_id.as_ref().map(|d| d.as_str().to_owned()),
-            instance_id: self.instance_id.to_string(),
-            created_at: self.created_at,
-            last_seen_at: self.last_seen_at,
-            disconnected_at: self.disconnected_at,
-        }
-    }
-
     /// The presence entry this session has in a document it just joined.
     pub fn presence(&self, now: DateTime<Utc>) -> Presence {
         Presence {
@@ -150,4 +97,11 @@ pub enum EditingStopReason {
     Client,
     /// No editing activity within the idle timeout.
     Idle,
+}
+
+/// Where presence and session records are written behind (storage's
+/// write-behind buffer). Never waits: it records the latest state of a row.
+pub trait PresenceSink: Send + Sync {
+    /// The latest state of a member's presence row; `urgent` flushes at once.
+    fn presence(&self, document_id: &DocumentId, presence: &Presence, is_active: bool, urgent: bool);
 }

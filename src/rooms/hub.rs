@@ -22,10 +22,9 @@ use crate::{
     model::ids::DocumentId,
     model::ids::MessageId,
     model::presence::LeaveReason,
-    model::presence::Presence,
+    model::presence::{Presence, PresenceSink},
     rooms::events::{Publish, RemoteChange, RoomEvent},
     rooms::room::{Member, PresenceChange, Room},
-    storage::write_behind::WriteBehind,
 };
 
 /// A local connection as the hub sees it: enough to end it from outside.
@@ -54,8 +53,8 @@ pub struct Counters {
 pub struct Hub {
     rooms: Mutex<HashMap<DocumentId, Arc<Room>>>,
     connections: Mutex<HashMap<Uuid, ConnectionHandle>>,
-    pub writer: Arc<WriteBehind>,
-    /// Fan-out to other instances (a no-op without Redis).
+    /// Presence rows, written behind (the database's write-behind buffer).
+    presence_rows: Arc<dyn PresenceSink>,
     /// Events for other instances (the cluster bus, or nothing).
     pub cluster: Arc<dyn Publish>,
     pub counters: Counters,
@@ -63,11 +62,11 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(writer: Arc<WriteBehind>, cluster: Arc<dyn Publish>) -> Self {
+    pub fn new(presence_rows: Arc<dyn PresenceSink>, cluster: Arc<dyn Publish>) -> Self {
         Self {
             rooms: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
-            writer,
+            presence_rows,
             cluster,
             counters: Counters::default(),
             started: Instant::now(),
@@ -131,7 +130,7 @@ impl Hub {
     /// Add the member to a room obtained from [`Hub::begin_join`] and send it
     /// its welcome (see [`crate::rooms::room::RoomState::join`]); returns everyone present.
     pub fn finish_join(&self, room: &Room, member: Member, id: Option<&MessageId>) -> Vec<Presence> {
-        let row = member.presence.to_row(&room.id, true);
+        let joined = member.presence.clone();
         let yjs = member.kind == crate::rooms::room::MemberKind::Yjs;
         self.cluster.publish(
             &room.id,
@@ -142,7 +141,7 @@ impl Hub {
         );
         let list = room.state().join(&room.id, member, id);
         room.end_join();
-        self.writer.presence(row, true);
+        self.presence_rows.presence(&room.id, &joined, true, true);
         list
     }
 
@@ -163,7 +162,7 @@ impl Hub {
                 reason,
             },
         );
-        self.writer.presence(presence.to_row(&room.id, false), true);
+        self.presence_rows.presence(&room.id, &presence, false, true);
         Some(presence)
     }
 
@@ -185,7 +184,7 @@ impl Hub {
                     PresenceChange::Activity => None,
                 };
                 if let Some(change) = remote {
-                    self.writer.presence(presence.to_row(&room.id, true), urgent);
+                    self.presence_rows.presence(&room.id, &presence, true, urgent);
                     self.cluster.publish(
                         &room.id,
                         RoomEvent::Presence {
@@ -215,7 +214,7 @@ impl Hub {
         for room in self.rooms_snapshot() {
             let stopped = room.state().expire_editing(&room.id, timeout, now);
             for presence in stopped {
-                self.writer.presence(presence.to_row(&room.id, true), true);
+                self.presence_rows.presence(&room.id, &presence, true, true);
                 let change = RemoteChange::EditingStop(crate::model::presence::EditingStopReason::Idle);
                 self.cluster.publish(
                     &room.id,

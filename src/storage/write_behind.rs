@@ -18,6 +18,11 @@ use sea_orm::{
     sea_query::OnConflict,
 };
 use tokio::sync::{Notify, watch};
+
+use crate::model::{
+    ids::DocumentId,
+    presence::{Cursor, Presence, PresenceSink, SessionRecord},
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -254,5 +259,67 @@ impl WriteBehind {
         }
         txn.commit().await.context("commit presence flush")?;
         Ok(())
+    }
+}
+
+/// The `document_presence` row of a member.
+pub fn presence_row(
+    presence: &Presence,
+    document_id: &DocumentId,
+    is_active: bool,
+) -> document_presence::Model {
+    let this = presence;
+    let (cursor_line, cursor_column) = split(this.cursor);
+    let (start_line, start_column) = split(this.selection.map(|s| s.start));
+    let (end_line, end_column) = split(this.selection.map(|s| s.end));
+    document_presence::Model {
+        // The upsert key is (document_id, session_id); this id is used only
+        // when the row is first inserted.
+        id: Uuid::now_v7(),
+        document_id: document_id.as_str().to_owned(),
+        user_id: this.user_id.to_string(),
+        session_id: this.session_id,
+        is_active,
+        is_editing: is_active && this.is_editing,
+        cursor_line,
+        cursor_column,
+        selection_start_line: start_line,
+        selection_start_column: start_column,
+        selection_end_line: end_line,
+        selection_end_column: end_column,
+        joined_at: this.joined_at,
+        last_seen_at: this.last_seen_at,
+    }
+}
+
+fn split(cursor: Option<Cursor>) -> (Option<i64>, Option<i64>) {
+    match cursor {
+        Some(cursor) => (Some(i64::from(cursor.line)), Some(i64::from(cursor.column))),
+        None => (None, None),
+    }
+}
+
+/// The `user_sessions` row of a session.
+pub fn session_row(record: &SessionRecord) -> user_sessions::Model {
+    user_sessions::Model {
+        id: record.session_id,
+        user_id: record.user_id.to_string(),
+        user_name: record.name.as_deref().map(str::to_owned),
+        connection_id: record.connection_id,
+        is_active: record.disconnected_at.is_none(),
+        user_agent: record.user_agent.clone(),
+        ip_address: record.ip_address.clone(),
+        device_type: record.device_type.as_str().to_owned(),
+        current_document_id: record.current_document_id.as_ref().map(|d| d.as_str().to_owned()),
+        instance_id: record.instance_id.to_string(),
+        created_at: record.created_at,
+        last_seen_at: record.last_seen_at,
+        disconnected_at: record.disconnected_at,
+    }
+}
+
+impl PresenceSink for WriteBehind {
+    fn presence(&self, document_id: &DocumentId, presence: &Presence, is_active: bool, urgent: bool) {
+        WriteBehind::presence(self, presence_row(presence, document_id, is_active), urgent);
     }
 }

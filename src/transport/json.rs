@@ -43,6 +43,7 @@ use crate::{
     rooms::outbox::QueuedBytes,
     rooms::room::{Member, MemberKind, PresenceChange, Room},
     state::AppState,
+    storage::write_behind::session_row,
     transport::ws::{Message, Socket},
 };
 
@@ -110,8 +111,8 @@ impl Link {
             last_seen_at: now,
             disconnected_at: None,
         };
-        let generation = state.hub.writer.session(record.to_row(), true);
-        if tokio::time::timeout(SESSION_ROW_WAIT, state.hub.writer.wait_flushed(generation))
+        let generation = state.writer.session(session_row(&record), true);
+        if tokio::time::timeout(SESSION_ROW_WAIT, state.writer.wait_flushed(generation))
             .await
             .is_err()
         {
@@ -166,7 +167,7 @@ impl Link {
         record.current_document_id = None;
         record.last_seen_at = now;
         record.disconnected_at = Some(now);
-        state.hub.writer.session(record.to_row(), true);
+        state.writer.session(session_row(&record), true);
         state.hub.unregister(record.session_id);
         tracing::info!(session_id = %record.session_id, ?close, "session closed");
         let Self {
@@ -614,7 +615,7 @@ impl Session {
     fn touch(&mut self, urgent: bool) {
         self.record.last_seen_at = Utc::now();
         self.record_dirty = false;
-        self.state.hub.writer.session(self.record.to_row(), urgent);
+        self.state.writer.session(session_row(&self.record), urgent);
     }
 
     /// Leave every room, telling the others why.
