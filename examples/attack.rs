@@ -507,6 +507,11 @@ async fn main() -> std::process::ExitCode {
     } else {
         args.duration
     };
+    let patience = if args.smoke {
+        args.patience.max(Duration::from_secs(10))
+    } else {
+        args.patience
+    };
     let keys = tandem::auth::JwtKeys::new(&tandem::config::Secret::new(args.jwt_secret.clone()));
     let server = args.server_pid.map(procstat::Proc::Pid);
     let rss_before = server.and_then(|p| p.rss_kib());
