@@ -13,13 +13,8 @@ use uuid::Uuid;
 
 pub use crate::state::AppState;
 use crate::{
-    auth::JwtKeys,
-    cluster::bus::Bus,
-    config::Config,
-    rooms::documents::Documents,
-    rooms::hub::Hub,
-    storage::document_log::{CompactionPolicy, DocumentStore},
-    storage::durability::Writes,
+    auth::JwtKeys, cluster::bus::Bus, config::Config, rooms::documents::Documents, rooms::hub::Hub,
+    storage::document_log::DocumentStore, storage::durability::Writes, storage::persister::CompactionPolicy,
     storage::write_behind::WriteBehind,
 };
 
@@ -76,7 +71,7 @@ impl Application {
         let background_stop = CancellationToken::new();
         let writes = Arc::new(Writes::new(&config.database_url, &instance_id, &db));
         let store = DocumentStore::new(db.clone(), writes);
-        let (persister, persister_task) = crate::storage::document_log::persister(
+        let (persister, persister_task) = crate::storage::persister::persister(
             store.clone(),
             PERSIST_QUEUE,
             CompactionPolicy {
@@ -91,7 +86,7 @@ impl Application {
             None => Bus::disabled(),
         };
         let cluster: Arc<dyn crate::rooms::events::Publish> = Arc::new(bus.clone());
-        let log = Arc::new(crate::storage::document_log::Log {
+        let log = Arc::new(crate::storage::persister::Log {
             store: store.clone(),
             persister,
         });

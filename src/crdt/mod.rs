@@ -3,5 +3,6 @@
 //! ([`awareness`]). Pure: no sockets, no database.
 
 pub mod awareness;
+pub mod lib0;
 pub mod sync;
 pub mod validate;

@@ -26,7 +26,7 @@ use crate::{
     model::presence::Presence,
     state::AppState,
     storage::durability::WriteHealth,
-    transport::json::Peer,
+    transport::connection::Peer,
 };
 
 /// `Authorization: Bearer <jwt>`.

@@ -7,4 +7,5 @@ pub mod cleanup;
 pub mod db;
 pub mod document_log;
 pub mod durability;
+pub mod persister;
 pub mod write_behind;

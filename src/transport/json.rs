@@ -8,20 +8,16 @@
 
 use std::{
     collections::HashMap,
-    num::NonZeroU32,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use chrono::Utc;
-use futures_util::{SinkExt, StreamExt, stream::SplitSink};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::mpsc;
+use futures_util::StreamExt;
+use governor::DefaultDirectRateLimiter;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::{
     auth::Identity,
@@ -37,174 +33,21 @@ use crate::{
     protocol::json::{Base64, ClientMessage, DecodeLimits, ServerMessage, decode_client_frame, encode_error},
     rooms::documents::Durable,
     rooms::documents::Origin,
-    rooms::hub::ConnectionHandle,
     rooms::outbox::Outbox,
     rooms::outbox::Outgoing,
-    rooms::outbox::QueuedBytes,
     rooms::room::{Member, MemberKind, PresenceChange, Room},
     state::AppState,
     storage::write_behind::session_row,
-    transport::ws::{Message, Socket},
+    transport::{
+        connection::{Connection, Peer, Stream, rate_limiter},
+        ws::{Message, Socket},
+    },
 };
-
-/// How long a new connection waits for its session row to be committed before
-/// it goes on regardless (the row is still written once the database is back).
-pub(crate) const SESSION_ROW_WAIT: Duration = Duration::from_secs(5);
-/// How long the writer gets to deliver the close frame before the socket is dropped.
-pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// Who is connecting, from the upgrade request.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub identity: Identity,
-    pub user_agent: Option<String>,
-    pub ip_address: Option<String>,
-}
 
 /// How a session ended: the close frame to send (if any) and what others are told.
 struct Exit {
     close: Option<CloseCode>,
     reason: LeaveReason,
-}
-
-/// What every connection, JSON or y-websocket, owns besides its protocol:
-/// its queue and writer task, its liveness clock and the signals that end it.
-pub(crate) struct Link {
-    pub outbox: Outbox,
-    /// Fired when the queue overflows (the client is too slow).
-    pub overflowed: CancellationToken,
-    /// Fired to end the session from outside (stale cleanup, too many errors).
-    pub end: CancellationToken,
-    /// Hub clock (ms) when the client was last heard from.
-    pub last_heard: Arc<AtomicU64>,
-    writer: tokio::task::JoinHandle<()>,
-}
-
-type Sink = SplitSink<Socket, Message>;
-type Stream = futures_util::stream::SplitStream<Socket>;
-
-impl Link {
-    /// Record the session (committed before the client hears anything, so
-    /// REST sees what the client sees), register it, and start its writer.
-    pub(crate) async fn open(
-        state: &AppState,
-        sink: Sink,
-        peer: &Peer,
-        protocol: &'static str,
-        current_document_id: Option<DocumentId>,
-    ) -> (SessionRecord, Self) {
-        let (queue, queue_rx) = mpsc::channel(state.config.send_queue_capacity);
-        let queued_bytes = Arc::new(QueuedBytes::new(state.config.max_queued_bytes));
-        let overflowed = CancellationToken::new();
-        let now = Utc::now();
-        let record = SessionRecord {
-            session_id: Uuid::now_v7(),
-            connection_id: Uuid::now_v7(),
-            user_id: peer.identity.user_id.clone(),
-            name: peer.identity.name.clone(),
-            user_agent: peer.user_agent.clone(),
-            ip_address: peer.ip_address.clone(),
-            device_type: crate::model::device::detect(peer.user_agent.as_deref()),
-            current_document_id,
-            instance_id: state.instance_id.clone(),
-            created_at: now,
-            last_seen_at: now,
-            disconnected_at: None,
-        };
-        let generation = state.writer.session(session_row(&record), true);
-        if tokio::time::timeout(SESSION_ROW_WAIT, state.writer.wait_flushed(generation))
-            .await
-            .is_err()
-        {
-            tracing::warn!(session_id = %record.session_id, "session row not committed yet; continuing");
-        }
-        let end = CancellationToken::new();
-        let last_heard = Arc::new(AtomicU64::new(state.hub.clock_ms()));
-        state.hub.register(ConnectionHandle {
-            session_id: record.session_id,
-            connection_id: record.connection_id,
-            user_id: record.user_id.clone(),
-            end: end.clone(),
-            last_heard_ms: last_heard.clone(),
-            protocol,
-        });
-        let writer = state.tracker.spawn(write_loop(
-            sink,
-            queue_rx,
-            overflowed.clone(),
-            queued_bytes.clone(),
-        ));
-        tracing::info!(
-            session_id = %record.session_id,
-            user_id = %record.user_id,
-            device_type = record.device_type.as_str(),
-            protocol,
-            "session opened"
-        );
-        let outbox = Outbox::new(queue, overflowed.clone(), queued_bytes);
-        (
-            record,
-            Self {
-                outbox,
-                overflowed,
-                end,
-                last_heard,
-                writer,
-            },
-        )
-    }
-
-    /// Record the session's end, unregister it, send the close frame, and
-    /// finish the closing handshake. The caller has already left its rooms.
-    pub(crate) async fn close(
-        self,
-        state: &AppState,
-        mut record: SessionRecord,
-        stream: &mut Stream,
-        close: Option<CloseCode>,
-    ) {
-        let now = Utc::now();
-        record.current_document_id = None;
-        record.last_seen_at = now;
-        record.disconnected_at = Some(now);
-        state.writer.session(session_row(&record), true);
-        state.hub.unregister(record.session_id);
-        tracing::info!(session_id = %record.session_id, ?close, "session closed");
-        let Self {
-            outbox,
-            overflowed,
-            mut writer,
-            ..
-        } = self;
-        if let Some(close) = close
-            && !overflowed.is_cancelled()
-        {
-            outbox.push(Outgoing::Close(close));
-        }
-        drop(outbox);
-        if tokio::time::timeout(CLOSE_GRACE * 2, &mut writer).await.is_err() {
-            writer.abort();
-        }
-        if close.is_some() && !overflowed.is_cancelled() {
-            // Read until the client's close frame (or EOF), so the client sees
-            // our close frame rather than a reset.
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                while let Some(Ok(frame)) = stream.next().await {
-                    if matches!(frame, Message::Close(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
-    }
-}
-
-/// The per-connection message rate limiter.
-pub(crate) fn rate_limiter(config: &crate::config::Config) -> DefaultDirectRateLimiter {
-    let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(NonZeroU32::MIN);
-    let rate = NonZeroU32::new(config.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
 }
 
 /// Serve one upgraded `/ws` socket until it closes or the server stops.
@@ -213,7 +56,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
     let (sink, mut stream) = socket.split();
     let (record, link) = // Boxed (as is the close below): run once, they would otherwise
     // stay part of this connection's state machine for its whole life.
-    Box::pin(Link::open(&state, sink, &peer, "json", None)).await;
+    Box::pin(Connection::open(&state, sink, &peer, "json", None)).await;
     link.outbox.text(
         ServerMessage::Connected {
             connection_id: record.connection_id,
@@ -223,7 +66,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
         }
         .encode(),
     );
-    let mut session = Session {
+    let mut session = JsonHandler {
         state: state.clone(),
         identity: peer.identity,
         outbox: link.outbox.clone(),
@@ -249,7 +92,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
     Box::pin(link.close(&state, record, &mut stream, exit.close)).await;
 }
 
-struct Session {
+struct JsonHandler {
     state: AppState,
     identity: Identity,
     outbox: Outbox,
@@ -269,7 +112,7 @@ struct Session {
     replies: Vec<Outgoing>,
 }
 
-impl Session {
+impl JsonHandler {
     async fn read_loop(
         &mut self,
         stream: &mut Stream,
@@ -624,62 +467,5 @@ impl Session {
         for (_, room) in self.joined.drain() {
             self.state.hub.leave(&room, connection_id, reason);
         }
-    }
-}
-
-/// Drain the queue onto the socket; stop on close, error, or overflow.
-/// Each message's bytes stop counting against the queue's bound once its
-/// frames are handed to the socket.
-pub(crate) async fn write_loop(
-    mut sink: Sink,
-    mut queue: mpsc::Receiver<Outgoing>,
-    overflowed: CancellationToken,
-    queued_bytes: Arc<QueuedBytes>,
-) {
-    'queue: loop {
-        let next = tokio::select! {
-            biased;
-            _ = overflowed.cancelled() => break,
-            next = queue.recv() => next,
-        };
-        let Some(next) = next else { break };
-        if let Outgoing::Close(code) = next {
-            let _ =
-                tokio::time::timeout(CLOSE_GRACE, sink.send(crate::transport::ws::close_message(code))).await;
-            break;
-        }
-        let len = next.byte_len();
-        for frame in crate::transport::ws::frames(next) {
-            let sent = tokio::select! {
-                biased;
-                _ = overflowed.cancelled() => break 'queue,
-                sent = sink.feed(frame) => sent,
-            };
-            if sent.is_err() {
-                break 'queue;
-            }
-        }
-        queued_bytes.release(len);
-        // Flush once the queue is drained, so a burst costs one write.
-        if queue.is_empty() {
-            let flushed = tokio::select! {
-                biased;
-                _ = overflowed.cancelled() => break,
-                flushed = sink.flush() => flushed,
-            };
-            if flushed.is_err() {
-                break;
-            }
-        }
-    }
-    if overflowed.is_cancelled() {
-        // The client is not reading, so the close frame may not get through
-        // either; it is worth a try even in the middle of a fragmented message
-        // (control frames may be interleaved, RFC 6455 section 5.4).
-        let close = crate::transport::ws::close_message(CloseCode::SlowConsumer);
-        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
-    } else {
-        // Sends the reply tungstenite queued for a client's close frame, if any.
-        let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
     }
 }

@@ -3,6 +3,7 @@
 //! protocols ([`connection`]), and the per-protocol handlers ([`json`],
 //! [`yjs`]).
 
+pub mod connection;
 pub mod json;
 pub mod listener;
 pub mod ws;

@@ -32,7 +32,7 @@ use crate::{
     rooms::outbox::Outgoing,
     rooms::room::{Member, MemberKind, PresenceChange, Room},
     state::AppState,
-    transport::json::{Link, Peer, rate_limiter},
+    transport::connection::{self, Peer, rate_limiter},
     transport::ws::{Message, Socket},
 };
 
@@ -41,7 +41,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: Docum
     let (sink, mut stream) = socket.split();
     let (record, link) = // Boxed (as is the close below): run once, they would otherwise
     // stay part of this connection's state machine for its whole life.
-    Box::pin(Link::open(&state, sink, &peer, "yjs", Some(document_id.clone()))).await;
+    Box::pin(connection::Connection::open(&state, sink, &peer, "yjs", Some(document_id.clone()))).await;
     let hub = state.hub.clone();
     let room = hub.begin_join(&document_id);
     let close = match state.docs.ensure_loaded(&room).await {
@@ -54,7 +54,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: Docum
             state.bus.seed_room(&room).await;
             let member = Member::new(record.presence(Utc::now()), link.outbox.clone(), MemberKind::Yjs);
             hub.finish_join(&room, member, None);
-            let mut connection = Connection {
+            let mut connection = YjsHandler {
                 state: state.clone(),
                 room: room.clone(),
                 outbox: link.outbox.clone(),
@@ -73,7 +73,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: Docum
     Box::pin(link.close(&state, record, &mut stream, close)).await;
 }
 
-struct Connection {
+struct YjsHandler {
     state: AppState,
     room: Arc<Room>,
     outbox: Outbox,
@@ -83,7 +83,7 @@ struct Connection {
     consecutive_errors: u32,
 }
 
-impl Connection {
+impl YjsHandler {
     async fn read_loop(
         &mut self,
         stream: &mut futures_util::stream::SplitStream<Socket>,

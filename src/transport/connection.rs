@@ -1,0 +1,244 @@
+//! One connection's lifecycle, the same for the JSON protocol and the
+//! y-websocket protocol: its session record (written before the client hears
+//! anything), its registration with the hub, its bounded queue and the writer
+//! task that drains it, its liveness clock, the per-connection rate limiter,
+//! and its end (the session row closed, the close frame sent, the closing
+//! handshake finished). The protocol handlers in [`super::json`] and
+//! [`super::yjs`] only decode messages and act on them.
+
+use std::{
+    num::NonZeroU32,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
+
+use chrono::Utc;
+use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    auth::Identity,
+    model::{ids::DocumentId, presence::SessionRecord},
+    protocol::codes::CloseCode,
+    rooms::{
+        hub::ConnectionHandle,
+        outbox::{Outbox, Outgoing, QueuedBytes},
+    },
+    state::AppState,
+    storage::write_behind::session_row,
+    transport::ws::{Message, Socket},
+};
+
+/// How long a new connection waits for its session row to be committed before
+/// it goes on regardless (the row is still written once the database is back).
+pub(crate) const SESSION_ROW_WAIT: Duration = Duration::from_secs(5);
+/// How long the writer gets to deliver the close frame before the socket is dropped.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Who is connecting, from the upgrade request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub identity: Identity,
+    pub user_agent: Option<String>,
+    pub ip_address: Option<String>,
+}
+
+/// What every connection, JSON or y-websocket, owns besides its protocol:
+/// its queue and writer task, its liveness clock and the signals that end it.
+pub(crate) struct Connection {
+    pub outbox: Outbox,
+    /// Fired when the queue overflows (the client is too slow).
+    pub overflowed: CancellationToken,
+    /// Fired to end the session from outside (stale cleanup, too many errors).
+    pub end: CancellationToken,
+    /// Hub clock (ms) when the client was last heard from.
+    pub last_heard: Arc<AtomicU64>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+type Sink = SplitSink<Socket, Message>;
+pub(crate) type Stream = futures_util::stream::SplitStream<Socket>;
+
+impl Connection {
+    /// Record the session (committed before the client hears anything, so
+    /// REST sees what the client sees), register it, and start its writer.
+    pub(crate) async fn open(
+        state: &AppState,
+        sink: Sink,
+        peer: &Peer,
+        protocol: &'static str,
+        current_document_id: Option<DocumentId>,
+    ) -> (SessionRecord, Self) {
+        let (queue, queue_rx) = mpsc::channel(state.config.send_queue_capacity);
+        let queued_bytes = Arc::new(QueuedBytes::new(state.config.max_queued_bytes));
+        let overflowed = CancellationToken::new();
+        let now = Utc::now();
+        let record = SessionRecord {
+            session_id: Uuid::now_v7(),
+            connection_id: Uuid::now_v7(),
+            user_id: peer.identity.user_id.clone(),
+            name: peer.identity.name.clone(),
+            user_agent: peer.user_agent.clone(),
+            ip_address: peer.ip_address.clone(),
+            device_type: crate::model::device::detect(peer.user_agent.as_deref()),
+            current_document_id,
+            instance_id: state.instance_id.clone(),
+            created_at: now,
+            last_seen_at: now,
+            disconnected_at: None,
+        };
+        let generation = state.writer.session(session_row(&record), true);
+        if tokio::time::timeout(SESSION_ROW_WAIT, state.writer.wait_flushed(generation))
+            .await
+            .is_err()
+        {
+            tracing::warn!(session_id = %record.session_id, "session row not committed yet; continuing");
+        }
+        let end = CancellationToken::new();
+        let last_heard = Arc::new(AtomicU64::new(state.hub.clock_ms()));
+        state.hub.register(ConnectionHandle {
+            session_id: record.session_id,
+            connection_id: record.connection_id,
+            user_id: record.user_id.clone(),
+            end: end.clone(),
+            last_heard_ms: last_heard.clone(),
+            protocol,
+        });
+        let writer = state.tracker.spawn(write_loop(
+            sink,
+            queue_rx,
+            overflowed.clone(),
+            queued_bytes.clone(),
+        ));
+        tracing::info!(
+            session_id = %record.session_id,
+            user_id = %record.user_id,
+            device_type = record.device_type.as_str(),
+            protocol,
+            "session opened"
+        );
+        let outbox = Outbox::new(queue, overflowed.clone(), queued_bytes);
+        (
+            record,
+            Self {
+                outbox,
+                overflowed,
+                end,
+                last_heard,
+                writer,
+            },
+        )
+    }
+
+    /// Record the session's end, unregister it, send the close frame, and
+    /// finish the closing handshake. The caller has already left its rooms.
+    pub(crate) async fn close(
+        self,
+        state: &AppState,
+        mut record: SessionRecord,
+        stream: &mut Stream,
+        close: Option<CloseCode>,
+    ) {
+        let now = Utc::now();
+        record.current_document_id = None;
+        record.last_seen_at = now;
+        record.disconnected_at = Some(now);
+        state.writer.session(session_row(&record), true);
+        state.hub.unregister(record.session_id);
+        tracing::info!(session_id = %record.session_id, ?close, "session closed");
+        let Self {
+            outbox,
+            overflowed,
+            mut writer,
+            ..
+        } = self;
+        if let Some(close) = close
+            && !overflowed.is_cancelled()
+        {
+            outbox.push(Outgoing::Close(close));
+        }
+        drop(outbox);
+        if tokio::time::timeout(CLOSE_GRACE * 2, &mut writer).await.is_err() {
+            writer.abort();
+        }
+        if close.is_some() && !overflowed.is_cancelled() {
+            // Read until the client's close frame (or EOF), so the client sees
+            // our close frame rather than a reset.
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                while let Some(Ok(frame)) = stream.next().await {
+                    if matches!(frame, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// The per-connection message rate limiter.
+pub(crate) fn rate_limiter(config: &crate::config::Config) -> DefaultDirectRateLimiter {
+    let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(NonZeroU32::MIN);
+    let rate = NonZeroU32::new(config.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+}
+
+/// Drain the queue onto the socket; stop on close, error, or overflow.
+/// Each message's bytes stop counting against the queue's bound once its
+/// frames are handed to the socket.
+pub(crate) async fn write_loop(
+    mut sink: Sink,
+    mut queue: mpsc::Receiver<Outgoing>,
+    overflowed: CancellationToken,
+    queued_bytes: Arc<QueuedBytes>,
+) {
+    'queue: loop {
+        let next = tokio::select! {
+            biased;
+            _ = overflowed.cancelled() => break,
+            next = queue.recv() => next,
+        };
+        let Some(next) = next else { break };
+        if let Outgoing::Close(code) = next {
+            let _ =
+                tokio::time::timeout(CLOSE_GRACE, sink.send(crate::transport::ws::close_message(code))).await;
+            break;
+        }
+        let len = next.byte_len();
+        for frame in crate::transport::ws::frames(next) {
+            let sent = tokio::select! {
+                biased;
+                _ = overflowed.cancelled() => break 'queue,
+                sent = sink.feed(frame) => sent,
+            };
+            if sent.is_err() {
+                break 'queue;
+            }
+        }
+        queued_bytes.release(len);
+        // Flush once the queue is drained, so a burst costs one write.
+        if queue.is_empty() {
+            let flushed = tokio::select! {
+                biased;
+                _ = overflowed.cancelled() => break,
+                flushed = sink.flush() => flushed,
+            };
+            if flushed.is_err() {
+                break;
+            }
+        }
+    }
+    if overflowed.is_cancelled() {
+        // The client is not reading, so the close frame may not get through
+        // either; it is worth a try even in the middle of a fragmented message
+        // (control frames may be interleaved, RFC 6455 section 5.4).
+        let close = crate::transport::ws::close_message(CloseCode::SlowConsumer);
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close)).await;
+    } else {
+        // Sends the reply tungstenite queued for a client's close frame, if any.
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
+    }
+}
