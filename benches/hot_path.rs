@@ -21,7 +21,10 @@ use tandem::{
     rooms::outbox::Outbox,
     rooms::outbox::Outgoing,
     rooms::outbox::QueuedBytes,
-    rooms::room::{Member, MemberKind, PresenceChange, RoomState},
+    rooms::{
+        member::{Member, MemberKind},
+        room::{PresenceChange, RoomState},
+    },
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

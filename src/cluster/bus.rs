@@ -40,7 +40,8 @@ use crate::{
     model::{ids::DocumentId, presence::Presence},
     rooms::{
         events::{Publish, RoomEvent},
-        room::{RemoteMember, Room},
+        member::RemoteMember,
+        room::Room,
     },
 };
 

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     cluster::bus::{Bus, Envelope, RedisBus, RemoteEntry, Timing, beat, execute, publisher},
     model::{ids::DocumentId, presence::Presence},
-    rooms::{documents::Documents, events::RoomEvent, hub::Hub, room::RemoteMember},
+    rooms::{documents::Documents, events::RoomEvent, hub::Hub, member::RemoteMember},
 };
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -223,7 +223,12 @@ async fn resync(state: &Delivery, bus: &RedisBus) {
             .state()
             .members()
             .iter()
-            .map(|m| (m.presence.clone(), m.kind == crate::rooms::room::MemberKind::Yjs))
+            .map(|m| {
+                (
+                    m.presence.clone(),
+                    m.kind == crate::rooms::member::MemberKind::Yjs,
+                )
+            })
             .collect();
         let mut pipe = redis::pipe();
         for (presence, yjs) in local {

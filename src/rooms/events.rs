@@ -38,7 +38,7 @@ pub enum RemoteChange {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RoomEvent {
-    /// `yjs`: the member is a y-websocket client (see [`crate::rooms::room::RemoteMember`]).
+    /// `yjs`: the member is a y-websocket client (see [`crate::rooms::member::RemoteMember`]).
     Joined {
         presence: Presence,
         #[serde(default)]

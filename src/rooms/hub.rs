@@ -24,7 +24,10 @@ use crate::{
     model::presence::LeaveReason,
     model::presence::{Presence, PresenceSink},
     rooms::events::{Publish, RemoteChange, RoomEvent},
-    rooms::room::{Member, PresenceChange, Room},
+    rooms::{
+        member::Member,
+        room::{PresenceChange, Room},
+    },
 };
 
 /// A local connection as the hub sees it: enough to end it from outside.
@@ -131,7 +134,7 @@ impl Hub {
     /// its welcome (see [`crate::rooms::room::RoomState::join`]); returns everyone present.
     pub fn finish_join(&self, room: &Room, member: Member, id: Option<&MessageId>) -> Vec<Presence> {
         let joined = member.presence.clone();
-        let yjs = member.kind == crate::rooms::room::MemberKind::Yjs;
+        let yjs = member.kind == crate::rooms::member::MemberKind::Yjs;
         self.cluster.publish(
             &room.id,
             RoomEvent::Joined {
@@ -175,7 +178,7 @@ impl Hub {
         let presence = room.state().update(&room.id, connection_id, change, Utc::now());
         match presence {
             Some((presence, kind)) => {
-                let yjs = kind == crate::rooms::room::MemberKind::Yjs;
+                let yjs = kind == crate::rooms::member::MemberKind::Yjs;
                 let remote = match change {
                     PresenceChange::Cursor(_) => Some(RemoteChange::Cursor),
                     PresenceChange::Selection(_) => Some(RemoteChange::Selection),

@@ -6,5 +6,7 @@
 pub mod documents;
 pub mod events;
 pub mod hub;
+pub mod member;
 pub mod outbox;
+pub mod remote;
 pub mod room;

@@ -25,7 +25,8 @@ use crate::{
     model::presence::Presence,
     model::presence::Selection,
     protocol::json::{Encoded, ServerMessage},
-    rooms::outbox::{Outbox, Outgoing},
+    rooms::member::{Member, MemberKind, RemoteMember, synthesized_awareness},
+    rooms::outbox::Outgoing,
 };
 
 /// A sync step 2 answer shared by the peers that asked with the same state vector.
@@ -36,141 +37,11 @@ pub struct SharedDiff {
     pub base64: bytes::Bytes,
 }
 
-/// Which protocol a member speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberKind {
-    /// The JSON protocol on `/ws`.
-    Json,
-    /// The y-websocket binary protocol on `/yjs/{document_id}`.
-    Yjs,
-}
-
-/// A member of a room: one connection in one document.
-#[derive(Debug)]
-pub struct Member {
-    pub presence: Presence,
-    pub outbox: Outbox,
-    /// Last editing_start, cursor, selection or update while editing.
-    pub last_editing_activity: Instant,
-    pub kind: MemberKind,
-    /// Clock of the awareness state y-websocket members see for a JSON member.
-    pub awareness_clock: u32,
-}
-
-impl Member {
-    pub fn new(presence: Presence, outbox: Outbox, kind: MemberKind) -> Self {
-        Self {
-            presence,
-            outbox,
-            last_editing_activity: Instant::now(),
-            kind,
-            awareness_clock: 0,
-        }
-    }
-
-    /// The awareness client id under which y-websocket members see this JSON member.
-    pub fn awareness_client_id(&self) -> u64 {
-        awareness_client_id(self.presence.connection_id)
-    }
-
-    fn awareness_entry(&self) -> crate::crdt::awareness::AwarenessEntry {
-        synthesized_awareness(&self.presence, self.awareness_clock)
-    }
-
-    fn awareness_removal(&self) -> crate::crdt::awareness::AwarenessEntry {
-        synthesized_removal(self.presence.connection_id, self.awareness_clock)
-    }
-}
-
-/// The awareness client id of a JSON member: derived from its connection id,
-/// within Yjs's 53 bits, the same on every instance.
-pub fn awareness_client_id(connection_id: Uuid) -> u64 {
-    let bytes = connection_id.as_bytes();
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&bytes[8..16]);
-    u64::from_le_bytes(id) & ((1 << 53) - 1)
-}
-
-/// A JSON member's presence as an awareness entry, in the shape y-websocket
-/// front ends read: `{ user: { name, color, id }, cursor, selection, editing }`.
-fn synthesized_awareness(presence: &Presence, clock: u32) -> crate::crdt::awareness::AwarenessEntry {
-    let state = serde_json::json!({
-        "user": {
-            "name": presence.name.as_deref().unwrap_or(&presence.user_id),
-            "color": user_color(&presence.user_id),
-            "id": &*presence.user_id,
-        },
-        "cursor": presence.cursor,
-        "selection": presence.selection,
-        "editing": presence.is_editing,
-        "connection_id": presence.connection_id,
-    });
-    crate::crdt::awareness::AwarenessEntry {
-        client_id: awareness_client_id(presence.connection_id),
-        clock,
-        json: state.to_string().into(),
-    }
-}
-
-fn synthesized_removal(connection_id: Uuid, clock: u32) -> crate::crdt::awareness::AwarenessEntry {
-    crate::crdt::awareness::AwarenessEntry {
-        client_id: awareness_client_id(connection_id),
-        clock: clock.wrapping_add(1),
-        json: "null".into(),
-    }
-}
-
-/// A member connected to another instance, mirrored from the bus.
-#[derive(Debug, Clone)]
-pub struct RemoteMember {
-    pub instance: Arc<str>,
-    pub presence: Presence,
-    /// A y-websocket client (its awareness is real and arrives by the bus);
-    /// otherwise a JSON client, shown to local y-websocket members as a
-    /// synthesized awareness state.
-    pub yjs: bool,
-    awareness_clock: u32,
-}
-
-impl RemoteMember {
-    pub fn new(instance: Arc<str>, presence: Presence, yjs: bool) -> Self {
-        Self {
-            instance,
-            presence,
-            yjs,
-            awareness_clock: 0,
-        }
-    }
-}
-
-/// A stable colour per user, so every client draws a user's cursor alike.
-pub fn user_color(user_id: &str) -> String {
-    let hash = user_id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    });
-    let hue = (hash % 360) as f64;
-    // HSL(hue, 65%, 45%) to RGB.
-    let (s, l) = (0.65, 0.45);
-    let c = (1.0 - (2.0 * l - 1.0f64).abs()) * s;
-    let x = c * (1.0 - ((hue / 60.0) % 2.0 - 1.0).abs());
-    let m = l - c / 2.0;
-    let (r, g, b) = match (hue / 60.0) as u32 {
-        0 => (c, x, 0.0),
-        1 => (x, c, 0.0),
-        2 => (0.0, c, x),
-        3 => (0.0, x, c),
-        4 => (x, 0.0, c),
-        _ => (c, 0.0, x),
-    };
-    let byte = |v: f64| ((v + m) * 255.0).round() as u8;
-    format!("#{:02x}{:02x}{:02x}", byte(r), byte(g), byte(b))
-}
-
 /// Members of a room, what they last said about themselves, and the document.
 pub struct RoomState {
-    members: Vec<Member>,
+    pub(super) members: Vec<Member>,
     /// When the last member left; rooms are unloaded a grace period later.
-    empty_since: Option<Instant>,
+    pub(super) empty_since: Option<Instant>,
     /// The shared document; `None` until loaded from storage (or after a
     /// failed apply dropped it for a reload).
     pub doc: Option<yrs::Doc>,
@@ -179,26 +50,26 @@ pub struct RoomState {
     /// changes: a join storm on a large document then encodes it once, not
     /// once per client, and every joiner's reply shares these bytes. Every
     /// path that applies to or replaces `doc` clears them (`doc_changed`).
-    full_state: Option<bytes::Bytes>,
+    pub(super) full_state: Option<bytes::Bytes>,
     full_state_base64: Option<bytes::Bytes>,
     /// The last sync step 2 computed for a non-empty state vector, shared by
     /// every peer that asks with the same one until the document changes: a
     /// client repeating `sync_step1` pins one encoding, not one per request.
-    last_diff: Option<SharedDiff>,
+    pub(super) last_diff: Option<SharedDiff>,
     /// Yjs client id -> the user who first added items under it. Only that
     /// user may add more: nobody can forge or collide with another user's
     /// items, and the server knows who wrote what.
-    authors: std::collections::HashMap<u64, Arc<str>>,
+    pub(super) authors: std::collections::HashMap<u64, Arc<str>>,
     /// Latest awareness state of every Yjs client in the room.
     pub awareness: crate::crdt::awareness::AwarenessStates,
     /// Members connected to other instances (with their instance), mirrored
     /// from the bus.
-    remote: Vec<RemoteMember>,
+    pub(super) remote: Vec<RemoteMember>,
     /// Updates from other instances that arrived while the document loaded.
     pub pending_remote_updates: Vec<Vec<u8>>,
     /// Remote members that left recently, so a slower read of the presence
     /// hash cannot bring them back as ghosts.
-    recently_left: Vec<(Uuid, Instant)>,
+    pub(super) recently_left: Vec<(Uuid, Instant)>,
 }
 
 impl std::fmt::Debug for RoomState {
@@ -364,219 +235,13 @@ impl RoomState {
             .collect()
     }
 
-    /// Instances with members in this room.
-    pub fn remote_instances(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.remote.iter().map(|r| &r.instance)
-    }
-
-    fn forget_tombstones(&mut self) {
-        self.recently_left
-            .retain(|(_, at)| at.elapsed() < std::time::Duration::from_secs(60));
-    }
-
-    /// Add remote members read from the presence hash (first local join),
-    /// skipping ones that left meanwhile or are already known.
-    pub fn seed_remote(&mut self, entries: impl IntoIterator<Item = RemoteMember>) {
-        self.forget_tombstones();
-        for member in entries {
-            let id = member.presence.connection_id;
-            if self.recently_left.iter().any(|(left, _)| *left == id)
-                || self.remote.iter().any(|r| r.presence.connection_id == id)
-                || self.contains(id)
-            {
-                continue;
-            }
-            self.remote.push(member);
-        }
-    }
-
-    /// Replace the remote mirror (after a Redis outage), telling local members
-    /// who joined and who left meanwhile.
-    pub fn replace_remote(
-        &mut self,
-        document_id: &DocumentId,
-        entries: impl IntoIterator<Item = RemoteMember>,
-    ) {
-        let fresh: Vec<RemoteMember> = entries.into_iter().collect();
-        let gone: Vec<Presence> = self
-            .remote
-            .iter()
-            .filter(|r| {
-                !fresh
-                    .iter()
-                    .any(|f| f.presence.connection_id == r.presence.connection_id)
-            })
-            .map(|r| r.presence.clone())
-            .collect();
-        for presence in gone {
-            self.remote_leave(
-                document_id,
-                presence.connection_id,
-                &presence.user_id,
-                LeaveReason::Timeout,
-            );
-        }
-        for member in fresh {
-            self.remote_join(document_id, member);
-        }
-    }
-
-    /// A member joined on another instance.
-    pub fn remote_join(&mut self, document_id: &DocumentId, member: RemoteMember) {
-        let id = member.presence.connection_id;
-        if let Some(entry) = self.remote.iter_mut().find(|r| r.presence.connection_id == id) {
-            entry.presence = member.presence;
-            return;
-        }
-        self.broadcast(
-            &ServerMessage::UserJoined {
-                document_id,
-                user: &member.presence,
-            }
-            .encode(),
-            None,
-        );
-        if !member.yjs {
-            self.publish_json_member_awareness(synthesized_awareness(
-                &member.presence,
-                member.awareness_clock,
-            ));
-        }
-        self.remote.push(member);
-    }
-
-    /// A member left on another instance.
-    pub fn remote_leave(
-        &mut self,
-        document_id: &DocumentId,
-        connection_id: Uuid,
-        user_id: &str,
-        reason: LeaveReason,
-    ) -> bool {
-        self.forget_tombstones();
-        self.recently_left.push((connection_id, Instant::now()));
-        let Some(index) = self
-            .remote
-            .iter()
-            .position(|r| r.presence.connection_id == connection_id)
-        else {
-            return false;
-        };
-        let member = self.remote.swap_remove(index);
-        if !member.yjs {
-            self.publish_json_member_awareness(synthesized_removal(connection_id, member.awareness_clock));
-        }
-        if let Some(removal) = self.awareness.remove_owner(connection_id) {
-            let removed = ServerMessage::Awareness {
-                document_id,
-                update: crate::protocol::json::Base64(&removal),
-                user_id: None,
-            }
-            .encode();
-            self.broadcast(&removed, None);
-            self.broadcast_binary(&crate::protocol::yjs::awareness(&removal).into(), None);
-        }
-        self.broadcast(
-            &ServerMessage::UserLeft {
-                document_id,
-                user_id,
-                connection_id,
-                reason,
-            }
-            .encode(),
-            None,
-        );
-        true
-    }
-
-    /// A remote member's presence changed: update the mirror, tell local members.
-    pub fn remote_presence(
-        &mut self,
-        document_id: &DocumentId,
-        member: RemoteMember,
-        change: crate::rooms::events::RemoteChange,
-    ) {
-        use crate::rooms::events::RemoteChange;
-        let presence = &member.presence;
-        let connection_id = presence.connection_id;
-        let user_id = &*presence.user_id;
-        let message = match change {
-            RemoteChange::Cursor => match presence.cursor {
-                Some(cursor) => ServerMessage::CursorMove {
-                    document_id,
-                    user_id,
-                    connection_id,
-                    cursor,
-                },
-                None => return,
-            },
-            RemoteChange::Selection => ServerMessage::SelectionChange {
-                document_id,
-                user_id,
-                connection_id,
-                selection: presence.selection,
-            },
-            RemoteChange::EditingStart => ServerMessage::EditingStart {
-                document_id,
-                user_id,
-                connection_id,
-            },
-            RemoteChange::EditingStop(reason) => ServerMessage::EditingStop {
-                document_id,
-                user_id,
-                connection_id,
-                reason,
-            },
-        }
-        .encode();
-        self.broadcast(&message, None);
-        let entry = match self
-            .remote
-            .iter_mut()
-            .position(|r| r.presence.connection_id == connection_id)
-        {
-            Some(index) => {
-                let entry = &mut self.remote[index];
-                entry.presence = member.presence;
-                entry.awareness_clock = entry.awareness_clock.wrapping_add(1);
-                entry.clone()
-            }
-            None => {
-                self.remote.push(member.clone());
-                member
-            }
-        };
-        if !entry.yjs {
-            self.publish_json_member_awareness(synthesized_awareness(&entry.presence, entry.awareness_clock));
-        }
-    }
-
-    /// Drop every member of a dead instance; returns them (local members were told `timeout`).
-    pub fn remove_instance(&mut self, document_id: &DocumentId, instance: &str) -> Vec<Presence> {
-        let gone: Vec<Presence> = self
-            .remote
-            .iter()
-            .filter(|r| &*r.instance == instance)
-            .map(|r| r.presence.clone())
-            .collect();
-        for presence in &gone {
-            self.remote_leave(
-                document_id,
-                presence.connection_id,
-                &presence.user_id,
-                LeaveReason::Timeout,
-            );
-        }
-        gone
-    }
-
     pub fn contains(&self, connection_id: Uuid) -> bool {
         self.members
             .iter()
             .any(|m| m.presence.connection_id == connection_id)
     }
 
-    fn member_mut(&mut self, connection_id: Uuid) -> Option<&mut Member> {
+    pub(super) fn member_mut(&mut self, connection_id: Uuid) -> Option<&mut Member> {
         self.members
             .iter_mut()
             .find(|m| m.presence.connection_id == connection_id)
@@ -600,12 +265,12 @@ impl RoomState {
         }
     }
 
-    fn has_yjs_members(&self) -> bool {
+    pub(super) fn has_yjs_members(&self) -> bool {
         self.members.iter().any(|m| m.kind == MemberKind::Yjs)
     }
 
     /// Tell y-websocket members about a JSON member's presence (or its removal).
-    fn publish_json_member_awareness(&self, entry: crate::crdt::awareness::AwarenessEntry) {
+    pub(super) fn publish_json_member_awareness(&self, entry: crate::crdt::awareness::AwarenessEntry) {
         if self.has_yjs_members() {
             let frame: Arc<[u8]> =
                 crate::protocol::yjs::awareness(&crate::crdt::awareness::encode(&[entry])).into();
@@ -615,7 +280,7 @@ impl RoomState {
 
     /// Every awareness state a y-websocket newcomer should see: the real
     /// ones plus one per JSON member.
-    fn binary_awareness_snapshot(&self) -> Option<Vec<u8>> {
+    pub(super) fn binary_awareness_snapshot(&self) -> Option<Vec<u8>> {
         let mut entries: Vec<_> = self
             .members
             .iter()
@@ -933,7 +598,10 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{model::device::DeviceType, rooms::outbox::QueuedBytes};
+    use crate::{
+        model::device::DeviceType,
+        rooms::outbox::{Outbox, QueuedBytes},
+    };
     use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 

@@ -35,7 +35,10 @@ use crate::{
     rooms::documents::Origin,
     rooms::outbox::Outbox,
     rooms::outbox::Outgoing,
-    rooms::room::{Member, MemberKind, PresenceChange, Room},
+    rooms::{
+        member::{Member, MemberKind},
+        room::{PresenceChange, Room},
+    },
     state::AppState,
     storage::write_behind::session_row,
     transport::{

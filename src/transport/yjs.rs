@@ -30,7 +30,10 @@ use crate::{
     rooms::documents::Origin,
     rooms::outbox::Outbox,
     rooms::outbox::Outgoing,
-    rooms::room::{Member, MemberKind, PresenceChange, Room},
+    rooms::{
+        member::{Member, MemberKind},
+        room::{PresenceChange, Room},
+    },
     state::AppState,
     transport::connection::{self, Peer, rate_limiter},
     transport::ws::{Message, Socket},
