@@ -141,21 +141,3 @@ pub fn has_root(doc: &Doc, name: &str) -> bool {
 pub fn yrs_decodes_update(bytes: &[u8]) -> bool {
     matches!(tolerant(|| yrs::Update::decode_v1(bytes)), Ok(Ok(_)))
 }
-
-/// Known gap, open while `fuzz/regressions/update_apply-xmlhook-key-unread`
-/// is: yjs writes a Y.XmlHook's name after its type ref (5) and validate
-/// reads it, but yrs 0.28 does not, so yrs misreads the rest of the update.
-/// Inputs that may hold such a type ref (any 0x05 byte) are exempt from the
-/// "validate accepts => yrs decodes" assertion unless `FUZZ_STRICT` is set.
-///
-/// Second known gap (`fuzz/regressions/update_apply-gc-info-flags`): yjs and
-/// validate read a struct as GC (0) or Skip (10) by the low five bits of its
-/// info byte; yrs only when the whole byte is 0 or 10, and otherwise reads
-/// an item with origins and fails. Inputs with such a byte (low bits 0 or
-/// 10, high bits set) are exempt too.
-pub fn known_validate_gap(data: &[u8]) -> bool {
-    let flagged_gc_or_skip = data
-        .iter()
-        .any(|b| b & 0xe0 != 0 && matches!(b & 0x1f, 0 | 10));
-    (data.contains(&5) || flagged_gc_or_skip) && std::env::var_os("FUZZ_STRICT").is_none()
-}
