@@ -2,209 +2,27 @@
 //! and Swagger UI at `/docs`), the `/ws` upgrade, JSON errors everywhere, and
 //! request logs that never contain a query string (tokens travel there).
 
-use std::{collections::BTreeMap, sync::atomic::Ordering, time::Instant};
+use std::{sync::atomic::Ordering, time::Instant};
 
-use chrono::{DateTime, Utc};
-use entity::user_sessions;
-use poem::{
-    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler, http::StatusCode, web::Data,
-};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, http::StatusCode};
 use poem_openapi::{
-    Object, OpenApi, OpenApiService, SecurityScheme,
-    auth::Bearer,
+    OpenApi, OpenApiService,
     param::{Path, Query},
     payload::Json,
 };
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 
 use crate::{
     auth::Identity,
     http::error::{ApiError, json_error, render_error},
+    http::upgrade::{client_ip, request_token, ws_upgrade, yjs_upgrade},
+    http::views::*,
     model::ids::DocumentId,
     model::presence::Presence,
     state::AppState,
     storage::durability::WriteHealth,
-    transport::connection::Peer,
 };
-
-/// `Authorization: Bearer <jwt>`.
-#[derive(SecurityScheme)]
-#[oai(ty = "bearer")]
-pub struct BearerToken(Bearer);
-
-impl BearerToken {
-    fn identity(&self, state: &AppState) -> Result<Identity, ApiError> {
-        state
-            .keys
-            .verify(&self.0.token)
-            .map_err(|e| ApiError::unauthorized(e.to_string()))
-    }
-}
-
-/// A line/column position.
-#[derive(Debug, Clone, Object)]
-pub struct CursorView {
-    pub line: u32,
-    pub column: u32,
-}
-
-/// A selected range.
-#[derive(Debug, Clone, Object)]
-pub struct SelectionView {
-    pub start: CursorView,
-    pub end: CursorView,
-}
-
-/// One member of a document (one user on one connection).
-#[derive(Debug, Clone, Object)]
-pub struct PresenceView {
-    pub user_id: String,
-    pub name: Option<String>,
-    pub session_id: String,
-    pub connection_id: String,
-    /// mobile, tablet, desktop, bot or other.
-    pub device_type: String,
-    pub is_editing: bool,
-    pub cursor: Option<CursorView>,
-    pub selection: Option<SelectionView>,
-    pub joined_at: DateTime<Utc>,
-    pub last_seen_at: DateTime<Utc>,
-}
-
-impl From<&Presence> for PresenceView {
-    fn from(p: &Presence) -> Self {
-        let cursor = |c: crate::model::presence::Cursor| CursorView {
-            line: c.line,
-            column: c.column,
-        };
-        Self {
-            user_id: p.user_id.to_string(),
-            name: p.name.as_deref().map(str::to_owned),
-            session_id: p.session_id.to_string(),
-            connection_id: p.connection_id.to_string(),
-            device_type: p.device_type.as_str().to_owned(),
-            is_editing: p.is_editing,
-            cursor: p.cursor.map(cursor),
-            selection: p.selection.map(|s| SelectionView {
-                start: cursor(s.start),
-                end: cursor(s.end),
-            }),
-            joined_at: p.joined_at,
-            last_seen_at: p.last_seen_at,
-        }
-    }
-}
-
-/// One user's devices in a document.
-#[derive(Debug, Clone, Object)]
-pub struct UserDevices {
-    pub user_id: String,
-    pub name: Option<String>,
-    pub devices: Vec<PresenceView>,
-}
-
-/// Everyone in a document, flat and grouped per user.
-#[derive(Debug, Clone, Object)]
-pub struct DocumentPresenceResponse {
-    pub document_id: String,
-    pub users: Vec<PresenceView>,
-    pub by_user: Vec<UserDevices>,
-}
-
-/// An active session of a user.
-#[derive(Debug, Clone, Object)]
-pub struct SessionView {
-    pub session_id: String,
-    pub connection_id: String,
-    pub device_type: String,
-    pub user_agent: Option<String>,
-    pub ip_address: Option<String>,
-    pub current_document_id: Option<String>,
-    pub instance_id: String,
-    pub created_at: DateTime<Utc>,
-    pub last_seen_at: DateTime<Utc>,
-}
-
-/// A page of a user's active sessions, one per connection.
-#[derive(Debug, Clone, Object)]
-pub struct UserSessionsResponse {
-    pub user_id: String,
-    pub sessions: Vec<SessionView>,
-    /// Pass as `?after=` for the next page; `null` on the last page.
-    pub next_after: Option<String>,
-}
-
-/// Sessions per page unless `?limit=` says otherwise.
-const SESSIONS_PAGE: u32 = 100;
-/// Largest `?limit=`.
-const MAX_SESSIONS_PAGE: u32 = 1000;
-
-/// Liveness and dependencies.
-#[derive(Debug, Clone, Object)]
-pub struct HealthResponse {
-    /// `ok`, or `degraded` when a dependency is down.
-    pub status: String,
-    pub uptime_seconds: u64,
-    pub connections: u64,
-    pub rooms: u64,
-    /// `ok`; `failing` when it answers but writes do not commit (full or
-    /// unwritable disk, SQLite file deleted, last commit of updates failed),
-    /// so nothing is acknowledged; `down` when it does not answer.
-    pub database: String,
-    /// `ok`, `down` or `disabled`.
-    pub redis: String,
-    pub instance_id: String,
-}
-
-/// A room and how many members it has.
-#[derive(Debug, Clone, Object)]
-pub struct RoomStats {
-    pub document_id: String,
-    pub members: u64,
-}
-
-/// Counters since start.
-#[derive(Debug, Clone, Object)]
-pub struct StatsResponse {
-    pub rooms: Vec<RoomStats>,
-    pub connections: u64,
-    /// Open connections per protocol (`json`, `yjs`).
-    pub connections_by_protocol: BTreeMap<String, u64>,
-    pub connections_opened: u64,
-    pub messages_processed: u64,
-    pub messages_rejected: u64,
-    /// Session and presence rows waiting to be written.
-    pub write_backlog: u64,
-}
-
-/// A whole document, for backends without a socket.
-#[derive(Debug, Clone, Object)]
-pub struct DocumentResponse {
-    pub document_id: String,
-    /// The whole document as one Yjs v1 update, standard base64.
-    pub state: String,
-    /// Its state vector (v1), standard base64.
-    pub state_vector: String,
-    /// Update rows stored since the last compaction.
-    pub updates_since_snapshot: u64,
-}
-
-/// A Yjs v1 update to apply.
-#[derive(Debug, Clone, Object)]
-pub struct UpdateRequest {
-    /// Standard base64 of a Yjs v1 update.
-    pub update: String,
-}
-
-/// The result of an applied, durable update.
-#[derive(Debug, Clone, Object)]
-pub struct UpdateResponse {
-    pub document_id: String,
-    /// The document's state vector after the update, standard base64.
-    pub state_vector: String,
-}
 
 /// How long a REST update waits for its commit.
 const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -355,19 +173,15 @@ impl Api {
                 )
             })?),
         };
-        let mut query = user_sessions::Entity::find()
-            .filter(user_sessions::Column::UserId.eq(user_id.as_str()))
-            .filter(user_sessions::Column::IsActive.eq(true));
-        if let Some(after) = after {
-            query = query.filter(user_sessions::Column::Id.gt(after));
-        }
         // One more than the page: whether there is a next page, without a count.
-        let mut rows = query
-            .order_by_asc(user_sessions::Column::Id)
-            .limit(u64::from(limit) + 1)
-            .all(&self.state.db)
-            .await
-            .map_err(ApiError::internal)?;
+        let mut rows = crate::storage::sessions::active_sessions_page(
+            &self.state.db,
+            user_id.as_str(),
+            after,
+            u64::from(limit) + 1,
+        )
+        .await
+        .map_err(ApiError::internal)?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_after = more.then(|| rows.last().map(|row| row.id.to_string())).flatten();
@@ -513,10 +327,7 @@ impl Api {
     /// succeeded): `SELECT 1` answers from a full disk or a deleted file.
     #[oai(path = "/health", method = "get")]
     async fn health(&self) -> HealthResult {
-        let reachable = self
-            .state
-            .db
-            .execute_unprepared("SELECT 1")
+        let reachable = crate::storage::sessions::ping(&self.state.db)
             .await
             .inspect_err(|error| tracing::warn!(%error, "health check: database unreachable"))
             .is_ok();
@@ -571,176 +382,6 @@ impl Api {
             write_backlog: self.state.writer.backlog() as u64,
         })
     }
-}
-
-#[derive(poem_openapi::ApiResponse)]
-pub enum HealthResult {
-    /// Everything answers.
-    #[oai(status = 200)]
-    Ok(Json<HealthResponse>),
-    /// A dependency is down.
-    #[oai(status = 503)]
-    Unavailable(Json<HealthResponse>),
-}
-
-#[derive(serde::Deserialize)]
-struct UpgradeQuery {
-    token: Option<String>,
-}
-
-/// The token from `?token=` or `Authorization: Bearer`.
-fn request_token(req: &Request) -> Option<String> {
-    if let Ok(query) = req.params::<UpgradeQuery>()
-        && let Some(token) = query.token.filter(|t| !t.is_empty())
-    {
-        return Some(token);
-    }
-    let header = req
-        .headers()
-        .get(poem::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = header.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-}
-
-/// The client address: the socket peer, or the first `X-Forwarded-For` hop behind a trusted proxy.
-pub fn client_ip(req: &Request, trust_proxy: bool) -> Option<String> {
-    if trust_proxy {
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .and_then(|v| v.parse::<std::net::IpAddr>().ok());
-        if let Some(ip) = forwarded {
-            return Some(ip.to_string());
-        }
-    }
-    req.remote_addr()
-        .as_socket_addr()
-        .map(|addr| addr.ip().to_string())
-}
-
-fn user_agent(req: &Request) -> Option<String> {
-    let raw = req.headers().get(poem::http::header::USER_AGENT)?;
-    let text = String::from_utf8_lossy(raw.as_bytes());
-    Some(crate::model::device::bound_user_agent(&text).to_owned())
-}
-
-/// Authenticate before upgrading; a refused token never reaches the socket.
-pub fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Peer, crate::auth::AuthError> {
-    let token = request_token(req).ok_or(crate::auth::AuthError::Missing)?;
-    let identity = state.keys.verify(&token)?;
-    Ok(Peer {
-        identity,
-        user_agent: user_agent(req),
-        ip_address: client_ip(req, state.config.trust_proxy),
-    })
-}
-
-#[handler]
-async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> Response {
-    // Authenticate first, so a bad token is a 401 whatever else is wrong.
-    let peer = match authenticate_upgrade(req, state) {
-        Ok(peer) => peer,
-        Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
-    };
-    let upgrade = match crate::transport::ws::Upgrade::from_request(req) {
-        Ok(upgrade) => upgrade,
-        Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
-    };
-    let permit = match acquire_permit(state, &peer) {
-        Ok(permit) => permit,
-        Err(error) => {
-            return json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                error.to_string(),
-            );
-        }
-    };
-    let state = state.clone();
-    upgrade.respond(
-        state.websocket_config(),
-        &state.tracker.clone(),
-        move |socket| async move {
-            // Held for the session's life: its end frees the slot.
-            let _permit = permit;
-            crate::transport::json::run(socket, state, peer).await
-        },
-    )
-}
-
-/// Count the connection against the per-IP and per-user caps (a refusal is a 429).
-fn acquire_permit(
-    state: &AppState,
-    peer: &Peer,
-) -> Result<crate::http::limits::ConnectionPermit, crate::http::limits::CapError> {
-    state
-        .caps
-        .acquire(peer.ip_address.as_deref(), &peer.identity.user_id)
-        .inspect_err(|error| {
-            if let Some(suppressed) = state.caps.log.ready() {
-                tracing::warn!(
-                    cap = error.kind(),
-                    ip_address = peer.ip_address.as_deref(),
-                    user_id = %peer.identity.user_id,
-                    suppressed,
-                    "connection refused: over a cap"
-                );
-            }
-        })
-}
-
-/// `/yjs/{document_id}`: the y-websocket binary protocol on the same rooms.
-#[handler]
-async fn yjs_upgrade(
-    req: &Request,
-    poem::web::Path(document_id): poem::web::Path<String>,
-    Data(state): Data<&AppState>,
-) -> Response {
-    let peer = match authenticate_upgrade(req, state) {
-        Ok(peer) => peer,
-        Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
-    };
-    let document_id = match DocumentId::parse(&document_id) {
-        Ok(id) => id,
-        Err(error) => return json_error(StatusCode::BAD_REQUEST, "invalid_document_id", error.0),
-    };
-    if !peer.identity.may_access(&document_id) {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this token may not open this document",
-        );
-    }
-    let upgrade = match crate::transport::ws::Upgrade::from_request(req) {
-        Ok(upgrade) => upgrade,
-        Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
-    };
-    let permit = match acquire_permit(state, &peer) {
-        Ok(permit) => permit,
-        Err(error) => {
-            return json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                error.to_string(),
-            );
-        }
-    };
-    let state = state.clone();
-    upgrade.respond(
-        state.websocket_config(),
-        &state.tracker.clone(),
-        move |socket| async move {
-            let _permit = permit;
-            crate::transport::yjs::run(socket, state, peer, document_id).await
-        },
-    )
 }
 
 /// The edge of every request: bound the body, then log method, path (never

@@ -4,3 +4,5 @@
 pub mod api;
 pub mod error;
 pub mod limits;
+pub mod upgrade;
+pub mod views;

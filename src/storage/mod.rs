@@ -8,4 +8,5 @@ pub mod db;
 pub mod document_log;
 pub mod durability;
 pub mod persister;
+pub mod sessions;
 pub mod write_behind;

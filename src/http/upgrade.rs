@@ -1,0 +1,167 @@
+//! The `/ws` and `/yjs/{document_id}` upgrade endpoints: authenticate the
+//! request (a refused token never reaches a socket), count it against the
+//! connection caps, then hand the socket to its transport handler.
+
+use poem::{Request, Response, handler, http::StatusCode, web::Data};
+
+use crate::{http::error::json_error, model::ids::DocumentId, state::AppState, transport::connection::Peer};
+
+#[derive(serde::Deserialize)]
+struct UpgradeQuery {
+    token: Option<String>,
+}
+
+/// The token from `?token=` or `Authorization: Bearer`.
+pub(crate) fn request_token(req: &Request) -> Option<String> {
+    if let Ok(query) = req.params::<UpgradeQuery>()
+        && let Some(token) = query.token.filter(|t| !t.is_empty())
+    {
+        return Some(token);
+    }
+    let header = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// The client address: the socket peer, or the first `X-Forwarded-For` hop behind a trusted proxy.
+pub fn client_ip(req: &Request, trust_proxy: bool) -> Option<String> {
+    if trust_proxy {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .and_then(|v| v.parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = forwarded {
+            return Some(ip.to_string());
+        }
+    }
+    req.remote_addr()
+        .as_socket_addr()
+        .map(|addr| addr.ip().to_string())
+}
+
+fn user_agent(req: &Request) -> Option<String> {
+    let raw = req.headers().get(poem::http::header::USER_AGENT)?;
+    let text = String::from_utf8_lossy(raw.as_bytes());
+    Some(crate::model::device::bound_user_agent(&text).to_owned())
+}
+
+/// Authenticate before upgrading; a refused token never reaches the socket.
+pub fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Peer, crate::auth::AuthError> {
+    let token = request_token(req).ok_or(crate::auth::AuthError::Missing)?;
+    let identity = state.keys.verify(&token)?;
+    Ok(Peer {
+        identity,
+        user_agent: user_agent(req),
+        ip_address: client_ip(req, state.config.trust_proxy),
+    })
+}
+
+#[handler]
+pub(crate) async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> Response {
+    // Authenticate first, so a bad token is a 401 whatever else is wrong.
+    let peer = match authenticate_upgrade(req, state) {
+        Ok(peer) => peer,
+        Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
+    };
+    let upgrade = match crate::transport::ws::Upgrade::from_request(req) {
+        Ok(upgrade) => upgrade,
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
+    };
+    let permit = match acquire_permit(state, &peer) {
+        Ok(permit) => permit,
+        Err(error) => {
+            return json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                error.to_string(),
+            );
+        }
+    };
+    let state = state.clone();
+    upgrade.respond(
+        state.websocket_config(),
+        &state.tracker.clone(),
+        move |socket| async move {
+            // Held for the session's life: its end frees the slot.
+            let _permit = permit;
+            crate::transport::json::run(socket, state, peer).await
+        },
+    )
+}
+
+/// Count the connection against the per-IP and per-user caps (a refusal is a 429).
+fn acquire_permit(
+    state: &AppState,
+    peer: &Peer,
+) -> Result<crate::http::limits::ConnectionPermit, crate::http::limits::CapError> {
+    state
+        .caps
+        .acquire(peer.ip_address.as_deref(), &peer.identity.user_id)
+        .inspect_err(|error| {
+            if let Some(suppressed) = state.caps.log.ready() {
+                tracing::warn!(
+                    cap = error.kind(),
+                    ip_address = peer.ip_address.as_deref(),
+                    user_id = %peer.identity.user_id,
+                    suppressed,
+                    "connection refused: over a cap"
+                );
+            }
+        })
+}
+
+/// `/yjs/{document_id}`: the y-websocket binary protocol on the same rooms.
+#[handler]
+pub(crate) async fn yjs_upgrade(
+    req: &Request,
+    poem::web::Path(document_id): poem::web::Path<String>,
+    Data(state): Data<&AppState>,
+) -> Response {
+    let peer = match authenticate_upgrade(req, state) {
+        Ok(peer) => peer,
+        Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
+    };
+    let document_id = match DocumentId::parse(&document_id) {
+        Ok(id) => id,
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, "invalid_document_id", error.0),
+    };
+    if !peer.identity.may_access(&document_id) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token may not open this document",
+        );
+    }
+    let upgrade = match crate::transport::ws::Upgrade::from_request(req) {
+        Ok(upgrade) => upgrade,
+        Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
+    };
+    let permit = match acquire_permit(state, &peer) {
+        Ok(permit) => permit,
+        Err(error) => {
+            return json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                error.to_string(),
+            );
+        }
+    };
+    let state = state.clone();
+    upgrade.respond(
+        state.websocket_config(),
+        &state.tracker.clone(),
+        move |socket| async move {
+            let _permit = permit;
+            crate::transport::yjs::run(socket, state, peer, document_id).await
+        },
+    )
+}
