@@ -128,7 +128,7 @@ fn route(c: &mut Criterion) {
     for members in [10usize, 200] {
         let (mut room, ids, mut receivers) = room(members);
         let first = PresenceChange::Cursor(Cursor { line: 0, column: 0 });
-        room.update(&document_id, ids[0], first, Utc::now());
+        room.change_presence(&document_id, ids[0], first, Utc::now());
         assert!(
             broadcast_is_shared(&mut receivers[1..]),
             "a broadcast is encoded once and shared"
@@ -139,7 +139,7 @@ fn route(c: &mut Criterion) {
             b.iter(|| {
                 column += 1;
                 let change = PresenceChange::Cursor(Cursor { line: 1, column });
-                black_box(room.update(&document_id, ids[0], change, Utc::now()));
+                black_box(room.change_presence(&document_id, ids[0], change, Utc::now()));
                 drain(&mut receivers);
             })
         });
@@ -157,7 +157,12 @@ fn decode_and_route(c: &mut Criterion) {
             b.iter(|| {
                 let frame = decode_client_frame(black_box(CURSOR_FRAME), LIMITS).expect("valid frame");
                 if let ClientMessage::CursorMove { document_id, cursor } = frame.message {
-                    black_box(room.update(&document_id, ids[0], PresenceChange::Cursor(cursor), Utc::now()));
+                    black_box(room.change_presence(
+                        &document_id,
+                        ids[0],
+                        PresenceChange::Cursor(cursor),
+                        Utc::now(),
+                    ));
                 }
                 drain(&mut receivers);
             })

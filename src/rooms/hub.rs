@@ -175,7 +175,9 @@ impl Hub {
             change,
             PresenceChange::EditingStart | PresenceChange::EditingStop(_)
         );
-        let presence = room.state().update(&room.id, connection_id, change, Utc::now());
+        let presence = room
+            .state()
+            .change_presence(&room.id, connection_id, change, Utc::now());
         match presence {
             Some((presence, kind)) => {
                 let yjs = kind == crate::rooms::member::MemberKind::Yjs;

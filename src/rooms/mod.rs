@@ -10,3 +10,4 @@ pub mod member;
 pub mod outbox;
 pub mod remote;
 pub mod room;
+pub mod room_document;
