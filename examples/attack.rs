@@ -103,42 +103,11 @@ impl Target {
     }
 }
 
-fn var(out: &mut Vec<u8>, mut value: u128) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
+use tandem::crdt::craft::var;
 
 /// One string item of `client` at `clock` after `origin` (or under root `content`).
 fn string_item(client: u128, clock: u128, origin: Option<(u128, u128)>, text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    var(&mut out, 1);
-    var(&mut out, 1);
-    var(&mut out, client);
-    var(&mut out, clock);
-    match origin {
-        Some((c, k)) => {
-            out.push(0x84);
-            var(&mut out, c);
-            var(&mut out, k);
-        }
-        None => {
-            out.push(0x04);
-            var(&mut out, 1);
-            var(&mut out, 7);
-            out.extend_from_slice(b"content");
-        }
-    }
-    var(&mut out, text.len() as u128);
-    out.extend_from_slice(text.as_bytes());
-    var(&mut out, 0);
-    out
+    tandem::crdt::craft::string_item(client, clock, origin, "content", text)
 }
 
 /// The crafted shapes of the review: wrapped clocks, ids past 2^53, self origins.
@@ -176,15 +145,7 @@ fn nested() -> Vec<u8> {
 
 /// A delete set of `ranges` ranges naming items nobody has.
 fn unknown_deletions(client: u128, ranges: usize) -> Vec<u8> {
-    let mut out = vec![0];
-    var(&mut out, 1);
-    var(&mut out, client);
-    var(&mut out, ranges as u128);
-    for index in 0..ranges {
-        var(&mut out, (index * 2) as u128);
-        var(&mut out, 1);
-    }
-    out
+    tandem::crdt::craft::deletions(client, 0, ranges)
 }
 
 /// Real edits, to mutate.
@@ -203,38 +164,7 @@ fn seeds() -> Vec<Vec<u8>> {
     seeds
 }
 
-struct Mutator(u64);
-
-impl Mutator {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn mutate(&mut self, seed: &[u8]) -> Vec<u8> {
-        let mut bytes = seed.to_vec();
-        for _ in 0..1 + self.next() % 4 {
-            let at = (self.next() as usize) % bytes.len().max(1);
-            match self.next() % 5 {
-                0 if !bytes.is_empty() => bytes[at] ^= 1 << (self.next() % 8),
-                1 if !bytes.is_empty() => bytes[at] = self.next() as u8,
-                2 => bytes.insert(at.min(bytes.len()), self.next() as u8),
-                3 if bytes.len() > 1 => {
-                    bytes.remove(at);
-                }
-                _ => {
-                    let mut wide = Vec::new();
-                    var(&mut wide, u128::from(self.next()) * u128::from(self.next()));
-                    let at = at.min(bytes.len());
-                    bytes.splice(at..at, wide);
-                }
-            }
-        }
-        bytes
-    }
-}
+use tandem::crdt::craft::Mutator;
 
 fn sync_update(document: &str, update: &[u8]) -> Message {
     Message::text(

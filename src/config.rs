@@ -376,4 +376,11 @@ impl Config {
     pub fn max_frame_bytes(&self) -> usize {
         (self.max_update_bytes.div_ceil(3) * 4 + 4096).max(self.max_message_bytes)
     }
+
+    /// How often a connection checks its liveness and the server pings: the
+    /// heartbeat interval, but at least three times per session TTL so a
+    /// silent session is noticed within a third of its TTL.
+    pub fn liveness_tick(&self) -> Duration {
+        self.heartbeat_interval.min(self.session_ttl / 3)
+    }
 }

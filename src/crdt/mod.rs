@@ -3,6 +3,7 @@
 //! ([`awareness`]). Pure: no sockets, no database.
 
 pub mod awareness;
+pub mod craft;
 pub mod lib0;
 pub mod sync;
 pub mod validate;

@@ -368,43 +368,11 @@ mod tests {
         doc.transact().encode_state_as_update_v1(&StateVector::default())
     }
 
-    /// lib0 varint writer, for hand-made updates.
-    fn var(out: &mut Vec<u8>, mut value: u128) {
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
+    use crate::crdt::craft::var;
 
     /// An update of one client with one string item under root `text`.
     fn one_string(client: u128, clock: u128, origin: Option<(u128, u128)>, text: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        var(&mut out, 1);
-        var(&mut out, 1);
-        var(&mut out, client);
-        var(&mut out, clock);
-        match origin {
-            Some((c, k)) => {
-                out.push(0x84);
-                var(&mut out, c);
-                var(&mut out, k);
-            }
-            None => {
-                out.push(0x04);
-                var(&mut out, 1);
-                var(&mut out, 4);
-                out.extend_from_slice(b"text");
-            }
-        }
-        var(&mut out, text.len() as u128);
-        out.extend_from_slice(text.as_bytes());
-        var(&mut out, 0);
-        out
+        crate::crdt::craft::string_item(client, clock, origin, "text", text)
     }
 
     #[test]

@@ -384,3 +384,250 @@ impl Documents {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Documents on an in-memory log: no database, no socket.
+
+    use std::{collections::HashMap, sync::Mutex};
+
+    use chrono::Utc;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+    use yrs::{Doc, Text, Transact};
+
+    use super::*;
+    use crate::{
+        model::{
+            device::DeviceType,
+            ids::DocumentId,
+            log::{BoxFuture, LogSlot, StoredDocument},
+            presence::Presence,
+        },
+        rooms::{
+            events::NoCluster,
+            member::{Member, MemberKind},
+            outbox::{Outgoing, QueuedBytes},
+        },
+    };
+
+    /// The log in memory: writes wait in `queued` until [`MemoryLog::commit`].
+    #[derive(Default)]
+    struct MemoryLog {
+        stored: Mutex<HashMap<DocumentId, Vec<Vec<u8>>>>,
+        queued: Mutex<Vec<LogWrite>>,
+        capacity: usize,
+    }
+
+    impl MemoryLog {
+        fn with_capacity(capacity: usize) -> Arc<Self> {
+            Arc::new(Self {
+                capacity,
+                ..Default::default()
+            })
+        }
+
+        /// Commit everything queued, as one group commit would.
+        fn commit(&self) -> usize {
+            let writes: Vec<LogWrite> = std::mem::take(&mut *self.queued.lock().unwrap());
+            let count = writes.len();
+            for mut write in writes {
+                self.stored
+                    .lock()
+                    .unwrap()
+                    .entry(write.document_id.clone())
+                    .or_default()
+                    .push(write.update.to_vec());
+                write.counters.unpersisted.fetch_sub(1, Ordering::AcqRel);
+                (write.notify)(WriteEvent::Committed);
+            }
+            count
+        }
+    }
+
+    impl DocumentLog for MemoryLog {
+        fn load<'a>(&'a self, document_id: &'a DocumentId) -> BoxFuture<'a, anyhow::Result<StoredDocument>> {
+            let updates = self
+                .stored
+                .lock()
+                .unwrap()
+                .get(document_id)
+                .cloned()
+                .unwrap_or_default();
+            Box::pin(async move {
+                Ok(StoredDocument {
+                    update_bytes: updates.iter().map(|u| u.len() as u64).sum(),
+                    updates,
+                    ..Default::default()
+                })
+            })
+        }
+
+        fn try_reserve(&self) -> Option<LogSlot<'_>> {
+            if self.queued.lock().unwrap().len() >= self.capacity {
+                return None;
+            }
+            Some(LogSlot::new(move |write| self.queued.lock().unwrap().push(write)))
+        }
+    }
+
+    fn member(user: &str, kind: MemberKind) -> (Member, Outbox, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(64);
+        let outbox = Outbox::new(
+            tx,
+            CancellationToken::new(),
+            Arc::new(QueuedBytes::new(usize::MAX)),
+        );
+        let now = Utc::now();
+        let presence = Presence {
+            user_id: user.into(),
+            name: None,
+            session_id: Uuid::now_v7(),
+            connection_id: Uuid::now_v7(),
+            device_type: DeviceType::Desktop,
+            is_editing: false,
+            cursor: None,
+            selection: None,
+            joined_at: now,
+            last_seen_at: now,
+        };
+        (Member::new(presence, outbox.clone(), kind), outbox, rx)
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<Outgoing> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    fn text_messages(outgoing: &[Outgoing]) -> Vec<serde_json::Value> {
+        outgoing
+            .iter()
+            .filter_map(|o| match o {
+                Outgoing::Text(text) => serde_json::from_str(text).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn edit(client: u64, text: &str) -> Vec<u8> {
+        let doc = Doc::with_client_id(client);
+        let root = doc.get_or_insert_text("content");
+        let mut txn = doc.transact_mut();
+        root.insert(&mut txn, 0, text);
+        txn.encode_update_v1()
+    }
+
+    async fn room_with(documents: &Documents, members: Vec<Member>) -> Arc<Room> {
+        let room = Arc::new(Room::new(DocumentId::parse("doc").unwrap()));
+        documents.ensure_loaded(&room).await.unwrap();
+        for member in members {
+            room.state().join(&room.id, member, None);
+        }
+        room
+    }
+
+    #[tokio::test]
+    async fn an_update_reaches_both_member_kinds_at_once_and_is_acked_only_after_its_commit() {
+        let log = MemoryLog::with_capacity(16);
+        let documents = Documents::new(log.clone(), 1 << 20, Arc::new(NoCluster));
+        let (alice, alice_outbox, mut alice_rx) = member("alice", MemberKind::Json);
+        let (bob, _, mut bob_rx) = member("bob", MemberKind::Json);
+        let (provider, _, mut provider_rx) = member("carol", MemberKind::Yjs);
+        let alice_connection = alice.presence.connection_id;
+        let room = room_with(&documents, vec![alice, bob, provider]).await;
+        drain(&mut alice_rx);
+        drain(&mut bob_rx);
+        drain(&mut provider_rx);
+
+        let origin = Origin {
+            connection_id: Some(alice_connection),
+            user_id: "alice".into(),
+        };
+        let id = MessageId::String("u1".into());
+        let durable = Durable::Ack {
+            outbox: alice_outbox,
+            id,
+        };
+        documents
+            .apply_update(&room, &origin, edit(1, "hello"), durable)
+            .unwrap();
+
+        let to_bob = text_messages(&drain(&mut bob_rx));
+        assert_eq!(to_bob.len(), 1);
+        assert_eq!(
+            (to_bob[0]["type"].as_str(), to_bob[0]["user_id"].as_str()),
+            (Some("sync_update"), Some("alice"))
+        );
+        assert!(
+            drain(&mut provider_rx)
+                .iter()
+                .any(|o| matches!(o, Outgoing::Binary(_))),
+            "the y-websocket member gets the binary frame"
+        );
+        assert!(
+            drain(&mut alice_rx).is_empty(),
+            "no echo, and no ack before the commit"
+        );
+        assert!(!room.is_settled());
+
+        assert_eq!(log.commit(), 1);
+        let acks = text_messages(&drain(&mut alice_rx));
+        assert_eq!(
+            (acks[0]["type"].as_str(), acks[0]["id"].as_str()),
+            (Some("ack"), Some("u1"))
+        );
+        assert!(room.is_settled());
+    }
+
+    #[tokio::test]
+    async fn a_document_loads_what_the_log_stored_and_a_full_queue_refuses_without_applying() {
+        let log = MemoryLog::with_capacity(1);
+        let documents = Documents::new(log.clone(), 1 << 20, Arc::new(NoCluster));
+        let room = room_with(&documents, vec![]).await;
+        let origin = Origin {
+            connection_id: None,
+            user_id: "alice".into(),
+        };
+        documents
+            .apply_update(&room, &origin, edit(1, "kept"), Durable::Quietly)
+            .unwrap();
+        let refused = documents.apply_update(&room, &origin, edit(2, "lost"), Durable::Quietly);
+        assert!(matches!(refused, Err(DocError::Busy)), "{refused:?}");
+        log.commit();
+
+        let reloaded = room_with(&documents, vec![]).await;
+        let text = crate::crdt::sync::text(reloaded.state().doc.as_ref().unwrap(), "content");
+        assert_eq!(text.as_deref(), Some("kept"));
+    }
+
+    #[tokio::test]
+    async fn a_client_id_written_by_one_user_is_refused_for_another_before_anything_is_queued() {
+        let log = MemoryLog::with_capacity(16);
+        let documents = Documents::new(log.clone(), 1 << 20, Arc::new(NoCluster));
+        let room = room_with(&documents, vec![]).await;
+        let as_user = |user: &str| Origin {
+            connection_id: None,
+            user_id: user.into(),
+        };
+        documents
+            .apply_update(&room, &as_user("alice"), edit(7, "a"), Durable::Quietly)
+            .unwrap();
+        let doc = Doc::with_client_id(7);
+        doc.transact_mut()
+            .apply_update(yrs::Update::decode_v1(&edit(7, "a")).unwrap())
+            .unwrap();
+        let forged = {
+            let root = doc.get_or_insert_text("content");
+            let mut txn = doc.transact_mut();
+            root.insert(&mut txn, 1, "b");
+            txn.encode_update_v1()
+        };
+        let refused = documents.apply_update(&room, &as_user("mallory"), forged, Durable::Quietly);
+        assert!(
+            matches!(refused, Err(DocError::Sync(SyncError::ForeignClient(7)))),
+            "{refused:?}"
+        );
+        assert_eq!(log.commit(), 1, "only alice's update was queued");
+    }
+
+    use yrs::updates::decoder::Decode;
+}

@@ -126,7 +126,7 @@ impl JsonHandler {
         let config = self.state.config.clone();
         let shutdown = self.state.connections_stop.clone();
         let ttl_ms = config.session_ttl.as_millis() as u64;
-        let mut tick = tokio::time::interval(config.heartbeat_interval.min(config.session_ttl / 3));
+        let mut tick = tokio::time::interval(config.liveness_tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.reset();
         loop {

@@ -98,7 +98,7 @@ impl YjsHandler {
         let shutdown = self.state.connections_stop.clone();
         let ttl_ms = config.session_ttl.as_millis() as u64;
         let limiter = rate_limiter(&config);
-        let mut tick = tokio::time::interval(config.heartbeat_interval.min(config.session_ttl / 3));
+        let mut tick = tokio::time::interval(config.liveness_tick());
         tick.reset();
         loop {
             tokio::select! {

@@ -9,44 +9,11 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
 use crate::helpers::*;
 
-/// A lib0 varint, wide enough for values past 2^64.
-fn var(out: &mut Vec<u8>, mut value: u128) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
+use tandem::crdt::craft::var;
 
-/// A v1 update holding one string item of `client` at `clock`: under root
-/// `text` when `origin` is `None`, else right after `origin`.
+/// One string item under root `text` (or after `origin`).
 fn string_item(client: u128, clock: u128, origin: Option<(u128, u128)>, text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    var(&mut out, 1);
-    var(&mut out, 1);
-    var(&mut out, client);
-    var(&mut out, clock);
-    match origin {
-        Some((origin_client, origin_clock)) => {
-            out.push(0x84);
-            var(&mut out, origin_client);
-            var(&mut out, origin_clock);
-        }
-        None => {
-            out.push(0x04);
-            var(&mut out, 1);
-            var(&mut out, 4);
-            out.extend_from_slice(b"text");
-        }
-    }
-    var(&mut out, text.len() as u128);
-    out.extend_from_slice(text.as_bytes());
-    var(&mut out, 0);
-    out
+    tandem::crdt::craft::string_item(client, clock, origin, "text", text)
 }
 
 async fn text_of(app: &TestApp, token: &str) -> String {
@@ -157,44 +124,7 @@ async fn values_nested_without_end_are_refused() {
     alice.assert_alive().await;
 }
 
-/// xorshift: reproducible mutations without a dependency.
-struct Mutator(u64);
-
-impl Mutator {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Flip, overwrite, insert, delete or splice bytes of `seed`.
-    fn mutate(&mut self, seed: &[u8]) -> Vec<u8> {
-        let mut bytes = seed.to_vec();
-        for _ in 0..1 + self.next() % 4 {
-            let at = (self.next() as usize) % bytes.len().max(1);
-            match self.next() % 6 {
-                0 if !bytes.is_empty() => bytes[at] ^= 1 << (self.next() % 8),
-                1 if !bytes.is_empty() => bytes[at] = self.next() as u8,
-                2 => bytes.insert(at.min(bytes.len()), self.next() as u8),
-                3 if bytes.len() > 1 => {
-                    bytes.remove(at);
-                }
-                4 => {
-                    // A long varint: the shape that wraps yrs's u32 clocks.
-                    let value = self.next() as u128 * (1 + self.next() as u128);
-                    let mut encoded = Vec::new();
-                    var(&mut encoded, value);
-                    let at = at.min(bytes.len());
-                    bytes.splice(at..at, encoded);
-                }
-                _ if !bytes.is_empty() => bytes[at] = [0x00, 0x7f, 0x80, 0xff, 0x84, 0x44][at % 6],
-                _ => {}
-            }
-        }
-        bytes
-    }
-}
+use tandem::crdt::craft::Mutator;
 
 /// Real updates of a few shapes, made by yrs as a client would.
 fn seeds() -> Vec<Vec<u8>> {
@@ -392,19 +322,7 @@ async fn repeated_sync_step1_with_one_state_vector_gets_the_same_answer() {
     assert_eq!(other.text(), "hello world");
 }
 
-/// A v1 update with no structs and a delete set of `ranges` single-clock
-/// ranges of `client`, none of which the server has.
-fn unknown_deletions(client: u128, first_clock: u128, ranges: usize) -> Vec<u8> {
-    let mut out = vec![0];
-    var(&mut out, 1);
-    var(&mut out, client);
-    var(&mut out, ranges as u128);
-    for index in 0..ranges {
-        var(&mut out, first_clock + (index as u128) * 2);
-        var(&mut out, 1);
-    }
-    out
-}
+use tandem::crdt::craft::deletions as unknown_deletions;
 
 /// Bytes of the document's rows in `document_updates` and `document_snapshots`.
 async fn stored_bytes(database: &TestDatabase) -> usize {
