@@ -22,9 +22,9 @@ use crate::{
     },
     protocol::{
         codes::{ErrorCode, ProtocolError},
-        json::{Base64, ServerMessage, encode_error},
+        json::{ServerMessage, encode_error},
     },
-    rooms::{events::Publish, outbox::Outbox, room::Room},
+    rooms::{events::Publish, fanout::DocEvent, outbox::Outbox, room::Room},
 };
 
 /// How long a reload waits for in-flight writes to commit first.
@@ -180,13 +180,13 @@ impl Documents {
         state.doc_changed();
         if reloaded {
             // Members hold what the dropped copy had: ask them for it.
-            let step1 = ServerMessage::SyncStep1 {
-                document_id: &room.id,
-                state_vector: Base64(&state_vector),
-            }
-            .encode();
-            state.broadcast(&step1, None);
-            state.broadcast_binary(&crate::protocol::yjs::sync_step1(&state_vector).into(), None);
+            state.fan_out(
+                &room.id,
+                DocEvent::SyncStep1 {
+                    state_vector: &state_vector,
+                },
+                None,
+            );
         }
         Ok(())
     }
@@ -223,17 +223,11 @@ impl Documents {
             return Ok(applied);
         }
         let update: Arc<[u8]> = update.into();
-        let relay = ServerMessage::SyncUpdate {
-            document_id: &room.id,
-            update: Base64(&update),
+        let event = DocEvent::Update {
+            update: &update,
             user_id: &origin.user_id,
-        }
-        .encode();
-        state.broadcast(&relay, origin.connection_id);
-        state.broadcast_binary(
-            &crate::protocol::yjs::update(&update).into(),
-            origin.connection_id,
-        );
+        };
+        state.fan_out(&room.id, event, origin.connection_id);
         room.log.unpersisted.fetch_add(1, Ordering::AcqRel);
         self.cluster.publish(
             &room.id,
@@ -287,18 +281,11 @@ impl Documents {
         let entries = awareness::decode(update)?;
         let mut state = room.state();
         state.awareness.apply(owner, &entries)?;
-        let relay = ServerMessage::Awareness {
-            document_id: &room.id,
-            update: Base64(update),
-            user_id: Some(user_id),
-        }
-        .encode();
-        state.broadcast(&relay, Some(owner));
+        state.fan_out(&room.id, DocEvent::Awareness { update, user_id }, Some(owner));
         self.cluster.publish(
             &room.id,
             crate::rooms::events::awareness_event(update, user_id, owner),
         );
-        state.broadcast_binary(&crate::protocol::yjs::awareness(update).into(), Some(owner));
         Ok(entries)
     }
 }
@@ -316,14 +303,11 @@ impl Documents {
         };
         match outcome {
             Ok((applied, _)) if !applied.empty => {
-                let relay = ServerMessage::SyncUpdate {
-                    document_id: &room.id,
-                    update: Base64(&update),
+                let event = DocEvent::Update {
+                    update: &update,
                     user_id,
-                }
-                .encode();
-                state.broadcast(&relay, None);
-                state.broadcast_binary(&crate::protocol::yjs::update(&update).into(), None);
+                };
+                state.fan_out(&room.id, event, None);
             }
             Ok(_) => {}
             Err(SyncError::Panicked) => state.doc = None,
@@ -344,14 +328,7 @@ impl Documents {
         let entries = awareness::decode(update)?;
         let mut state = room.state();
         state.awareness.apply(owner, &entries)?;
-        let relay = ServerMessage::Awareness {
-            document_id: &room.id,
-            update: Base64(update),
-            user_id: Some(user_id),
-        }
-        .encode();
-        state.broadcast(&relay, None);
-        state.broadcast_binary(&crate::protocol::yjs::awareness(update).into(), None);
+        state.fan_out(&room.id, DocEvent::Awareness { update, user_id }, None);
         Ok(())
     }
 
@@ -372,14 +349,11 @@ impl Documents {
         state.doc_changed();
         let applied = outcome?;
         if !applied.empty {
-            let relay = ServerMessage::SyncUpdate {
-                document_id: &room.id,
-                update: Base64(&missing),
+            let event = DocEvent::Update {
+                update: &missing,
                 user_id: "tandem",
-            }
-            .encode();
-            state.broadcast(&relay, None);
-            state.broadcast_binary(&crate::protocol::yjs::update(&missing).into(), None);
+            };
+            state.fan_out(&room.id, event, None);
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 
 pub mod documents;
 pub mod events;
+pub mod fanout;
 pub mod hub;
 pub mod member;
 pub mod outbox;
