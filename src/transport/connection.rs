@@ -21,11 +21,17 @@ use uuid::Uuid;
 
 use crate::{
     auth::Identity,
-    model::{ids::DocumentId, presence::SessionRecord},
+    model::{
+        ids::{DocumentId, MessageId},
+        presence::SessionRecord,
+    },
     protocol::codes::CloseCode,
     rooms::{
+        documents::DocError,
         hub::ConnectionHandle,
+        member::Member,
         outbox::{Outbox, Outgoing, QueuedBytes},
+        room::Room,
     },
     state::AppState,
     storage::write_behind::session_row,
@@ -241,4 +247,26 @@ pub(crate) async fn write_loop(
         // Sends the reply tungstenite queued for a client's close frame, if any.
         let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
     }
+}
+
+/// The join sequence both protocols share: announce the joiner (a room with
+/// joiners is never unloaded), load the document (a failed load undoes the
+/// join and is logged), seed the mirror of other instances' members, then add
+/// the member and send its welcome.
+pub(crate) async fn join_room(
+    state: &AppState,
+    document_id: &DocumentId,
+    member: Member,
+    id: Option<&MessageId>,
+) -> Result<Arc<Room>, DocError> {
+    let hub = &state.hub;
+    let room = hub.begin_join(document_id);
+    if let Err(error) = state.docs.ensure_loaded(&room).await {
+        hub.abort_join(&room);
+        tracing::warn!(%document_id, error = ?error, "document load failed");
+        return Err(error);
+    }
+    state.bus.seed_room(&room).await;
+    hub.finish_join(&room, member, id);
+    Ok(room)
 }

@@ -42,7 +42,7 @@ use crate::{
     state::AppState,
     storage::write_behind::session_row,
     transport::{
-        connection::{Connection, Peer, Stream, rate_limiter},
+        connection::{Connection, Peer, Stream, join_room, rate_limiter},
         ws::{Message, Socket},
     },
 };
@@ -433,24 +433,20 @@ impl JsonHandler {
                 ),
             ));
         }
-        let hub = &self.state.hub;
-        let room = hub.begin_join(&document_id);
-        // Joiners wait for the document to load; a failed load fails the join.
-        if let Err(error) = self.state.docs.ensure_loaded(&room).await {
-            hub.abort_join(&room);
-            tracing::warn!(document_id = %document_id, error = format!("{:#}", anyhow::Error::from(error)), "document load failed");
-            return Err(ProtocolError::new(
-                ErrorCode::DocumentUnavailable,
-                "the document could not be loaded; try again",
-            ));
-        }
-        self.state.bus.seed_room(&room).await;
         let member = Member::new(
             self.record.presence(Utc::now()),
             self.outbox.clone(),
             MemberKind::Json,
         );
-        hub.finish_join(&room, member, id);
+        // Joiners wait for the document to load; a failed load fails the join.
+        let room = join_room(&self.state, &document_id, member, id)
+            .await
+            .map_err(|_| {
+                ProtocolError::new(
+                    ErrorCode::DocumentUnavailable,
+                    "the document could not be loaded; try again",
+                )
+            })?;
         self.joined.insert(document_id.clone(), room);
         self.record.current_document_id = Some(document_id);
         self.touch(false);

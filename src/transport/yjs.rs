@@ -46,17 +46,10 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: Docum
     // stay part of this connection's state machine for its whole life.
     Box::pin(connection::Connection::open(&state, sink, &peer, "yjs", Some(document_id.clone()))).await;
     let hub = state.hub.clone();
-    let room = hub.begin_join(&document_id);
-    let close = match state.docs.ensure_loaded(&room).await {
-        Err(error) => {
-            hub.abort_join(&room);
-            tracing::warn!(%document_id, error = format!("{:#}", anyhow::Error::from(error)), "document load failed");
-            Some(CloseCode::Unavailable)
-        }
-        Ok(()) => {
-            state.bus.seed_room(&room).await;
-            let member = Member::new(record.presence(Utc::now()), link.outbox.clone(), MemberKind::Yjs);
-            hub.finish_join(&room, member, None);
+    let member = Member::new(record.presence(Utc::now()), link.outbox.clone(), MemberKind::Yjs);
+    let close = match connection::join_room(&state, &document_id, member, None).await {
+        Err(_) => Some(CloseCode::Unavailable),
+        Ok(room) => {
             let mut connection = YjsHandler {
                 state: state.clone(),
                 room: room.clone(),
