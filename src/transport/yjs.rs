@@ -39,6 +39,21 @@ use crate::{
     transport::ws::{Message, Socket},
 };
 
+/// Why a frame from a y-websocket client was dropped. The binary protocol
+/// has no error message: each is logged and counted, and a connection that
+/// keeps sending them is closed with 4002.
+#[derive(Debug, thiserror::Error)]
+enum BadFrame {
+    #[error("text frame on the binary y-websocket endpoint")]
+    Text,
+    #[error(transparent)]
+    Frame(#[from] crate::protocol::yjs::FrameError),
+    #[error("{what} of {bytes} bytes over the limit")]
+    TooLarge { what: &'static str, bytes: usize },
+    #[error(transparent)]
+    Document(#[from] crate::rooms::documents::DocError),
+}
+
 /// Serve one upgraded y-websocket connection for `document_id`.
 pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: DocumentId) {
     let (sink, mut stream) = socket.split();
@@ -135,7 +150,7 @@ impl YjsHandler {
                                 Err(why) => self.bad_input(why, end),
                             }
                         }
-                        Message::Text(_) => self.bad_input("text frame on the binary y-websocket endpoint".into(), end),
+                        Message::Text(_) => self.bad_input(BadFrame::Text, end),
                         Message::Close(_) => return (None, LeaveReason::Disconnected),
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
@@ -144,27 +159,27 @@ impl YjsHandler {
         }
     }
 
-    fn bad_input(&mut self, why: String, end: &CancellationToken) {
+    fn bad_input(&mut self, why: BadFrame, end: &CancellationToken) {
         self.state
             .hub
             .counters
             .messages_rejected
             .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(connection_id = %self.connection_id, why, "dropped y-websocket frame");
+        tracing::debug!(connection_id = %self.connection_id, %why, "dropped y-websocket frame");
         self.consecutive_errors += 1;
         if self.consecutive_errors > self.state.config.max_consecutive_errors {
             end.cancel();
         }
     }
 
-    fn handle(&mut self, frame: &[u8]) -> Result<(), String> {
+    fn handle(&mut self, frame: &[u8]) -> Result<(), BadFrame> {
         let config = &self.state.config;
         let docs = &self.state.docs;
-        match yjs::decode(frame).map_err(|e| e.to_string())? {
+        match yjs::decode(frame)? {
             Inbound::SyncStep1(state_vector) => {
                 if crate::crdt::sync::is_empty_state_vector(&state_vector) {
                     // A newcomer: the shared whole-document encoding, not a copy.
-                    let (whole, _) = docs.whole_state(&self.room).map_err(|e| e.to_string())?;
+                    let (whole, _) = docs.whole_state(&self.room)?;
                     let header = yjs::sync_step2_header(whole.len());
                     self.outbox
                         .push(Outgoing::Parts(Box::new(crate::rooms::outbox::MessageParts {
@@ -172,7 +187,7 @@ impl YjsHandler {
                             parts: vec![header.into(), whole],
                         })));
                 } else {
-                    let diff = docs.diff(&self.room, &state_vector).map_err(|e| e.to_string())?;
+                    let diff = docs.diff(&self.room, &state_vector)?;
                     let header = yjs::sync_step2_header(diff.raw.len());
                     self.outbox
                         .push(Outgoing::Parts(Box::new(crate::rooms::outbox::MessageParts {
@@ -183,7 +198,10 @@ impl YjsHandler {
             }
             Inbound::Update(update) => {
                 if update.len() > config.max_update_bytes {
-                    return Err(format!("update of {} bytes over the limit", update.len()));
+                    return Err(BadFrame::TooLarge {
+                        what: "update",
+                        bytes: update.len(),
+                    });
                 }
                 if !self.may_write {
                     let empty = crate::crdt::sync::decode_update(&update).is_ok_and(|u| u.is_empty());
@@ -201,19 +219,19 @@ impl YjsHandler {
                     connection_id: Some(self.connection_id),
                     user_id: self.user_id.clone(),
                 };
-                docs.apply_update(&self.room, &origin, update, Durable::Quietly)
-                    .map_err(|e| e.to_string())?;
+                docs.apply_update(&self.room, &origin, update, Durable::Quietly)?;
                 self.state
                     .hub
                     .update_presence(&self.room, self.connection_id, PresenceChange::Activity);
             }
             Inbound::Awareness(update) => {
                 if update.len() > config.max_message_bytes {
-                    return Err("awareness update over the limit".into());
+                    return Err(BadFrame::TooLarge {
+                        what: "awareness update",
+                        bytes: update.len(),
+                    });
                 }
-                let entries = docs
-                    .apply_awareness(&self.room, self.connection_id, &self.user_id, &update)
-                    .map_err(|e| e.to_string())?;
+                let entries = docs.apply_awareness(&self.room, self.connection_id, &self.user_id, &update)?;
                 self.mirror_presence(&entries);
             }
             Inbound::QueryAwareness => {
