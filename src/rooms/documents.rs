@@ -248,11 +248,7 @@ impl Documents {
 
     /// What a peer with `state_vector` lacks (sync step 2), raw and in
     /// base64, shared with other peers that ask with the same state vector.
-    pub fn diff(
-        &self,
-        room: &Room,
-        state_vector: &[u8],
-    ) -> Result<crate::rooms::room_document::SharedDiff, DocError> {
+    pub fn diff(&self, room: &Room, state_vector: &[u8]) -> Result<crate::rooms::room::SharedDiff, DocError> {
         let mut state = room.state();
         if state.doc.is_none() {
             return Err(not_loaded());

@@ -27,8 +27,15 @@ use crate::{
     protocol::json::{Encoded, ServerMessage},
     rooms::member::{Member, MemberKind, RemoteMember, synthesized_awareness},
     rooms::outbox::Outgoing,
-    rooms::room_document::SharedDiff,
 };
+
+/// A sync step 2 answer shared by the peers that asked with the same state vector.
+#[derive(Debug, Clone)]
+pub struct SharedDiff {
+    pub state_vector: Arc<[u8]>,
+    pub raw: bytes::Bytes,
+    pub base64: bytes::Bytes,
+}
 
 /// Members of a room, what they last said about themselves, and the document.
 pub struct RoomState {

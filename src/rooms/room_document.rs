@@ -5,15 +5,7 @@
 
 use std::sync::Arc;
 
-use super::room::RoomState;
-
-/// A sync step 2 answer shared by the peers that asked with the same state vector.
-#[derive(Debug, Clone)]
-pub struct SharedDiff {
-    pub state_vector: Arc<[u8]>,
-    pub raw: bytes::Bytes,
-    pub base64: bytes::Bytes,
-}
+use super::room::{RoomState, SharedDiff};
 
 impl RoomState {
     /// Forget what was derived from `doc`; call after anything applied to it or replaced it.
