@@ -13,7 +13,9 @@
 // continues while the next unit's origin is the previous unit and its right
 // origin the same, which is the shape every unit of one block has), so a
 // GC block of 2^31 units costs one entry. Deletions are kept as merged
-// ranges. `Any` maps and JSON objects are written with sorted keys (yrs
+// ranges, and a deleted unit's content counts as deleted content whether
+// garbage collection has dropped it yet or not (when it does is a detail
+// of each store's history). `Any` maps and JSON objects are written with sorted keys (yrs
 // writes them in `HashMap` order).
 //
 // Shared by the fuzz targets (`tandem_fuzz::canonical`) and
@@ -236,6 +238,54 @@ impl Canonical {
     }
 }
 
+/// `run` cut where `deleted` (sorted, merged ranges) starts or ends, its
+/// deleted pieces holding [`Content::Deleted`]. Each piece after the first
+/// has the unit before it as origin, as yjs gives a split item.
+fn split_deleted(client: u64, run: Run, deleted: &[(u64, u64)]) -> Vec<Run> {
+    if matches!(run.content, Content::Gc | Content::Skip | Content::Deleted) {
+        return vec![run];
+    }
+    let (start, end) = (run.clock, run.clock + run.len);
+    let mut cuts = vec![start, end];
+    for &(a, b) in deleted {
+        for at in [a, b] {
+            if at > start && at < end {
+                cuts.push(at);
+            }
+        }
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    let units = match &run.content {
+        Content::Units(_, units) => units.clone(),
+        _ => Vec::new(),
+    };
+    let kind = match run.content {
+        Content::Units(kind, _) => kind,
+        _ => 0,
+    };
+    cuts.windows(2)
+        .map(|w| {
+            let (a, b) = (w[0], w[1]);
+            let first = a == start;
+            let is_deleted = deleted.iter().any(|&(x, y)| x <= a && a < y);
+            Run {
+                clock: a,
+                len: b - a,
+                origin: if first { run.origin } else { Some((client, a - 1)) },
+                right_origin: run.right_origin,
+                parent: if first { run.parent.clone() } else { None },
+                parent_sub: if first { run.parent_sub.clone() } else { None },
+                content: if is_deleted {
+                    Content::Deleted
+                } else {
+                    Content::Units(kind, units[(a - start) as usize..(b - start) as usize].to_vec())
+                },
+            }
+        })
+        .collect()
+}
+
 /// The canonical form of a v1 update.
 pub fn canonical(update: &[u8]) -> Result<Canonical, String> {
     let mut r = Reader { bytes: update, pos: 0 };
@@ -325,15 +375,6 @@ pub fn canonical(update: &[u8]) -> Result<Canonical, String> {
         }
         sections.push((client, runs));
     }
-    // Clients in ascending order, whatever order the encoder chose.
-    sections.sort_by_key(|(client, _)| *client);
-    for (client, runs) in sections {
-        for run in runs {
-            if run.len > 0 {
-                out.push(client, run);
-            }
-        }
-    }
     let delete_clients = r.var()?;
     for _ in 0..delete_clients {
         let client = r.var()?;
@@ -357,6 +398,20 @@ pub fn canonical(update: &[u8]) -> Result<Canonical, String> {
         *ranges = merged;
     }
     out.deleted.retain(|_, ranges| !ranges.is_empty());
+    // Clients in ascending order, whatever order the encoder chose. A
+    // deleted unit's content is whatever garbage collection left of it
+    // (the content, or only its length): it counts as deleted content.
+    sections.sort_by_key(|(client, _)| *client);
+    for (client, runs) in sections {
+        let deleted = out.deleted.get(&client).cloned().unwrap_or_default();
+        for run in runs {
+            for piece in split_deleted(client, run, &deleted) {
+                if piece.len > 0 {
+                    out.push(client, piece);
+                }
+            }
+        }
+    }
     if r.pos != update.len() {
         return Err("trailing bytes".into());
     }

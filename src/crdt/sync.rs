@@ -167,6 +167,11 @@ pub fn apply_update_admitting(
     admit(&new_clients)?;
     let outcome = contained(|| {
         let mut txn = doc.transact_mut();
+        if shape.waits_over_known_clocks(known) {
+            return Err(SyncError::Rejected(
+                "a struct overlapping clocks the document has waits for a missing dependency".into(),
+            ));
+        }
         let waiting = shape.waiting_bytes(known);
         if waiting > 0 && waiting_bytes(&txn).saturating_add(waiting) > max_pending_bytes {
             return Err(SyncError::PendingOverflow);
@@ -493,6 +498,24 @@ mod findings {
         let (reloaded, _) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
         assert!(text(&live, "content").unwrap().ends_with("aaaccc"));
         assert_eq!(text(&live, "content"), text(&reloaded, "content"));
+    }
+
+    /// `fuzz/regressions/update_apply-pending-overlap-integrates-on-reload`:
+    /// refused whole, so nothing waits that a snapshot would turn into
+    /// integrable content.
+    #[test]
+    fn a_waiting_struct_over_known_clocks_is_refused() {
+        let update = hex("0101010001000067876300");
+        let (live, _) = load(Some(PRIOR), [] as [&[u8]; 0]);
+        let before = full_state(&live);
+        assert!(matches!(
+            apply_update(&live, &update, 1 << 16),
+            Err(SyncError::Rejected(_))
+        ));
+        assert_eq!(full_state(&live), before);
+        assert!(live.transact().store().pending_update().is_none());
+        let (reloaded, _) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
+        assert_eq!(canonical_state(&live), canonical_state(&reloaded));
     }
 
     /// The canonical form tells apart what differs in content, origins or
