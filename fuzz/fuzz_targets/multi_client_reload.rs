@@ -89,6 +89,37 @@ impl<'a> Script<'a> {
     }
 }
 
+/// `at` moved down to the nearest offset (UTF-16) that is not inside a
+/// surrogate pair. A yrs (or yjs) client editing inside a pair splits it
+/// into two U+FFFD in its own document without sending that change
+/// (`fuzz/regressions/multi_client_reload-surrogate-split-differs`): a
+/// client-local loss, not a server fault, so the simulated clients avoid it.
+fn snap<T: ReadTxn>(text: &TextRef, txn: &T, at: u32) -> u32 {
+    let mut offset = 0u32;
+    for chunk in text.diff(txn, |_| ()) {
+        let units: Vec<u16> = match &chunk.insert {
+            Out::Any(Any::String(s)) => s.encode_utf16().collect(),
+            _ => vec![0],
+        };
+        for (i, unit) in units.iter().enumerate() {
+            let here = offset + i as u32;
+            if here == at {
+                // Inside a pair when this is its low half.
+                return if (0xdc00..0xe000).contains(unit) && i > 0 { at - 1 } else { at };
+            }
+        }
+        offset += units.len() as u32;
+    }
+    at
+}
+
+/// A range `[at, at + n)` with both ends moved off surrogate pairs.
+fn snap_range<T: ReadTxn>(text: &TextRef, txn: &T, at: u32, n: u32) -> (u32, u32) {
+    let start = snap(text, txn, at);
+    let end = snap(text, txn, at + n);
+    (start, end.saturating_sub(start))
+}
+
 /// One update as delivered to the server.
 struct Delivery {
     bytes: Vec<u8>,
@@ -136,7 +167,7 @@ impl Client {
         let mut txn = self.doc.transact_mut();
         match op {
             0 => {
-                let at = s.below(self.text.len(&txn) + 1);
+                let at = snap(&self.text, &txn, s.below(self.text.len(&txn) + 1));
                 let chunk = s.string();
                 self.text.insert(&mut txn, at, &chunk);
             }
@@ -144,16 +175,18 @@ impl Client {
                 let len = self.text.len(&txn);
                 let at = s.below(len);
                 let n = s.below(len - at.min(len)).max(1).min(len - at.min(len));
+                let (at, n) = snap_range(&self.text, &txn, at, n);
                 if n > 0 {
                     self.text.remove_range(&mut txn, at, n);
                 }
             }
             2 => {
                 let len = self.text.len(&txn);
-                let at = s.below(len + 1);
+                let at = snap(&self.text, &txn, s.below(len + 1));
                 match s.u8() % 3 {
                     0 => {
                         let n = s.below(len - at.min(len) + 1);
+                        let (at, n) = snap_range(&self.text, &txn, at, n);
                         let value = if s.u8() & 1 == 0 { Any::Bool(true) } else { Any::Null };
                         let attrs = [(std::sync::Arc::from("bold"), value)].into_iter().collect();
                         self.text.format(&mut txn, at, n, attrs);
@@ -200,7 +233,7 @@ impl Client {
                         nested.insert(&mut txn, at, v);
                     }
                     Some(Out::YText(nested)) => {
-                        let at = s.below(nested.len(&txn) + 1);
+                        let at = snap(&nested, &txn, s.below(nested.len(&txn) + 1));
                         let chunk = s.string();
                         nested.insert(&mut txn, at, &chunk);
                     }

@@ -4,6 +4,10 @@
 //!
 //! Nothing here is fuzzed itself; the targets in `fuzz_targets/` are.
 
+/// Documents compared item by item, whatever their block boundaries
+/// (see the comment at the top of `canonical.rs`).
+pub mod canonical;
+
 use std::{
     cell::Cell,
     collections::BTreeMap,
@@ -57,20 +61,21 @@ pub fn tolerant<T>(work: impl FnOnce() -> T) -> Result<T, &'static str> {
 
 /// What a document holds, in a form that compares across documents: its
 /// state vector, whether something waits for missing dependencies, every
-/// root that holds text, read as text, and its whole state normalized (encoded, loaded into
-/// a new document and encoded again, so that two documents holding the same
-/// blocks compare equal however their stores happen to split them).
+/// root that holds text, read as text, and its whole state in
+/// [`canonical`] form: every item's id, origins, parent, content unit by
+/// unit and deletion, compared exactly, whatever blocks the two stores
+/// happen to cut the items into.
 ///
 /// Roots are not read as maps or arrays: on a root or nested array that
 /// holds string content (which any update may put there), yrs's
-/// `ArrayRef::to_json` never returns. The normalized state covers them.
+/// `ArrayRef::to_json` never returns. The canonical state covers them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
     pub state_vector: BTreeMap<u64, u32>,
     pub pending_structs: bool,
     pub pending_deletes: bool,
     pub texts: BTreeMap<String, String>,
-    pub state: Vec<u8>,
+    pub state: canonical::Canonical,
 }
 
 pub fn state_vector_map(sv: &StateVector) -> BTreeMap<u64, u32> {
@@ -90,12 +95,9 @@ pub fn normalized_state(doc: &Doc) -> Vec<u8> {
 }
 
 pub fn fingerprint(doc: &Doc) -> Fingerprint {
-    let mut state = normalized_state(doc);
+    let encoded = doc.transact().encode_state_as_update_v1(&StateVector::default());
+    let state = canonical::canonical(&encoded).expect("a document's own state reads");
     let txn = doc.transact();
-    // Any maps (map values, JSON objects in arrays, subdocument options) are
-    // written from a HashMap, in no fixed order: compare the normalized
-    // state as a multiset of bytes. State vectors and texts compare exactly.
-    state.sort_unstable();
     let names: Vec<String> = txn.root_refs().map(|(name, _)| name.to_string()).collect();
     let texts = names
         .into_iter()
@@ -120,7 +122,7 @@ pub fn fingerprint(doc: &Doc) -> Fingerprint {
 
 /// Like [`fingerprint`] without the pending flags (a client document and
 /// the server hold the same content but a client never has pending data).
-pub fn content(doc: &Doc) -> (BTreeMap<u64, u32>, BTreeMap<String, String>, Vec<u8>) {
+pub fn content(doc: &Doc) -> (BTreeMap<u64, u32>, BTreeMap<String, String>, canonical::Canonical) {
     let f = fingerprint(doc);
     (f.state_vector, f.texts, f.state)
 }

@@ -167,6 +167,11 @@ pub fn apply_update_admitting(
     admit(&new_clients)?;
     let outcome = contained(|| {
         let mut txn = doc.transact_mut();
+        if shape.waits_over_known_clocks(known) {
+            return Err(SyncError::Rejected(
+                "a struct overlapping clocks the document has waits for a missing dependency".into(),
+            ));
+        }
         let waiting = shape.waiting_bytes(known);
         if waiting > 0 && waiting_bytes(&txn).saturating_add(waiting) > max_pending_bytes {
             return Err(SyncError::PendingOverflow);
@@ -378,6 +383,7 @@ mod tests {
 mod findings {
     //! Reproducers from `fuzz/regressions/`, one test per finding.
     use super::*;
+    use yrs::Text;
 
     /// The document `fuzz/seed/make-corpus.mjs` makes with npm yjs.
     const PRIOR: &[u8] = include_bytes!("../../fuzz/seed/prior.bin");
@@ -387,10 +393,6 @@ mod findings {
         let (again, skipped) = load(Some(&full_state(doc).unwrap()), [] as [&[u8]; 0]);
         assert_eq!(skipped, 0);
         full_state(&again).unwrap()
-    }
-
-    fn dump(bytes: &[u8]) -> String {
-        Update::decode_v1(bytes).unwrap().to_string()
     }
 
     fn hex(text: &str) -> Vec<u8> {
@@ -438,29 +440,119 @@ mod findings {
         assert_eq!((skipped, text(&reloaded, "content").as_deref()), (0, Some("")));
     }
 
+    /// The same canonical form the fuzz targets compare documents by: every
+    /// item's id, origins, parent, content and deletion, unit by unit,
+    /// whatever blocks the store cut them into.
+    #[allow(dead_code)]
+    mod canonical {
+        include!(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/src/canonical.rs"));
+    }
+
+    fn canonical_state(doc: &Doc) -> canonical::Canonical {
+        canonical::canonical(&full_state(doc).unwrap()).unwrap()
+    }
+
+    /// `fuzz/regressions/update_apply-snapshot-reload-differs`: an item
+    /// whose right origin (1:47) lies left of its origin (1:48) in the same
+    /// block. The live document merges the block it splits again, the
+    /// reloaded one keeps `pa` + `ra`: different encodings, same items.
     #[test]
-    #[ignore = "open: fuzz/regressions/update_apply-snapshot-reload-differs"]
     fn snapshot_reload_of_an_item_with_crossed_origins() {
         let update = [
             0x01, 0x01, 0x02, 0x09, 0xc4, 0x01, 0x30, 0x01, 0x2f, 0x02, b'x', b'X', 0x00,
         ];
         let (live, skipped) = load(Some(PRIOR), [] as [&[u8]; 0]);
         assert_eq!(skipped, 0);
-        let outcome = apply_update(&live, &update, 1 << 16);
-        eprintln!("outcome {outcome:?}");
-        let (reloaded, _) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
-        let (l, r) = (normalized(&live), normalized(&reloaded));
-        eprintln!(
-            "LIVE {}\n{}\nRELOADED {}\n{}",
-            l.len(),
-            dump(&l),
-            r.len(),
-            dump(&r)
-        );
+        assert!(apply_update(&live, &update, 1 << 16).is_ok());
+        let (reloaded, skipped) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
+        assert_eq!(skipped, 0);
         assert_eq!(text(&live, "content"), text(&reloaded, "content"));
-        let (mut ls, mut rs) = (l.clone(), r.clone());
-        ls.sort_unstable();
-        rs.sort_unstable();
-        assert_eq!(ls, rs);
+        assert_eq!(live.transact().state_vector(), reloaded.transact().state_vector());
+        // The encodings differ only in block boundaries ...
+        assert_ne!(normalized(&live).len(), normalized(&reloaded).len());
+        // ... and the items, unit by unit, are the same.
+        assert_eq!(canonical_state(&live), canonical_state(&reloaded));
+    }
+
+    /// `fuzz/regressions/update_apply-snapshot-reload-differs-2`: a real
+    /// divergence, not a block boundary. Client 200 inserts "a" and "aa"
+    /// (origin 200:0, two structs); client 202 inserts "ccc" with origin
+    /// 200:2 and right origin 200:1, i.e. crossed inside 200's run. Live,
+    /// "aa" is its own block, so left (end of 200:2) and right (start of
+    /// 200:1) are the same block and "ccc" lands after it: "aaaccc". From
+    /// the snapshot "aaa" is one block: the origin lookup takes it whole as
+    /// left, the right-origin lookup then splits it into "a" + "aa", leaving
+    /// left = "a": "acccaa". yjs's `getMissing` does the same two lookups in
+    /// the same order. Open: needs a validator rule on crossed origins.
+    #[test]
+    #[ignore = "open: fuzz/regressions/update_apply-snapshot-reload-differs-2"]
+    fn crossed_origins_integrate_by_block_boundaries() {
+        let update = hex(concat!(
+            "0202ca0100c4c80102c801010363636328010",
+            "36d6170016b01770163",
+            "02c80100040107636f6e74656e7401618",
+            "4c8010002616101c901010301"
+        ));
+        let (live, _) = load(Some(PRIOR), [] as [&[u8]; 0]);
+        assert!(apply_update(&live, &update, 1 << 16).is_ok());
+        let (reloaded, _) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
+        assert!(text(&live, "content").unwrap().ends_with("aaaccc"));
+        assert_eq!(text(&live, "content"), text(&reloaded, "content"));
+    }
+
+    /// `fuzz/regressions/update_apply-pending-overlap-integrates-on-reload`:
+    /// refused whole, so nothing waits that a snapshot would turn into
+    /// integrable content.
+    #[test]
+    fn a_waiting_struct_over_known_clocks_is_refused() {
+        let update = hex("0101010001000067876300");
+        let (live, _) = load(Some(PRIOR), [] as [&[u8]; 0]);
+        let before = full_state(&live);
+        assert!(matches!(
+            apply_update(&live, &update, 1 << 16),
+            Err(SyncError::Rejected(_))
+        ));
+        assert_eq!(full_state(&live), before);
+        assert!(live.transact().store().pending_update().is_none());
+        let (reloaded, _) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
+        assert_eq!(canonical_state(&live), canonical_state(&reloaded));
+    }
+
+    /// The canonical form tells apart what differs in content, origins or
+    /// deletion, and not what differs only in block boundaries.
+    #[test]
+    fn canonical_form_is_exact_but_for_block_boundaries() {
+        let one = |client: u64, steps: &[(u32, &str)]| {
+            let doc = Doc::with_client_id(client);
+            let t = doc.get_or_insert_text("content");
+            for (at, chunk) in steps {
+                t.insert(&mut doc.transact_mut(), *at, chunk);
+            }
+            doc
+        };
+        // "para" typed at once, or "pa" then "ra" typed after it: one
+        // block either way, both the same items.
+        let merged = one(1, &[(0, "para")]);
+        let typed = one(1, &[(0, "pa"), (2, "ra")]);
+        assert_eq!(canonical_state(&merged), canonical_state(&typed));
+        // Two blocks in the encoding, one in the other: the same items.
+        let split = hex("0102010004 01 07636f6e74656e74 027061 8401010272 61 00"
+            .replace(' ', "")
+            .as_str());
+        let whole = hex("010101000401 07636f6e74656e74 0470617261 00"
+            .replace(' ', "")
+            .as_str());
+        let split = canonical::canonical(&split).unwrap();
+        assert_eq!(split, canonical::canonical(&whole).unwrap());
+        // Different content, origin or deletion: different forms.
+        let other = one(1, &[(0, "pa"), (0, "ra")]);
+        assert_ne!(canonical_state(&merged), canonical_state(&other));
+        let changed = one(1, &[(0, "pare")]);
+        assert_ne!(canonical_state(&merged), canonical_state(&changed));
+        let deleted = one(1, &[(0, "para")]);
+        deleted
+            .get_or_insert_text("content")
+            .remove_range(&mut deleted.transact_mut(), 1, 1);
+        assert_ne!(canonical_state(&merged), canonical_state(&deleted));
     }
 }

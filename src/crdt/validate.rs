@@ -109,6 +109,27 @@ impl UpdateShape {
     /// Exact for what the update itself provides; it does not count on
     /// updates already waiting in the document, so it never underestimates.
     pub fn waiting_bytes(&self, known: impl Fn(u64) -> u64) -> usize {
+        self.simulate(known).0
+    }
+
+    /// Whether a struct of this update would wait for a missing dependency
+    /// while it starts below the clock the document (state vector `known`)
+    /// already has for its client. No real client sends that: the struct's
+    /// first unit is already integrated, so its dependencies are present.
+    /// yrs (like yjs) checks the struct's own dependencies before slicing
+    /// it, so it waits; but any merge (`merge_updates_v1`, hence
+    /// `sync::snapshot`) slices it at the known clock into a piece whose
+    /// only dependency is the unit before it, which integrates at once: the
+    /// reloaded document holds what the live one keeps waiting
+    /// (`fuzz/regressions/update_apply-pending-overlap-integrates-on-reload`).
+    pub fn waits_over_known_clocks(&self, known: impl Fn(u64) -> u64) -> bool {
+        self.simulate(known).1
+    }
+
+    /// Integrate the update's structs against `known` as yrs would: the
+    /// bytes left waiting, and whether a waiting struct overlaps known clocks.
+    fn simulate(&self, known: impl Fn(u64) -> u64) -> (usize, bool) {
+        let mut overlapping = false;
         let mut state: HashMap<u64, u64> = HashMap::new();
         let clock_of = |state: &HashMap<u64, u64>, client: u64| -> u64 {
             state.get(&client).copied().unwrap_or_else(|| known(client))
@@ -140,6 +161,7 @@ impl UpdateShape {
                     *dep_clock >= have
                 });
                 if let Some(&(dep_client, dep_clock)) = blocked {
+                    overlapping |= item.clock < current;
                     if dep_client != client {
                         waiters
                             .entry(dep_client)
@@ -178,7 +200,7 @@ impl UpdateShape {
             .filter(|range| range.end > clock_of(&state, range.client))
             .map(|range| range.bytes)
             .sum();
-        structs + deletes
+        (structs + deletes, overlapping)
     }
 }
 
@@ -514,6 +536,32 @@ mod tests {
         assert!(alone.waiting_bytes(|_| 0) > 0);
         let merged = yrs::merge_updates_v1([full(&a).as_slice(), from_b.as_slice()]).unwrap();
         assert_eq!(inspect_update(&merged).unwrap().waiting_bytes(|_| 0), 0);
+    }
+
+    /// `fuzz/regressions/update_apply-pending-overlap-integrates-on-reload`:
+    /// client 1, clock 0, deleted content of length 12,679 under parent
+    /// 0:103 (missing). Against a document holding client 1 up to 50 it
+    /// would wait while overlapping known clocks: any merge slices it at 50
+    /// into a piece with origin 1:49 that no longer waits.
+    #[test]
+    fn a_waiting_struct_that_overlaps_known_clocks_is_flagged() {
+        let update = [0x01, 0x01, 0x01, 0x00, 0x01, 0x00, 0x00, 0x67, 0x87, 0x63, 0x00];
+        let shape = inspect_update(&update).unwrap();
+        let has_50 = |c: u64| if c == 1 { 50 } else { 0 };
+        assert!(shape.waiting_bytes(has_50) > 0);
+        assert!(shape.waits_over_known_clocks(has_50));
+        // Starting exactly at the known clock it only waits, as any update may.
+        assert!(shape.waiting_bytes(|_| 0) > 0);
+        assert!(!shape.waits_over_known_clocks(|_| 0));
+        // Real updates that extend a document never do.
+        let a = Doc::with_client_id(1);
+        let text = a.get_or_insert_text("text");
+        text.insert(&mut a.transact_mut(), 0, "base");
+        let sv = a.transact().state_vector();
+        text.insert(&mut a.transact_mut(), 2, "-mid-");
+        let everything = inspect_update(&full(&a)).unwrap();
+        let known = |c: u64| u64::from(sv.get(&yrs::ClientID::new(c)));
+        assert!(!everything.waits_over_known_clocks(known));
     }
 
     use yrs::updates::decoder::Decode;
