@@ -33,6 +33,10 @@ pub enum SyncError {
     PendingOverflow,
     #[error("the update could not be applied safely; the document was reloaded, resync")]
     Panicked,
+    /// yrs refused the update after integrating part of it: the document
+    /// differs from storage, the caller drops it and reloads.
+    #[error("the update could not be applied: {0}; the document was reloaded, resync")]
+    PartlyApplied(String),
     /// The update adds items under a Yjs client id another user writes with.
     #[error("client id {0} belongs to another user of this document; use a client id of your own")]
     ForeignClient(u64),
@@ -176,7 +180,14 @@ pub fn apply_update_admitting(
         if waiting > 0 && waiting_bytes(&txn).saturating_add(waiting) > max_pending_bytes {
             return Err(SyncError::PendingOverflow);
         }
+        let before = txn.state_vector();
         if let Err(error) = txn.apply_update(update) {
+            // yrs integrates block by block and keeps what it did before the
+            // block it stopped at: if anything landed, the copy now differs
+            // from storage and must be reloaded.
+            if txn.state_vector() != before {
+                return Err(SyncError::PartlyApplied(error.to_string()));
+            }
             return Err(SyncError::Rejected(error.to_string()));
         }
         let store = txn.store();
@@ -554,5 +565,20 @@ mod findings {
             .get_or_insert_text("content")
             .remove_range(&mut deleted.transact_mut(), 1, 1);
         assert_ne!(canonical_state(&merged), canonical_state(&deleted));
+    }
+
+    /// `fuzz/regressions/update_apply-refused-update-partly-applied`: yrs
+    /// integrates block by block and stops at an item whose parent is not a
+    /// shared type, keeping what it did before. The caller must learn that
+    /// the document changed although the update was refused, so it can drop
+    /// the copy and reload it from storage.
+    #[test]
+    fn an_update_yrs_stops_midway_is_reported_as_partly_applied() {
+        let update = hex("010281018701000201000100ff7f0100010138");
+        let (live, _) = load(Some(PRIOR), [] as [&[u8]; 0]);
+        let before = full_state(&live);
+        let outcome = apply_update(&live, &update, 1 << 16);
+        assert!(matches!(outcome, Err(SyncError::PartlyApplied(_))), "{outcome:?}");
+        assert_ne!(full_state(&live), before, "yrs kept what it integrated");
     }
 }

@@ -209,10 +209,13 @@ impl Documents {
         };
         let (applied, claimed) = match outcome {
             Ok(applied) => applied,
-            Err(SyncError::Panicked) => {
-                tracing::error!(document_id = %room.id, "yrs panicked applying an update; dropping the in-memory document for a reload");
+            Err(error @ (SyncError::Panicked | SyncError::PartlyApplied(_))) => {
+                // Quarantine: this copy may differ from storage. Drop it; the
+                // next use reloads the last committed state and asks members
+                // to resync.
+                tracing::error!(document_id = %room.id, %error, "an update left the in-memory document inconsistent; dropping it for a reload");
                 state.doc = None;
-                return Err(SyncError::Panicked.into());
+                return Err(error.into());
             }
             Err(error) => return Err(error.into()),
         };
@@ -306,7 +309,7 @@ impl Documents {
                 state.fan_out(&room.id, event, None);
             }
             Ok(_) => {}
-            Err(SyncError::Panicked) => state.doc = None,
+            Err(SyncError::Panicked | SyncError::PartlyApplied(_)) => state.doc = None,
             Err(error) => {
                 tracing::warn!(document_id = %room.id, %error, "ignored a bad update from another instance")
             }

@@ -562,3 +562,45 @@ async fn client_id_claims_survive_a_restart_on_every_backend() {
         assert_eq!(alice.recv_until("ack").await["id"], "a2", "{}", backend.name());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_yrs_refuses_midway_leaves_the_served_document_equal_to_storage() {
+    // fuzz/regressions/update_apply-refused-update-partly-applied: yrs stops
+    // at an item whose parent is not a shared type and keeps what it
+    // integrated before; the update is refused, so the live copy must not
+    // keep those blocks either.
+    let prior = include_bytes!("../../fuzz/seed/prior.bin");
+    let crafted = [
+        0x01, 0x02, 0x81, 0x01, 0x87, 0x01, 0x00, 0x02, 0x01, 0x00, 0x01, 0x00, 0xff, 0x7f, 0x01, 0x00, 0x01,
+        0x01, 0x38,
+    ];
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    alice
+        .send(
+            json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(prior), "id": "prior"}),
+        )
+        .await;
+    assert_eq!(alice.recv_until("ack").await["id"], "prior");
+    alice
+        .send(
+            json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(crafted), "id": "bad"}),
+        )
+        .await;
+    let error = alice.recv_until("error").await;
+    assert_eq!(
+        (error["code"].as_str(), error["id"].as_str()),
+        (Some("invalid_update"), Some("bad"))
+    );
+
+    let (_, live) = app.get("/api/v1/documents/doc", Some(&token)).await;
+    let database = app.shutdown().await;
+    let app = spawn_app_on(database, |_| {}).await;
+    let (_, stored) = app.get("/api/v1/documents/doc", Some(&app.token("alice"))).await;
+    assert_eq!(
+        live["state_vector"], stored["state_vector"],
+        "served and stored documents differ"
+    );
+}
