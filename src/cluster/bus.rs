@@ -121,7 +121,7 @@ impl Bus {
         Self(None)
     }
 
-    /// A bus on `url` (not connected yet: [`run`] connects and reconnects).
+    /// A bus on `url` (not connected yet: [`crate::cluster::delivery::run`] connects and reconnects).
     pub fn redis(url: &str, prefix: &str, instance_id: Arc<str>) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let (outbound, receiver) = mpsc::channel(OUTBOUND_QUEUE);

@@ -103,7 +103,7 @@ fn contained<T>(work: impl FnOnce() -> T) -> Option<T> {
     result
 }
 
-/// Check a client's v1 update strictly (see [`crate::validate`]), then decode
+/// Check a client's v1 update strictly (see [`crate::crdt::validate`]), then decode
 /// it with yrs, containing any panic inside the decoder.
 pub fn decode_update(bytes: &[u8]) -> Result<Update, SyncError> {
     inspect_and_decode(bytes).map(|(_, update)| update)

@@ -2,7 +2,7 @@
 //! `y-websocket` `WebsocketProvider` speaks it. Pure: frames in, frames out.
 //!
 //! Frames are read with yrs's lib0 decoder and its protocol constants, but the
-//! payloads are handed to [`crate::sync`] and [`crate::awareness`] rather than
+//! payloads are handed to [`crate::crdt::sync`] and [`crate::crdt::awareness`] rather than
 //! to `yrs::sync::Message::decode`: those validate declared sizes before
 //! allocating and refuse client ids yrs would assert on.
 

@@ -1,7 +1,9 @@
 //! Rooms: a document's members and presence, fan-out to them, the hub of
 //! every room and connection of this instance, and the document operations
 //! (load, apply, diff) every endpoint shares. In memory; what rooms need
-//! from storage and the cluster comes through the small traits in [`ports`].
+//! from storage comes through the traits in `model::log` and
+//! `model::presence`, and what they tell other instances through
+//! [`events::Publish`].
 
 pub mod documents;
 pub mod events;
