@@ -187,7 +187,7 @@ impl Writes {
     }
 
     /// The database's write health: the persister's state, the file, and a
-    /// real write probed at most once per [`PROBE_INTERVAL`].
+    /// real write probed at most once per `PROBE_INTERVAL`.
     pub async fn health(&self) -> WriteHealth {
         let file_ok = self.check_file().is_ok();
         let probe_ok = {
