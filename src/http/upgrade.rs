@@ -72,11 +72,29 @@ pub(crate) async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> R
         Ok(peer) => peer,
         Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
     };
+    let (session_state, session_peer) = (state.clone(), peer.clone());
+    upgrade_and_serve(req, state, &peer, move |socket| {
+        crate::transport::json::run(socket, session_state, session_peer)
+    })
+}
+
+/// Upgrade an authenticated request (400 if it is not an upgrade), take a
+/// slot under the per-IP and per-user caps (429 over them), and serve the
+/// socket with `serve`, holding the slot for the session's life.
+fn upgrade_and_serve<Fut>(
+    req: &Request,
+    state: &AppState,
+    peer: &Peer,
+    serve: impl FnOnce(crate::transport::ws::Socket) -> Fut + Send + 'static,
+) -> Response
+where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let upgrade = match crate::transport::ws::Upgrade::from_request(req) {
         Ok(upgrade) => upgrade,
         Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
     };
-    let permit = match acquire_permit(state, &peer) {
+    let permit = match acquire_permit(state, peer) {
         Ok(permit) => permit,
         Err(error) => {
             return json_error(
@@ -86,14 +104,13 @@ pub(crate) async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> R
             );
         }
     };
-    let state = state.clone();
     upgrade.respond(
         state.websocket_config(),
-        &state.tracker.clone(),
+        &state.tracker,
         move |socket| async move {
             // Held for the session's life: its end frees the slot.
             let _permit = permit;
-            crate::transport::json::run(socket, state, peer).await
+            serve(socket).await
         },
     )
 }
@@ -141,27 +158,8 @@ pub(crate) async fn yjs_upgrade(
             "this token may not open this document",
         );
     }
-    let upgrade = match crate::transport::ws::Upgrade::from_request(req) {
-        Ok(upgrade) => upgrade,
-        Err(error) => return json_error(StatusCode::BAD_REQUEST, "bad_request", error.to_string()),
-    };
-    let permit = match acquire_permit(state, &peer) {
-        Ok(permit) => permit,
-        Err(error) => {
-            return json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                error.to_string(),
-            );
-        }
-    };
-    let state = state.clone();
-    upgrade.respond(
-        state.websocket_config(),
-        &state.tracker.clone(),
-        move |socket| async move {
-            let _permit = permit;
-            crate::transport::yjs::run(socket, state, peer, document_id).await
-        },
-    )
+    let (session_state, session_peer) = (state.clone(), peer.clone());
+    upgrade_and_serve(req, state, &peer, move |socket| {
+        crate::transport::yjs::run(socket, session_state, session_peer, document_id)
+    })
 }
