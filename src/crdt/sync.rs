@@ -51,6 +51,27 @@ pub struct Applied {
     pub empty: bool,
     /// Some of it waits for updates this server has not seen yet.
     pub pending: bool,
+    /// What peers must be sent for this update.
+    pub relay: Relay,
+}
+
+/// What to send the other peers after an update applied.
+///
+/// Usually the bytes received: they say exactly what integrated, and
+/// relaying them costs nothing. When the document did something else with
+/// them (parts wait for missing dependencies, earlier waiting parts
+/// integrated now, or an item with crossed origins became GC, see
+/// vendor/README.md), peers get what this document integrated instead, so
+/// no client ever holds, or resolves in its own way, what the server did
+/// not integrate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relay {
+    /// Relay the update as received.
+    Incoming,
+    /// Relay this encoding of what the transaction integrated.
+    Integrated(Vec<u8>),
+    /// Nothing integrated (it all waits): relay nothing yet.
+    Nothing,
 }
 
 /// A new document as the server holds it.
@@ -163,6 +184,7 @@ pub fn apply_update_admitting(
             new_clients: Vec::new(),
             empty: true,
             pending: false,
+            relay: Relay::Nothing,
         });
     }
     let state_vector = doc.transact().state_vector();
@@ -181,6 +203,8 @@ pub fn apply_update_admitting(
             return Err(SyncError::PendingOverflow);
         }
         let before = txn.state_vector();
+        let waited_before = has_pending(txn.store());
+        let crossed_before = txn.store().crossed_origin_items();
         if let Err(error) = txn.apply_update(update) {
             // yrs integrates block by block and keeps what it did before the
             // block it stopped at: if anything landed, the copy now differs
@@ -191,13 +215,26 @@ pub fn apply_update_admitting(
             return Err(SyncError::Rejected(error.to_string()));
         }
         let store = txn.store();
+        let pending = has_pending(store);
+        let relay = if txn.insert_set().is_empty() && txn.delete_set().is_empty() {
+            Relay::Nothing
+        } else if pending || waited_before || store.crossed_origin_items() != crossed_before {
+            Relay::Integrated(txn.encode_update_v1())
+        } else {
+            Relay::Incoming
+        };
         Ok(Applied {
             new_clients,
             empty: false,
-            pending: store.pending_update().is_some() || store.pending_ds().is_some(),
+            pending,
+            relay,
         })
     });
     outcome.unwrap_or(Err(SyncError::Panicked))
+}
+
+fn has_pending(store: &yrs::Store) -> bool {
+    store.pending_update().is_some() || store.pending_ds().is_some()
 }
 
 /// The document's state vector, v1 encoded (sync step 1).
@@ -465,8 +502,9 @@ mod findings {
 
     /// `fuzz/regressions/update_apply-snapshot-reload-differs`: an item
     /// whose right origin (1:47) lies left of its origin (1:48) in the same
-    /// block. The live document merges the block it splits again, the
-    /// reloaded one keeps `pa` + `ra`: different encodings, same items.
+    /// block. With stock yrs the live document merged the block it split
+    /// again and the reloaded one kept `pa` + `ra`: different encodings,
+    /// same items. With the crossed-origins rule the item is GC on both.
     #[test]
     fn snapshot_reload_of_an_item_with_crossed_origins() {
         let update = [
@@ -474,30 +512,36 @@ mod findings {
         ];
         let (live, skipped) = load(Some(PRIOR), [] as [&[u8]; 0]);
         assert_eq!(skipped, 0);
-        assert!(apply_update(&live, &update, 1 << 16).is_ok());
+        let before = text(&live, "content");
+        let applied = apply_update(&live, &update, 1 << 16).unwrap();
+        assert!(matches!(applied.relay, Relay::Integrated(_)));
+        assert_eq!(live.transact().store().crossed_origin_items(), 1);
+        assert_eq!(text(&live, "content"), before);
         let (reloaded, skipped) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
         assert_eq!(skipped, 0);
         assert_eq!(text(&live, "content"), text(&reloaded, "content"));
         assert_eq!(live.transact().state_vector(), reloaded.transact().state_vector());
-        // The encodings differ only in block boundaries ...
-        assert_ne!(normalized(&live).len(), normalized(&reloaded).len());
-        // ... and the items, unit by unit, are the same.
+        assert_eq!(normalized(&live), normalized(&reloaded));
         assert_eq!(canonical_state(&live), canonical_state(&reloaded));
     }
 
     /// `fuzz/regressions/update_apply-snapshot-reload-differs-2`: a real
     /// divergence, not a block boundary. Client 200 inserts "a" and "aa"
     /// (origin 200:0, two structs); client 202 inserts "ccc" with origin
-    /// 200:2 and right origin 200:1, i.e. crossed inside 200's run. Live,
-    /// "aa" is its own block, so left (end of 200:2) and right (start of
-    /// 200:1) are the same block and "ccc" lands after it: "aaaccc". From
-    /// the snapshot "aaa" is one block: the origin lookup takes it whole as
-    /// left, the right-origin lookup then splits it into "a" + "aa", leaving
-    /// left = "a": "acccaa". yjs's `getMissing` does the same two lookups in
-    /// the same order. Open: needs a validator rule on crossed origins.
+    /// 200:2 and right origin 200:1, i.e. crossed inside 200's run. Stock
+    /// yrs 0.28, live, held "aa" as its own block, so left (end of 200:2)
+    /// and right (start of 200:1) were the same block and "ccc" landed
+    /// after it: "aaaccc". From the snapshot "aaa" is one block: the origin
+    /// lookup took it whole as left, the right-origin lookup then split it
+    /// into "a" + "aa", leaving left = "a": "acccaa". yjs's `getMissing`
+    /// does the same two lookups in the same order.
+    ///
+    /// Fixed by the vendored yrs patch (vendor/README.md): an item whose
+    /// right origin does not lie right of its origin becomes GC on every
+    /// peer, and the server relays what it integrated, so clients get the
+    /// GC instead of resolving the crossed item their own way.
     #[test]
-    #[ignore = "open: fuzz/regressions/update_apply-snapshot-reload-differs-2"]
-    fn crossed_origins_integrate_by_block_boundaries() {
+    fn crossed_origins_become_gc_on_every_peer() {
         let update = hex(concat!(
             "0202ca0100c4c80102c801010363636328010",
             "36d6170016b01770163",
@@ -505,10 +549,96 @@ mod findings {
             "4c8010002616101c901010301"
         ));
         let (live, _) = load(Some(PRIOR), [] as [&[u8]; 0]);
-        assert!(apply_update(&live, &update, 1 << 16).is_ok());
+        let applied = apply_update(&live, &update, 1 << 16).unwrap();
+        assert_eq!(live.transact().store().crossed_origin_items(), 1);
+        let Relay::Integrated(relay) = applied.relay else {
+            panic!(
+                "a crossed item must not be relayed as received: {:?}",
+                applied.relay
+            );
+        };
         let (reloaded, _) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
-        assert!(text(&live, "content").unwrap().ends_with("aaaccc"));
-        assert_eq!(text(&live, "content"), text(&reloaded, "content"));
+        let live_text = text(&live, "content").unwrap();
+        assert!(
+            live_text.ends_with("aaa") && !live_text.contains("ccc"),
+            "{live_text}"
+        );
+        assert_eq!(Some(&live_text), text(&reloaded, "content").as_ref());
+        assert_eq!(canonical_state(&live), canonical_state(&reloaded));
+        // A client whose copy cuts the blocks otherwise ("aaa" as one block,
+        // as the reload holds it) gets the relay and ends equal, without
+        // ever resolving the crossed item itself.
+        let client = new_doc();
+        for bytes in [PRIOR, &hex("0102c80100040107636f6e74656e74016184c8010002616100")] {
+            apply_update(&client, bytes, 1 << 16).unwrap();
+        }
+        apply_update(&client, &relay, 1 << 16).unwrap();
+        assert_eq!(client.transact().store().crossed_origin_items(), 0);
+        // Every item the same; the server alone keeps the update's deletion
+        // on client 201, which it has never seen (waiting, not relayed).
+        let (on_client, on_server) = (canonical_state(&client), canonical_state(&live));
+        assert_eq!(on_client.runs, on_server.runs);
+        let mut deleted = on_server.deleted.clone();
+        assert_eq!(deleted.remove(&201), Some(vec![(3, 4)]));
+        assert_eq!(on_client.deleted, deleted);
+    }
+
+    /// `fuzz/regressions/update_apply-cross-parent-origins-differ`: an item
+    /// of client 5 with its origin in one list (an element of the `list`
+    /// array) and its right origin in another (an entry of a nested map).
+    /// Stock yrs linked it into both lists; the reload lost array elements.
+    #[test]
+    fn origins_in_two_lists_become_gc() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/update_apply-cross-parent-origins-differ"
+        ))
+        .unwrap();
+        let (live, _) = load(Some(PRIOR), [] as [&[u8]; 0]);
+        let applied = apply_update(&live, &bytes, 1 << 16).unwrap();
+        assert!(
+            matches!(applied.relay, Relay::Integrated(_)),
+            "{:?}",
+            applied.relay
+        );
+        assert_eq!(live.transact().store().crossed_origin_items(), 1);
+        let (reloaded, _) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
+        assert_eq!(canonical_state(&live), canonical_state(&reloaded));
+    }
+
+    /// An ordinary update is relayed as received (no re-encoding on the hot
+    /// path); one that only waits for a missing dependency relays nothing,
+    /// and the update that completes it relays both.
+    #[test]
+    fn what_is_relayed_is_what_integrated() {
+        let author = Doc::with_client_id(9);
+        let t = author.get_or_insert_text("content");
+        let mut updates = Vec::new();
+        for chunk in ["ab", "cd"] {
+            let mut txn = author.transact_mut();
+            t.push(&mut txn, chunk);
+            updates.push(txn.encode_update_v1());
+        }
+        let server = new_doc();
+        let waits = apply_update(&server, &updates[1], 1 << 16).unwrap();
+        assert!(waits.pending);
+        assert_eq!(waits.relay, Relay::Nothing);
+        let completes = apply_update(&server, &updates[0], 1 << 16).unwrap();
+        let Relay::Integrated(relay) = completes.relay else {
+            panic!("{:?}", completes.relay);
+        };
+        let client = new_doc();
+        apply_update(&client, &relay, 1 << 16).unwrap();
+        assert_eq!(text(&client, "content").as_deref(), Some("abcd"));
+        let more = {
+            let mut txn = author.transact_mut();
+            t.push(&mut txn, "e");
+            txn.encode_update_v1()
+        };
+        assert_eq!(
+            apply_update(&server, &more, 1 << 16).unwrap().relay,
+            Relay::Incoming
+        );
     }
 
     /// `fuzz/regressions/update_apply-pending-overlap-integrates-on-reload`:

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::{
     crdt::{
         awareness::{self, AwarenessError},
-        sync::{self, Applied, SyncError},
+        sync::{self, Applied, Relay, SyncError},
     },
     model::{
         ids::MessageId,
@@ -226,11 +226,13 @@ impl Documents {
             return Ok(applied);
         }
         let update: Arc<[u8]> = update.into();
-        let event = DocEvent::Update {
-            update: &update,
-            user_id: &origin.user_id,
-        };
-        state.fan_out(&room.id, event, origin.connection_id);
+        if let Some(relay) = relay_bytes(&applied.relay, &update) {
+            let event = DocEvent::Update {
+                update: relay,
+                user_id: &origin.user_id,
+            };
+            state.fan_out(&room.id, event, origin.connection_id);
+        }
         room.log.unpersisted.fetch_add(1, Ordering::AcqRel);
         self.cluster.publish(
             &room.id,
@@ -302,11 +304,13 @@ impl Documents {
         };
         match outcome {
             Ok((applied, _)) if !applied.empty => {
-                let event = DocEvent::Update {
-                    update: &update,
-                    user_id,
-                };
-                state.fan_out(&room.id, event, None);
+                if let Some(relay) = relay_bytes(&applied.relay, &update) {
+                    let event = DocEvent::Update {
+                        update: relay,
+                        user_id,
+                    };
+                    state.fan_out(&room.id, event, None);
+                }
             }
             Ok(_) => {}
             Err(SyncError::Panicked | SyncError::PartlyApplied(_)) => state.doc = None,
@@ -347,14 +351,26 @@ impl Documents {
         let outcome = sync::apply_update(doc, &missing, usize::MAX);
         state.doc_changed();
         let applied = outcome?;
-        if !applied.empty {
+        if !applied.empty
+            && let Some(relay) = relay_bytes(&applied.relay, &missing)
+        {
             let event = DocEvent::Update {
-                update: &missing,
+                update: relay,
                 user_id: "tandem",
             };
             state.fan_out(&room.id, event, None);
         }
         Ok(())
+    }
+}
+
+/// The bytes to send members for an applied update: the update itself, or
+/// what the document integrated when that differs (see [`Relay`]).
+fn relay_bytes<'a>(relay: &'a Relay, received: &'a [u8]) -> Option<&'a [u8]> {
+    match relay {
+        Relay::Incoming => Some(received),
+        Relay::Integrated(bytes) => Some(bytes),
+        Relay::Nothing => None,
     }
 }
 

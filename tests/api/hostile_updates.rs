@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 use crate::helpers::*;
 
 use tandem::crdt::craft::var;
+use yrs::{ReadTxn, Transact};
 
 /// One string item under root `text` (or after `origin`).
 fn string_item(client: u128, clock: u128, origin: Option<(u128, u128)>, text: &str) -> Vec<u8> {
@@ -603,4 +604,53 @@ async fn an_update_yrs_refuses_midway_leaves_the_served_document_equal_to_storag
         live["state_vector"], stored["state_vector"],
         "served and stored documents differ"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_whose_right_origin_lies_left_of_its_origin_converges_everywhere() {
+    // fuzz/regressions/update_apply-snapshot-reload-differs-2 (finding 6):
+    // "ccc" from client 202 with origin 200:2 and right origin 200:1. Where
+    // stock yrs put it depended on each copy's block boundaries, so the
+    // live document, its reload and the clients ended with different text.
+    // Now it is GC on every copy, and members are sent what the server
+    // integrated, never the crossed item.
+    let prior = include_bytes!("../../fuzz/seed/prior.bin");
+    let crafted = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/update_apply-snapshot-reload-differs-2"
+    ))
+    .unwrap();
+    let app = spawn_app().await;
+    let token = app.token("alice");
+    let mut alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    alice.join("doc").await;
+    bob.join("doc").await;
+    let bobs_copy = tandem::crdt::sync::new_doc();
+    for (id, update) in [("prior", &prior[..]), ("crossed", &crafted[..])] {
+        alice
+            .send(
+                json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(update), "id": id}),
+            )
+            .await;
+        assert_eq!(alice.recv_until("ack").await["id"], id);
+        let relayed = bob.recv_until("sync_update").await;
+        let bytes = b64::decode(relayed["update"].as_str().unwrap());
+        tandem::crdt::sync::apply_update(&bobs_copy, &bytes, 1 << 20).unwrap();
+    }
+    assert_eq!(
+        bobs_copy.transact().store().crossed_origin_items(),
+        0,
+        "bob was sent the crossed item itself"
+    );
+    let live = text_of_root(&app, &token, "content").await;
+    assert!(!live.contains("ccc"), "{live}");
+    assert_eq!(
+        tandem::crdt::sync::text(&bobs_copy, "content").as_deref(),
+        Some(live.as_str())
+    );
+
+    let database = app.shutdown().await;
+    let app = spawn_app_on(database, |_| {}).await;
+    assert_eq!(text_of_root(&app, &app.token("alice"), "content").await, live);
 }
