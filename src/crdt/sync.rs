@@ -606,6 +606,43 @@ mod findings {
         assert_eq!(canonical_state(&live), canonical_state(&reloaded));
     }
 
+    /// A right origin left of the origin but in another client's run (no
+    /// peer can hold both in one block) is not GC: it integrates as if it
+    /// had no right origin, scanning to the end of the list, which every
+    /// peer does alike whatever its blocks. Same result live, reloaded and
+    /// from one merged update applied to a peer that cut its blocks apart.
+    #[test]
+    fn crossed_origins_in_two_runs_integrate_alike_everywhere() {
+        let typed = |client: u64, at: u32, chunk: &str, base: &[u8]| {
+            let doc = Doc::with_client_id(client);
+            apply_update(&doc, base, 1 << 16).unwrap();
+            let t = doc.get_or_insert_text("content");
+            let mut txn = doc.transact_mut();
+            t.insert(&mut txn, at, chunk);
+            txn.encode_update_v1()
+        };
+        let hello = typed(1, 0, "hello", &[0, 0]);
+        let world = typed(2, 5, "world", &hello);
+        // Client 3, clock 0, "Q": origin 2:2 ('r'), right origin 1:1 ('e').
+        let crossed = hex("01010300c40202010101510 0".replace(' ', "").as_str());
+        let live = new_doc();
+        for update in [&hello, &world, &crossed] {
+            apply_update(&live, update, 1 << 16).unwrap();
+        }
+        assert_eq!(live.transact().store().crossed_origin_items(), 0);
+        let (reloaded, _) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
+        // A peer that gets all three in one merged update.
+        let peer = new_doc();
+        let merged = yrs::merge_updates_v1([&hello[..], &world, &crossed]).unwrap();
+        apply_update(&peer, &merged, 1 << 16).unwrap();
+        let live_text = text(&live, "content").unwrap();
+        assert_eq!(live_text, "helloworldQ");
+        assert_eq!(text(&reloaded, "content").unwrap(), live_text);
+        assert_eq!(text(&peer, "content").unwrap(), live_text);
+        assert_eq!(canonical_state(&reloaded), canonical_state(&live));
+        assert_eq!(canonical_state(&peer), canonical_state(&live));
+    }
+
     /// An ordinary update is relayed as received (no re-encoding on the hot
     /// path); one that only waits for a missing dependency relays nothing,
     /// and the update that completes it relays both.

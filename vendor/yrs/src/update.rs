@@ -1,5 +1,5 @@
 use crate::block::{
-    Block, BlockRange, ClientID, Item, ItemContent, ItemPtr, BLOCK_GC_REF_NUMBER, BLOCK_SKIP_REF_NUMBER,
+    Block, BlockRange, ClientID, Item, ItemContent, BLOCK_GC_REF_NUMBER, BLOCK_SKIP_REF_NUMBER,
     HAS_ORIGIN, HAS_PARENT_SUB, HAS_RIGHT_ORIGIN,
 };
 use crate::branch::BranchPtr;
@@ -510,36 +510,50 @@ impl Update {
                     .blocks
                     .get_item_clean_end(&origin)
                     .map(|slice| store.materialize(slice));
-                if !Self::right_follows(item.left, right) {
-                    // A right origin that is not right of the origin in one
-                    // list is a shape no Yjs peer writes; where it lands
-                    // would depend on each peer's block boundaries. Keep
-                    // the ids, drop the content: the item becomes GC, the
-                    // same on every peer with this rule.
-                    item.left = None;
-                    item.right = None;
-                    item.parent = TypePtr::Unknown;
-                    store.crossed_origin_items += 1;
+                if let Some(left) = item.left {
+                    let other_list =
+                        left.parent != right.parent || left.parent_sub != right.parent_sub;
+                    if other_list || Self::chained_back_to(store, origin, right.id) {
+                        // No Yjs peer writes either shape, and where such an
+                        // item lands depends on each peer's blocks (another
+                        // list: on which neighbour's key it inherits). Keep
+                        // the ids, drop the content: the item becomes GC,
+                        // the same on every peer with this rule.
+                        item.left = None;
+                        item.right = None;
+                        item.parent = TypePtr::Unknown;
+                        store.crossed_origin_items += 1;
+                    }
                 }
             }
         }
         Ok(None)
     }
 
-    /// Whether `right` is reached by walking right from `left` (so both
-    /// lie in one list, `right` after `left`).
-    fn right_follows(left: Option<ItemPtr>, right: ItemPtr) -> bool {
-        let mut next = match left {
-            Some(left) => left.right,
-            None => return true,
-        };
-        while let Some(item) = next {
-            if item == right {
+    /// tandem patch: whether `right_origin` is `origin` or one of the units
+    /// before it in one origin chain of its client (each unit's origin the
+    /// unit before it). Such units may sit in one block in some peer and in
+    /// several in another; a right origin among them lies left of the
+    /// origin. Decided by ids and origins alone, so every peer agrees; the
+    /// walk visits one block per piece of the chain.
+    fn chained_back_to(store: &Store, origin: ID, right_origin: ID) -> bool {
+        if right_origin.client != origin.client || right_origin.clock > origin.clock {
+            return false;
+        }
+        let mut at = origin.clock;
+        loop {
+            let Some(block) = store.blocks.get_item(&ID::new(origin.client, at)) else {
+                return false;
+            };
+            let first = block.id.clock;
+            if first <= right_origin.clock {
                 return true;
             }
-            next = item.right;
+            if block.origin != Some(ID::new(origin.client, first - 1)) {
+                return false;
+            }
+            at = first - 1;
         }
-        false
     }
 
     fn next_target<'a, 'b>(
