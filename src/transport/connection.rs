@@ -35,7 +35,10 @@ use crate::{
     },
     state::AppState,
     storage::write_behind::session_row,
-    transport::ws::{Message, Socket},
+    transport::{
+        read_loop::Signals,
+        ws::{Message, Socket},
+    },
 };
 
 /// How long a new connection waits for its session row to be committed before
@@ -137,6 +140,15 @@ impl Connection {
                 writer,
             },
         )
+    }
+
+    /// The signals that end this connection, with the server's `shutdown`.
+    pub(crate) fn signals<'a>(&'a self, shutdown: &'a CancellationToken) -> Signals<'a> {
+        Signals {
+            shutdown,
+            overflowed: &self.overflowed,
+            end: &self.end,
+        }
     }
 
     /// Record the session's end, unregister it, send the close frame, and

@@ -1,22 +1,16 @@
-//! One JSON WebSocket connection: reader, writer with a bounded queue, liveness.
-//!
-//! The reader decodes each frame once and dispatches it; nothing on that path
-//! waits for the database or for another client. The writer task drains the
-//! connection's bounded queue; when the queue overflows the client is too
-//! slow and the connection is closed with [`CloseCode::SlowConsumer`], so a
-//! reader that stops reading costs a bounded amount of memory.
+//! The JSON protocol on `/ws`: the [`Protocol`] handler the shared read loop
+//! hands each frame to. It decodes each frame once and dispatches it; nothing
+//! on that path waits for the database or for another client. Replies to the
+//! client's own messages wait for room in its queue (backpressure); a client
+//! too slow for what others send is closed by the connection's writer.
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
 };
 
 use chrono::Utc;
 use futures_util::StreamExt;
-use governor::DefaultDirectRateLimiter;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -26,7 +20,6 @@ use crate::{
     model::presence::EditingStopReason,
     model::presence::LeaveReason,
     model::presence::SessionRecord,
-    protocol::codes::CloseCode,
     protocol::codes::ErrorCode,
     protocol::codes::FrameError,
     protocol::codes::ProtocolError,
@@ -42,16 +35,11 @@ use crate::{
     state::AppState,
     storage::write_behind::session_row,
     transport::{
-        connection::{Connection, Peer, Stream, join_room, rate_limiter},
-        ws::{Message, Socket},
+        connection::{Connection, Peer, join_room, rate_limiter},
+        read_loop::{DataFrame, Heard, Protocol, Rules, read_loop},
+        ws::Socket,
     },
 };
-
-/// How a session ended: the close frame to send (if any) and what others are told.
-struct Exit {
-    close: Option<CloseCode>,
-    reason: LeaveReason,
-}
 
 /// Serve one upgraded `/ws` socket until it closes or the server stops.
 pub async fn run(socket: Socket, state: AppState, peer: Peer) {
@@ -73,7 +61,6 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
         state: state.clone(),
         identity: peer.identity,
         outbox: link.outbox.clone(),
-        limiter: rate_limiter(&config),
         consecutive_errors: 0,
         last_rate_limit_reply_ms: None,
         joined: HashMap::new(),
@@ -86,9 +73,20 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
         record,
         replies: Vec::new(),
     };
-    let exit = session
-        .read_loop(&mut stream, &link.overflowed, &link.end, &link.last_heard)
-        .await;
+    let limiter = rate_limiter(&config);
+    let exit = read_loop(
+        &mut stream,
+        &mut session,
+        &link.outbox,
+        link.signals(&state.connections_stop),
+        Rules::new(&config, &limiter),
+        Heard {
+            last: &link.last_heard,
+            clock: || state.hub.clock_ms(),
+        },
+        &state.hub.counters,
+    )
+    .await;
     session.leave_all(exit.reason);
     let record = session.record.clone();
     drop(session);
@@ -99,7 +97,6 @@ struct JsonHandler {
     state: AppState,
     identity: Identity,
     outbox: Outbox,
-    limiter: DefaultDirectRateLimiter,
     consecutive_errors: u32,
     /// When the last `rate_limited` reply went out: at most one per second.
     last_rate_limit_reply_ms: Option<u64>,
@@ -115,104 +112,59 @@ struct JsonHandler {
     replies: Vec<Outgoing>,
 }
 
-impl JsonHandler {
-    async fn read_loop(
-        &mut self,
-        stream: &mut Stream,
-        overflowed: &CancellationToken,
-        end: &CancellationToken,
-        last_heard: &AtomicU64,
-    ) -> Exit {
-        let config = self.state.config.clone();
-        let shutdown = self.state.connections_stop.clone();
-        let ttl_ms = config.session_ttl.as_millis() as u64;
-        let mut tick = tokio::time::interval(config.liveness_tick());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.reset();
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Exit { close: Some(CloseCode::GoingAway), reason: LeaveReason::Disconnected },
-                _ = overflowed.cancelled() => {
-                    tracing::info!(session_id = %self.record.session_id, "closing slow consumer");
-                    return Exit { close: Some(CloseCode::SlowConsumer), reason: LeaveReason::Disconnected };
-                }
-                _ = end.cancelled() => {
-                    let close = if self.consecutive_errors > config.max_consecutive_errors {
-                        CloseCode::TooManyErrors
-                    } else {
-                        CloseCode::SessionEnded
-                    };
-                    let reason = if close == CloseCode::TooManyErrors { LeaveReason::Disconnected } else { LeaveReason::Timeout };
-                    return Exit { close: Some(close), reason };
-                }
-                _ = tick.tick() => {
-                    let silent_ms = self.state.hub.clock_ms().saturating_sub(last_heard.load(Ordering::Relaxed));
-                    if silent_ms > ttl_ms {
-                        tracing::info!(session_id = %self.record.session_id, silent_ms, "session timed out");
-                        return Exit { close: Some(CloseCode::SessionTimeout), reason: LeaveReason::Timeout };
-                    }
-                    self.outbox.push(Outgoing::Ping);
-                    if self.record_dirty {
-                        self.touch(false);
-                    }
-                }
-                frame = stream.next() => {
-                    let Some(Ok(frame)) = frame else {
-                        if let Some(Err(error)) = &frame {
-                            if let Some(close) = crate::transport::ws::close_for_read_error(error) {
-                                tracing::debug!(session_id = %self.record.session_id, %error, code = close.code(), "closing on a bad frame");
-                                return Exit { close: Some(close), reason: LeaveReason::Disconnected };
-                            }
-                            tracing::debug!(%error, "socket error");
-                        }
-                        return Exit { close: None, reason: LeaveReason::Disconnected };
-                    };
-                    last_heard.store(self.state.hub.clock_ms(), Ordering::Relaxed);
-                    self.record_dirty = true;
-                    match frame {
-                        Message::Text(text) => {
-                            self.handle_text(&text).await;
-                            self.flush_replies().await;
-                        }
-                        Message::Binary(_) => {
-                            self.reject(
-                                ProtocolError::new(ErrorCode::UnsupportedFrame, "binary frames are not accepted on /ws: send JSON text frames (Yjs payloads as base64)"),
-                                None,
-                            );
-                            self.flush_replies().await;
-                        }
-                        Message::Close(_) => return Exit { close: None, reason: LeaveReason::Disconnected },
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                    }
-                }
-            }
+impl Protocol for JsonHandler {
+    fn heard(&mut self) {
+        self.record_dirty = true;
+    }
+
+    async fn frame(&mut self, frame: DataFrame) {
+        match frame {
+            DataFrame::Text(text) => self.handle_text(&text).await,
+            DataFrame::Binary(_) => self.reject(
+                ProtocolError::new(
+                    ErrorCode::UnsupportedFrame,
+                    "binary frames are not accepted on /ws: send JSON text frames (Yjs payloads as base64)",
+                ),
+                None,
+            ),
+        }
+        self.flush_replies().await;
+    }
+
+    async fn rate_limited(&mut self) {
+        // One reply per second at most, so a flood is not answered by a flood.
+        let now = self.state.hub.clock_ms();
+        if self
+            .last_rate_limit_reply_ms
+            .is_some_and(|last| now.saturating_sub(last) < 1000)
+        {
+            return;
+        }
+        self.last_rate_limit_reply_ms = Some(now);
+        let error = ProtocolError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} messages per second; messages are being dropped",
+                self.state.config.rate_limit_per_second
+            ),
+        );
+        self.reply(encode_error(&error, None));
+        self.flush_replies().await;
+    }
+
+    fn tick(&mut self) {
+        if self.record_dirty {
+            self.touch(false);
         }
     }
 
+    fn consecutive_errors(&self) -> u32 {
+        self.consecutive_errors
+    }
+}
+
+impl JsonHandler {
     async fn handle_text(&mut self, text: &str) {
-        let counters = &self.state.hub.counters;
-        counters.messages_processed.fetch_add(1, Ordering::Relaxed);
-        if self.limiter.check().is_err() {
-            counters.messages_rejected.fetch_add(1, Ordering::Relaxed);
-            // One reply per second at most, so a flood is not answered by a flood.
-            let now = self.state.hub.clock_ms();
-            if self
-                .last_rate_limit_reply_ms
-                .is_none_or(|last| now.saturating_sub(last) >= 1000)
-            {
-                self.last_rate_limit_reply_ms = Some(now);
-                let error = ProtocolError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "more than {} messages per second; messages are being dropped",
-                        self.state.config.rate_limit_per_second
-                    ),
-                );
-                self.reply(encode_error(&error, None));
-            }
-            return;
-        }
         match decode_client_frame(text, self.limits) {
             Err(FrameError { id, error }) => self.reject(error, id.as_ref()),
             Ok(frame) => match self.dispatch(frame.message, frame.id.as_ref()).await {

@@ -8,10 +8,7 @@
 //! provider sends its local state as sync step 2 right after connecting, and
 //! closing would only make it reconnect and send it again, in a loop.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -21,7 +18,6 @@ use uuid::Uuid;
 use crate::{
     model::ids::DocumentId,
     model::presence::Cursor,
-    model::presence::LeaveReason,
     model::presence::MAX_COORDINATE,
     model::presence::Selection,
     protocol::codes::CloseCode,
@@ -36,7 +32,8 @@ use crate::{
     },
     state::AppState,
     transport::connection::{self, Peer, rate_limiter},
-    transport::ws::{Message, Socket},
+    transport::read_loop::{DataFrame, Heard, Protocol, Rules, read_loop},
+    transport::ws::Socket,
 };
 
 /// Why a frame from a y-websocket client was dropped. The binary protocol
@@ -65,7 +62,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: Docum
     let close = match connection::join_room(&state, &document_id, member, None).await {
         Err(_) => Some(CloseCode::Unavailable),
         Ok(room) => {
-            let mut connection = YjsHandler {
+            let mut handler = YjsHandler {
                 state: state.clone(),
                 room: room.clone(),
                 outbox: link.outbox.clone(),
@@ -73,12 +70,24 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: Docum
                 user_id: record.user_id.clone(),
                 may_write: peer.identity.may_write(),
                 consecutive_errors: 0,
+                end: link.end.clone(),
             };
-            let (close, reason) = connection
-                .read_loop(&mut stream, &link.overflowed, &link.end, &link.last_heard)
-                .await;
-            hub.leave(&room, record.connection_id, reason);
-            close
+            let limiter = rate_limiter(&state.config);
+            let exit = read_loop(
+                &mut stream,
+                &mut handler,
+                &link.outbox,
+                link.signals(&state.connections_stop),
+                Rules::new(&state.config, &limiter),
+                Heard {
+                    last: &link.last_heard,
+                    clock: || hub.clock_ms(),
+                },
+                &hub.counters,
+            )
+            .await;
+            hub.leave(&room, record.connection_id, exit.reason);
+            exit.close
         }
     };
     Box::pin(link.close(&state, record, &mut stream, close)).await;
@@ -92,74 +101,29 @@ struct YjsHandler {
     user_id: Arc<str>,
     may_write: bool,
     consecutive_errors: u32,
+    /// Ends the connection after too many bad frames in a row.
+    end: CancellationToken,
 }
 
-impl YjsHandler {
-    async fn read_loop(
-        &mut self,
-        stream: &mut futures_util::stream::SplitStream<Socket>,
-        overflowed: &CancellationToken,
-        end: &CancellationToken,
-        last_heard: &AtomicU64,
-    ) -> (Option<CloseCode>, LeaveReason) {
-        let config = self.state.config.clone();
-        let shutdown = self.state.connections_stop.clone();
-        let ttl_ms = config.session_ttl.as_millis() as u64;
-        let limiter = rate_limiter(&config);
-        let mut tick = tokio::time::interval(config.liveness_tick());
-        tick.reset();
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return (Some(CloseCode::GoingAway), LeaveReason::Disconnected),
-                _ = overflowed.cancelled() => return (Some(CloseCode::SlowConsumer), LeaveReason::Disconnected),
-                _ = end.cancelled() => {
-                    return if self.consecutive_errors > config.max_consecutive_errors {
-                        (Some(CloseCode::TooManyErrors), LeaveReason::Disconnected)
-                    } else {
-                        (Some(CloseCode::SessionEnded), LeaveReason::Timeout)
-                    };
-                }
-                _ = tick.tick() => {
-                    let silent_ms = self.state.hub.clock_ms().saturating_sub(last_heard.load(Ordering::Relaxed));
-                    if silent_ms > ttl_ms {
-                        return (Some(CloseCode::SessionTimeout), LeaveReason::Timeout);
-                    }
-                    self.outbox.push(Outgoing::Ping);
-                }
-                frame = stream.next() => {
-                    let Some(Ok(frame)) = frame else {
-                        if let Some(Err(error)) = &frame
-                            && let Some(close) = crate::transport::ws::close_for_read_error(error)
-                        {
-                            tracing::debug!(connection_id = %self.connection_id, %error, code = close.code(), "closing on a bad frame");
-                            return (Some(close), LeaveReason::Disconnected);
-                        }
-                        return (None, LeaveReason::Disconnected);
-                    };
-                    last_heard.store(self.state.hub.clock_ms(), Ordering::Relaxed);
-                    match frame {
-                        Message::Binary(bytes) => {
-                            self.state.hub.counters.messages_processed.fetch_add(1, Ordering::Relaxed);
-                            if limiter.check().is_err() {
-                                self.state.hub.counters.messages_rejected.fetch_add(1, Ordering::Relaxed);
-                                continue;
-                            }
-                            match self.handle(&bytes) {
-                                Ok(()) => self.consecutive_errors = 0,
-                                Err(why) => self.bad_input(why, end),
-                            }
-                        }
-                        Message::Text(_) => self.bad_input(BadFrame::Text, end),
-                        Message::Close(_) => return (None, LeaveReason::Disconnected),
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                    }
-                }
-            }
+impl Protocol for YjsHandler {
+    async fn frame(&mut self, frame: DataFrame) {
+        let handled = match frame {
+            DataFrame::Binary(bytes) => self.handle(&bytes),
+            DataFrame::Text(_) => Err(BadFrame::Text),
+        };
+        match handled {
+            Ok(()) => self.consecutive_errors = 0,
+            Err(why) => self.bad_input(why),
         }
     }
 
-    fn bad_input(&mut self, why: BadFrame, end: &CancellationToken) {
+    fn consecutive_errors(&self) -> u32 {
+        self.consecutive_errors
+    }
+}
+
+impl YjsHandler {
+    fn bad_input(&mut self, why: BadFrame) {
         self.state
             .hub
             .counters
@@ -168,7 +132,7 @@ impl YjsHandler {
         tracing::debug!(connection_id = %self.connection_id, %why, "dropped y-websocket frame");
         self.consecutive_errors += 1;
         if self.consecutive_errors > self.state.config.max_consecutive_errors {
-            end.cancel();
+            self.end.cancel();
         }
     }
 
