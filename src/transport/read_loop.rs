@@ -410,7 +410,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn each_signal_ends_the_connection_with_its_own_close() {
-        let cases: [(fn(&Harness), u32, Exit); 4] = [
+        type Fire = fn(&Harness);
+        let cases: [(Fire, u32, Exit); 4] = [
             (
                 |h| h.shutdown.cancel(),
                 0,
