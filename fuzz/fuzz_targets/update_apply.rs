@@ -60,6 +60,9 @@ fuzz_target!(|data: &[u8]| {
 
     match sync::apply_update(&live, data, MAX_PENDING) {
         Err(SyncError::Panicked) => panic!("yrs panicked applying a validated update"),
+        // yrs stopped midway and kept what it integrated (finding 7): the
+        // room drops this copy and reloads storage, so it is never compared.
+        Err(SyncError::PartlyApplied(_)) => {}
         Err(error) => {
             if validated {
                 assert!(

@@ -16,16 +16,16 @@ use yrs::{
 };
 
 fuzz_target!(|data: &[u8]| {
-    let decoded = yws::decode(data);
+    let decoded = yjs::decode(data);
     if let Ok(inbound) = &decoded {
         let again = match inbound {
-            Inbound::SyncStep1(sv) => Some(yws::sync_step1(sv)),
-            Inbound::Update(update) => Some(yws::update(update)),
-            Inbound::Awareness(update) => Some(yws::awareness(update)),
+            Inbound::SyncStep1(sv) => Some(yjs::sync_step1(sv)),
+            Inbound::Update(update) => Some(yjs::update(update)),
+            Inbound::Awareness(update) => Some(yjs::awareness(update)),
             Inbound::QueryAwareness | Inbound::Auth => None,
         };
         if let Some(bytes) = again {
-            assert_eq!(yws::decode(&bytes).as_ref(), Ok(inbound), "re-encoded frame decodes differently");
+            assert_eq!(yjs::decode(&bytes).as_ref(), Ok(inbound), "re-encoded frame decodes differently");
         }
         match inbound {
             Inbound::SyncStep1(sv) => {
@@ -49,8 +49,8 @@ fuzz_target!(|data: &[u8]| {
     }
     // The step 2 header is the frame before its update.
     if let Ok(Inbound::Update(update)) = &decoded {
-        let mut split = yws::sync_step2_header(update.len());
+        let mut split = yjs::sync_step2_header(update.len());
         split.extend_from_slice(update);
-        assert_eq!(split, yws::sync_step2(update));
+        assert_eq!(split, yjs::sync_step2(update));
     }
 });

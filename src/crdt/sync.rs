@@ -507,8 +507,11 @@ mod findings {
     /// same items. With the crossed-origins rule the item is GC on both.
     #[test]
     fn snapshot_reload_of_an_item_with_crossed_origins() {
+        // Client 2's next clock is 4 in the prior document (the reproducer
+        // had 9: since yrs waits for a client's missing clocks, as yjs
+        // does, that now waits instead).
         let update = [
-            0x01, 0x01, 0x02, 0x09, 0xc4, 0x01, 0x30, 0x01, 0x2f, 0x02, b'x', b'X', 0x00,
+            0x01, 0x01, 0x02, 0x04, 0xc4, 0x01, 0x30, 0x01, 0x2f, 0x02, b'x', b'X', 0x00,
         ];
         let (live, skipped) = load(Some(PRIOR), [] as [&[u8]; 0]);
         assert_eq!(skipped, 0);
@@ -643,6 +646,53 @@ mod findings {
         assert_eq!(canonical_state(&peer), canonical_state(&live));
     }
 
+    /// `fuzz/regressions/multi_client_reload-mutated-update-text-differs`
+    /// (finding 9): a struct that needs nothing but its client's earlier
+    /// clocks (here a map entry), arriving before them. yjs waits for the
+    /// missing clocks; stock yrs 0.28 integrated it at once after a Skip, so
+    /// what a copy held depended on the order updates arrived in: the live
+    /// document and its reload differed (and real updates that later filled
+    /// the skipped clocks were sliced against it). The vendored yrs waits,
+    /// as yjs does.
+    #[test]
+    fn a_struct_past_its_clients_missing_clocks_waits_for_them() {
+        use yrs::Map;
+        let author = Doc::with_client_id(7);
+        let (t, m) = (
+            author.get_or_insert_text("content"),
+            author.get_or_insert_map("map"),
+        );
+        let first = {
+            let mut txn = author.transact_mut();
+            t.insert(&mut txn, 0, "ab");
+            txn.encode_update_v1()
+        };
+        let second = {
+            let mut txn = author.transact_mut();
+            m.insert(&mut txn, "k", 1);
+            txn.encode_update_v1()
+        };
+        let server = new_doc();
+        let early = apply_update(&server, &second, 1 << 16).unwrap();
+        assert!(
+            early.pending,
+            "a struct past missing clocks of its client must wait"
+        );
+        assert_eq!(early.relay, Relay::Nothing);
+        assert_eq!(server.transact().state_vector().get(&yrs::ClientID::new(7)), 0);
+        let (reloaded, _) = load(snapshot(&server).as_deref(), [] as [&[u8]; 0]);
+        assert_eq!(canonical_state(&reloaded), canonical_state(&server));
+        let completes = apply_update(&server, &first, 1 << 16).unwrap();
+        assert!(!completes.pending);
+        let Relay::Integrated(relay) = completes.relay else {
+            panic!("{:?}", completes.relay);
+        };
+        let client = new_doc();
+        apply_update(&client, &relay, 1 << 16).unwrap();
+        assert_eq!(canonical_state(&client), canonical_state(&author));
+        assert_eq!(canonical_state(&server), canonical_state(&author));
+    }
+
     /// An ordinary update is relayed as received (no re-encoding on the hot
     /// path); one that only waits for a missing dependency relays nothing,
     /// and the update that completes it relays both.
@@ -741,7 +791,10 @@ mod findings {
     /// the copy and reload it from storage.
     #[test]
     fn an_update_yrs_stops_midway_is_reported_as_partly_applied() {
-        let update = hex("010281018701000201000100ff7f0100010138");
+        // The reproducer's GC starts at clock 135 of a client the document
+        // lacks; since yrs waits for missing clocks (as yjs does) the
+        // update would only wait, so here it starts at clock 0.
+        let update = hex("0102810100000201000100ff7f0100010138");
         let (live, _) = load(Some(PRIOR), [] as [&[u8]; 0]);
         let before = full_state(&live);
         let outcome = apply_update(&live, &update, 1 << 16);

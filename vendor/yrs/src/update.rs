@@ -343,6 +343,17 @@ impl Update {
                         .or_insert_with(|| txn.store.blocks.get_clock(&id.client));
                     let offset = (*local_clock as i32) - (id.clock as i32);
 
+                    if offset < 0 {
+                        // tandem patch (see vendor/README.md): the client's own
+                        // earlier clocks are missing. Wait for them, as yjs
+                        // does; stock yrs integrated the block after a Skip,
+                        // so a peer's document depended on the order its
+                        // updates arrived in.
+                        let client = id.client;
+                        next = picker.switch(stack_head, &client, |c| txn.store.blocks.get_clock(c));
+                        continue;
+                    }
+
                     if let Some(missing) =
                         Self::missing_dependency(&mut stack_head, &mut txn.store)?
                     {
