@@ -323,3 +323,121 @@ impl PresenceSink for WriteBehind {
         WriteBehind::presence(self, presence_row(presence, document_id, is_active), urgent);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Coalescing and retries, on a real SQLite file.
+    use std::sync::Arc;
+
+    use chrono::{TimeDelta, Utc};
+    use sea_orm::{Database, DatabaseConnection, EntityTrait, PaginatorTrait};
+
+    use super::*;
+    use crate::model::device::DeviceType;
+
+    async fn database(migrated: bool) -> (tempfile::TempDir, DatabaseConnection) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = if migrated {
+            crate::storage::db::connect_and_migrate(&url).await.unwrap()
+        } else {
+            Database::connect(url.as_str()).await.unwrap()
+        };
+        (dir, db)
+    }
+
+    fn record() -> SessionRecord {
+        let now = Utc::now();
+        SessionRecord {
+            session_id: Uuid::now_v7(),
+            connection_id: Uuid::now_v7(),
+            user_id: Arc::from("alice"),
+            name: None,
+            user_agent: None,
+            ip_address: None,
+            device_type: DeviceType::Desktop,
+            current_document_id: None,
+            instance_id: Arc::from("test"),
+            created_at: now,
+            last_seen_at: now,
+            disconnected_at: None,
+        }
+    }
+
+    fn doc() -> DocumentId {
+        DocumentId::parse("doc").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_thousand_cursor_moves_become_one_row_holding_the_last() {
+        let (_dir, db) = database(true).await;
+        let writer = WriteBehind::new(db.clone());
+        let session = record();
+        writer.session(session_row(&session), true);
+        let mut presence = session.presence(Utc::now());
+        for column in 0..1000 {
+            presence.cursor = Some(Cursor { line: 1, column });
+            writer.presence(presence_row(&presence, &doc(), true), false);
+        }
+        assert_eq!(writer.backlog(), 2, "one session row and one presence row wait");
+        writer.flush().await.unwrap();
+        assert_eq!(writer.backlog(), 0);
+        let rows = document_presence::Entity::find().all(&db).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].cursor_line, rows[0].cursor_column), (Some(1), Some(999)));
+    }
+
+    #[tokio::test]
+    async fn an_urgent_change_is_written_without_waiting_for_the_interval() {
+        let (_dir, db) = database(true).await;
+        let writer = Arc::new(WriteBehind::new(db.clone()));
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn({
+            let (writer, stop) = (writer.clone(), stop.clone());
+            // An interval no test would wait for: only urgency can flush.
+            async move { writer.run(Duration::from_secs(3600), stop).await }
+        });
+        // The worker's first tick fires at once; let it pass.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let session = record();
+        let generation = writer.session(session_row(&session), true);
+        tokio::time::timeout(Duration::from_secs(30), writer.wait_flushed(generation))
+            .await
+            .expect("an urgent change must not wait for the interval");
+        assert_eq!(user_sessions::Entity::find().count(&db).await.unwrap(), 1);
+        // A non-urgent change waits for the interval, or for shutdown's
+        // final flush, which loses nothing.
+        let mut presence = session.presence(Utc::now());
+        presence.cursor = Some(Cursor { line: 2, column: 3 });
+        writer.presence(presence_row(&presence, &doc(), true), false);
+        assert_eq!(writer.backlog(), 1);
+        stop.cancel();
+        worker.await.unwrap();
+        assert_eq!(writer.backlog(), 0);
+        assert_eq!(document_presence::Entity::find().count(&db).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_keeps_its_rows_and_the_newest_state_is_written() {
+        // No tables yet: every write fails, as during an outage.
+        let (dir, db) = database(false).await;
+        let writer = WriteBehind::new(db.clone());
+        let mut session = record();
+        writer.session(session_row(&session), true);
+        assert!(writer.flush().await.is_err());
+        assert_eq!(writer.backlog(), 1, "a failed flush must keep its rows");
+        session.last_seen_at += TimeDelta::seconds(5);
+        writer.session(session_row(&session), false);
+        assert_eq!(writer.backlog(), 1, "still one row per session");
+        // The database comes back.
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let _migrated = crate::storage::db::connect_and_migrate(&url).await.unwrap();
+        writer.flush().await.unwrap();
+        let row = user_sessions::Entity::find_by_id(session.session_id)
+            .one(&db)
+            .await
+            .unwrap()
+            .expect("the kept row was written");
+        assert_eq!(row.last_seen_at, session.last_seen_at);
+    }
+}
