@@ -578,6 +578,45 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_move_reaches_a_json_member_as_text_and_a_yjs_member_as_awareness() {
+        let doc = DocumentId::parse("d").unwrap();
+        let mut room = RoomState::default();
+        let (alice, _alice_rx, _) = member("alice", 8);
+        let alice_id = alice.presence.connection_id;
+        let (bob, mut bob_rx, _) = member("bob", 8);
+        let (mut carol, mut carol_rx, _) = member("carol", 8);
+        carol.kind = MemberKind::Yjs;
+        room.join(&doc, alice, None);
+        room.join(&doc, bob, None);
+        room.join(&doc, carol, None);
+        texts(&mut bob_rx);
+        while carol_rx.try_recv().is_ok() {}
+        room.change_presence(
+            &doc,
+            alice_id,
+            PresenceChange::Cursor(Cursor { line: 7, column: 2 }),
+            Utc::now(),
+        );
+        let seen = texts(&mut bob_rx);
+        assert_eq!((seen.len(), seen[0]["type"].as_str()), (1, Some("cursor_move")));
+        // The y-websocket member gets no JSON: one awareness frame, whose
+        // state for alice carries the cursor.
+        let Ok(Outgoing::Binary(frame)) = carol_rx.try_recv() else {
+            panic!("a y-websocket member must get a binary awareness frame");
+        };
+        assert!(carol_rx.try_recv().is_err(), "one frame per move");
+        let crate::protocol::yjs::Inbound::Awareness(update) = crate::protocol::yjs::decode(&frame).unwrap()
+        else {
+            panic!("not an awareness frame");
+        };
+        let entries = crate::crdt::awareness::decode(&update).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&entries[0].json).unwrap();
+        assert_eq!(state["cursor"], serde_json::json!({"line": 7, "column": 2}));
+        assert_eq!(state["user"]["id"], "alice");
+        assert_eq!(state["connection_id"], alice_id.to_string());
+    }
+
+    #[test]
     fn a_full_outbox_marks_only_that_member_slow() {
         let doc = DocumentId::parse("d").unwrap();
         let mut room = RoomState::default();
