@@ -105,3 +105,22 @@ pub trait PresenceSink: Send + Sync {
     /// The latest state of a member's presence row; `urgent` flushes at once.
     fn presence(&self, document_id: &DocumentId, presence: &Presence, is_active: bool, urgent: bool);
 }
+
+/// A fresh presence for `user` on a new connection (tests of the layers
+/// above build members from it).
+#[cfg(test)]
+pub(crate) fn test_presence(user: &str) -> Presence {
+    let now = Utc::now();
+    Presence {
+        user_id: user.into(),
+        name: None,
+        session_id: Uuid::now_v7(),
+        connection_id: Uuid::now_v7(),
+        device_type: DeviceType::Desktop,
+        is_editing: false,
+        cursor: None,
+        selection: None,
+        joined_at: now,
+        last_seen_at: now,
+    }
+}

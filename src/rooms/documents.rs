@@ -380,7 +380,6 @@ mod tests {
 
     use std::{collections::HashMap, sync::Mutex};
 
-    use chrono::Utc;
     use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
     use yrs::{Doc, Text, Transact};
@@ -388,10 +387,8 @@ mod tests {
     use super::*;
     use crate::{
         model::{
-            device::DeviceType,
             ids::DocumentId,
             log::{BoxFuture, LogSlot, StoredDocument},
-            presence::Presence,
         },
         rooms::{
             events::NoCluster,
@@ -467,19 +464,7 @@ mod tests {
             CancellationToken::new(),
             Arc::new(QueuedBytes::new(usize::MAX)),
         );
-        let now = Utc::now();
-        let presence = Presence {
-            user_id: user.into(),
-            name: None,
-            session_id: Uuid::now_v7(),
-            connection_id: Uuid::now_v7(),
-            device_type: DeviceType::Desktop,
-            is_editing: false,
-            cursor: None,
-            selection: None,
-            joined_at: now,
-            last_seen_at: now,
-        };
+        let presence = crate::model::presence::test_presence(user);
         (Member::new(presence, outbox.clone(), kind), outbox, rx)
     }
 

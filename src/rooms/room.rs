@@ -486,29 +486,14 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        model::device::DeviceType,
-        rooms::outbox::{Outbox, QueuedBytes},
-    };
+    use crate::rooms::outbox::{Outbox, QueuedBytes};
     use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 
     fn member(user: &str, capacity: usize) -> (Member, mpsc::Receiver<Outgoing>, CancellationToken) {
         let (tx, rx) = mpsc::channel(capacity);
         let overflow = CancellationToken::new();
-        let now = Utc::now();
-        let presence = Presence {
-            user_id: user.into(),
-            name: None,
-            session_id: Uuid::now_v7(),
-            connection_id: Uuid::now_v7(),
-            device_type: DeviceType::Desktop,
-            is_editing: false,
-            cursor: None,
-            selection: None,
-            joined_at: now,
-            last_seen_at: now,
-        };
+        let presence = crate::model::presence::test_presence(user);
         (
             Member::new(
                 presence,
