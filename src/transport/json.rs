@@ -45,10 +45,10 @@ use crate::{
 pub async fn run(socket: Socket, state: AppState, peer: Peer) {
     let config = state.config.clone();
     let (sink, mut stream) = socket.split();
-    let (record, link) = // Boxed (as is the close below): run once, they would otherwise
+    let (record, connection) = // Boxed (as is the close below): run once, they would otherwise
     // stay part of this connection's state machine for its whole life.
     Box::pin(Connection::open(&state, sink, &peer, "json", None)).await;
-    link.outbox.text(
+    connection.outbox.text(
         ServerMessage::Connected {
             connection_id: record.connection_id,
             session_id: record.session_id,
@@ -57,10 +57,10 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
         }
         .encode(),
     );
-    let mut session = JsonHandler {
+    let mut handler = JsonHandler {
         state: state.clone(),
         identity: peer.identity,
-        outbox: link.outbox.clone(),
+        outbox: connection.outbox.clone(),
         consecutive_errors: 0,
         last_rate_limit_reply_ms: None,
         joined: HashMap::new(),
@@ -69,28 +69,28 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
             max_message_bytes: config.max_message_bytes,
             max_update_bytes: config.max_update_bytes,
         },
-        end: link.end.clone(),
+        end: connection.end.clone(),
         record,
         replies: Vec::new(),
     };
     let limiter = rate_limiter(&config);
     let exit = read_loop(
         &mut stream,
-        &mut session,
-        &link.outbox,
-        link.signals(&state.connections_stop),
+        &mut handler,
+        &connection.outbox,
+        connection.signals(&state.connections_stop),
         Rules::new(&config, &limiter),
         Heard {
-            last: &link.last_heard,
+            last: &connection.last_heard,
             clock: || state.hub.clock_ms(),
         },
         &state.hub.counters,
     )
     .await;
-    session.leave_all(exit.reason);
-    let record = session.record.clone();
-    drop(session);
-    Box::pin(link.close(&state, record, &mut stream, exit.close)).await;
+    handler.leave_all(exit.reason);
+    let record = handler.record.clone();
+    drop(handler);
+    Box::pin(connection.close(&state, record, &mut stream, exit.close)).await;
 }
 
 struct JsonHandler {

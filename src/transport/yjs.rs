@@ -31,7 +31,7 @@ use crate::{
         room::{PresenceChange, Room},
     },
     state::AppState,
-    transport::connection::{self, Peer, rate_limiter},
+    transport::connection::{Connection, Peer, join_room, rate_limiter},
     transport::read_loop::{DataFrame, Heard, Protocol, Rules, read_loop},
     transport::ws::Socket,
 };
@@ -54,33 +54,37 @@ enum BadFrame {
 /// Serve one upgraded y-websocket connection for `document_id`.
 pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: DocumentId) {
     let (sink, mut stream) = socket.split();
-    let (record, link) = // Boxed (as is the close below): run once, they would otherwise
+    let (record, connection) = // Boxed (as is the close below): run once, they would otherwise
     // stay part of this connection's state machine for its whole life.
-    Box::pin(connection::Connection::open(&state, sink, &peer, "yjs", Some(document_id.clone()))).await;
+    Box::pin(Connection::open(&state, sink, &peer, "yjs", Some(document_id.clone()))).await;
     let hub = state.hub.clone();
-    let member = Member::new(record.presence(Utc::now()), link.outbox.clone(), MemberKind::Yjs);
-    let close = match connection::join_room(&state, &document_id, member, None).await {
+    let member = Member::new(
+        record.presence(Utc::now()),
+        connection.outbox.clone(),
+        MemberKind::Yjs,
+    );
+    let close = match join_room(&state, &document_id, member, None).await {
         Err(_) => Some(CloseCode::Unavailable),
         Ok(room) => {
             let mut handler = YjsHandler {
                 state: state.clone(),
                 room: room.clone(),
-                outbox: link.outbox.clone(),
+                outbox: connection.outbox.clone(),
                 connection_id: record.connection_id,
                 user_id: record.user_id.clone(),
                 may_write: peer.identity.may_write(),
                 consecutive_errors: 0,
-                end: link.end.clone(),
+                end: connection.end.clone(),
             };
             let limiter = rate_limiter(&state.config);
             let exit = read_loop(
                 &mut stream,
                 &mut handler,
-                &link.outbox,
-                link.signals(&state.connections_stop),
+                &connection.outbox,
+                connection.signals(&state.connections_stop),
                 Rules::new(&state.config, &limiter),
                 Heard {
-                    last: &link.last_heard,
+                    last: &connection.last_heard,
                     clock: || hub.clock_ms(),
                 },
                 &hub.counters,
@@ -90,7 +94,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: Docum
             exit.close
         }
     };
-    Box::pin(link.close(&state, record, &mut stream, close)).await;
+    Box::pin(connection.close(&state, record, &mut stream, close)).await;
 }
 
 struct YjsHandler {
