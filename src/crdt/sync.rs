@@ -204,6 +204,7 @@ pub fn apply_update_admitting(
         }
         let before = txn.state_vector();
         let waited_before = has_pending(txn.store());
+        let overlapped_before = waiting_overlaps_state(&txn);
         let crossed_before = txn.store().crossed_origin_items();
         if let Err(error) = txn.apply_update(update) {
             // yrs integrates block by block and keeps what it did before the
@@ -213,6 +214,14 @@ pub fn apply_update_admitting(
                 return Err(SyncError::PartlyApplied(error.to_string()));
             }
             return Err(SyncError::Rejected(error.to_string()));
+        }
+        if !overlapped_before && waiting_overlaps_state(&txn) {
+            // It filled clocks a waiting struct claims (two contents for one
+            // id; no real client writes that): refuse, and have the caller
+            // reload the last committed state.
+            return Err(SyncError::PartlyApplied(
+                "the update writes under ids that a waiting update already claims".into(),
+            ));
         }
         let store = txn.store();
         let pending = has_pending(store);
@@ -231,6 +240,20 @@ pub fn apply_update_admitting(
         })
     });
     outcome.unwrap_or(Err(SyncError::Panicked))
+}
+
+/// Whether a waiting struct starts below the clock its client has
+/// integrated: the ids it claims now hold something else.
+fn waiting_overlaps_state(txn: &yrs::TransactionMut) -> bool {
+    let Some(pending) = txn.store().pending_update() else {
+        return false;
+    };
+    let state = txn.state_vector();
+    pending
+        .update
+        .state_vector_lower()
+        .iter()
+        .any(|(client, clock)| *clock < state.get(client))
 }
 
 fn has_pending(store: &yrs::Store) -> bool {
@@ -691,6 +714,32 @@ mod findings {
         apply_update(&client, &relay, 1 << 16).unwrap();
         assert_eq!(canonical_state(&client), canonical_state(&author));
         assert_eq!(canonical_state(&server), canonical_state(&author));
+    }
+
+    /// Finding 8's open variant: a struct waits (its origin is missing) at
+    /// the clock its client has reached, and a later update brings other
+    /// content under the same ids, which integrates. No real client writes
+    /// two contents for one id; the waiting struct could then only ever
+    /// integrate sliced against the other, and a snapshot (which merges what
+    /// waits into the state) would hold a third thing. The update that
+    /// fills the claimed clocks is refused, and the copy reloaded.
+    #[test]
+    fn an_update_under_ids_a_waiting_struct_claims_is_refused() {
+        // Client 5, clock 0: "x" after 9:0, which nobody has: it waits.
+        let waits = hex("01010500840900017800");
+        // Client 5, clock 0 again: "y" at the start of `content`, integrable.
+        let forged = hex("010105000401 07636f6e74656e74 017900".replace(' ', "").as_str());
+        let server = new_doc();
+        assert!(apply_update(&server, &waits, 1 << 16).unwrap().pending);
+        let outcome = apply_update(&server, &forged, 1 << 16);
+        assert!(matches!(outcome, Err(SyncError::PartlyApplied(_))), "{outcome:?}");
+        // What storage holds (the waiting update only) reloads as it was.
+        let (reloaded, _) = load(None, [&waits]);
+        assert_eq!(reloaded.transact().state_vector().get(&yrs::ClientID::new(5)), 0);
+        assert_eq!(
+            canonical_state(&reloaded),
+            canonical_state(&load(snapshot(&reloaded).as_deref(), [] as [&[u8]; 0]).0)
+        );
     }
 
     /// An ordinary update is relayed as received (no re-encoding on the hot
