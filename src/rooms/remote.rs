@@ -120,16 +120,7 @@ impl RoomState {
         if !member.yjs {
             self.publish_json_member_awareness(synthesized_removal(connection_id, member.awareness_clock));
         }
-        if let Some(removal) = self.awareness.remove_owner(connection_id) {
-            let removed = ServerMessage::Awareness {
-                document_id,
-                update: crate::protocol::json::Base64(&removal),
-                user_id: None,
-            }
-            .encode();
-            self.broadcast(&removed, None);
-            self.broadcast_binary(&crate::protocol::yjs::awareness(&removal).into(), None);
-        }
+        self.remove_awareness_of(document_id, connection_id);
         self.broadcast(
             &ServerMessage::UserLeft {
                 document_id,

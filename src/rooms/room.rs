@@ -265,6 +265,21 @@ impl RoomState {
         self.binary_awareness_snapshot()
     }
 
+    /// No ghost cursors: the awareness states `connection_id` owned go
+    /// with it, for every member at once, in each member's format.
+    pub(super) fn remove_awareness_of(&mut self, document_id: &DocumentId, connection_id: Uuid) {
+        if let Some(removal) = self.awareness.remove_owner(connection_id) {
+            let removed = ServerMessage::Awareness {
+                document_id,
+                update: crate::protocol::json::Base64(&removal),
+                user_id: None,
+            }
+            .encode();
+            self.broadcast(&removed, None);
+            self.broadcast_binary(&crate::protocol::yjs::awareness(&removal).into(), None);
+        }
+    }
+
     /// Remove a member and tell the others why.
     pub fn leave(
         &mut self,
@@ -277,17 +292,7 @@ impl RoomState {
             .iter()
             .position(|m| m.presence.connection_id == connection_id)?;
         let member = self.members.swap_remove(index);
-        // No ghost cursors: the member's awareness states go with it, for everyone at once.
-        if let Some(removal) = self.awareness.remove_owner(connection_id) {
-            let removed = ServerMessage::Awareness {
-                document_id,
-                update: crate::protocol::json::Base64(&removal),
-                user_id: None,
-            }
-            .encode();
-            self.broadcast(&removed, None);
-            self.broadcast_binary(&crate::protocol::yjs::awareness(&removal).into(), None);
-        }
+        self.remove_awareness_of(document_id, connection_id);
         if member.kind == MemberKind::Json {
             self.publish_json_member_awareness(member.awareness_removal());
         }

@@ -287,20 +287,14 @@ impl JsonHandler {
                 let room = self.joined_room(&document_id)?;
                 let docs = &self.state.docs;
                 docs.ensure_loaded(&room).await.map_err(|e| e.to_protocol())?;
-                if crate::crdt::sync::is_empty_state_vector(&state_vector) {
+                let update = if crate::crdt::sync::is_empty_state_vector(&state_vector) {
                     // A newcomer: the shared whole-document encoding, not a copy.
-                    let (_, whole) = docs.whole_state(&room).map_err(|e| e.to_protocol())?;
-                    let frame = ServerMessage::SyncStep2 {
-                        id,
-                        document_id: &document_id,
-                        update: Base64(&[]),
-                    }
-                    .encode();
-                    self.replies
-                        .push(crate::transport::ws::text_around(&frame, "update", whole));
-                    return Ok(());
-                }
-                let diff = docs.diff(&room, &state_vector).map_err(|e| e.to_protocol())?;
+                    docs.whole_state(&room).map_err(|e| e.to_protocol())?.1
+                } else {
+                    docs.diff(&room, &state_vector)
+                        .map_err(|e| e.to_protocol())?
+                        .base64
+                };
                 let frame = ServerMessage::SyncStep2 {
                     id,
                     document_id: &document_id,
@@ -308,7 +302,7 @@ impl JsonHandler {
                 }
                 .encode();
                 self.replies
-                    .push(crate::transport::ws::text_around(&frame, "update", diff.base64));
+                    .push(crate::transport::ws::text_around(&frame, "update", update));
                 Ok(())
             }
             ClientMessage::SyncUpdate { document_id, update } => {

@@ -145,24 +145,18 @@ impl YjsHandler {
         let docs = &self.state.docs;
         match yjs::decode(frame)? {
             Inbound::SyncStep1(state_vector) => {
-                if crate::crdt::sync::is_empty_state_vector(&state_vector) {
+                let update = if crate::crdt::sync::is_empty_state_vector(&state_vector) {
                     // A newcomer: the shared whole-document encoding, not a copy.
-                    let (whole, _) = docs.whole_state(&self.room)?;
-                    let header = yjs::sync_step2_header(whole.len());
-                    self.outbox
-                        .push(Outgoing::Parts(Box::new(crate::rooms::outbox::MessageParts {
-                            text: false,
-                            parts: vec![header.into(), whole],
-                        })));
+                    docs.whole_state(&self.room)?.0
                 } else {
-                    let diff = docs.diff(&self.room, &state_vector)?;
-                    let header = yjs::sync_step2_header(diff.raw.len());
-                    self.outbox
-                        .push(Outgoing::Parts(Box::new(crate::rooms::outbox::MessageParts {
-                            text: false,
-                            parts: vec![header.into(), diff.raw],
-                        })));
-                }
+                    docs.diff(&self.room, &state_vector)?.raw
+                };
+                let header = yjs::sync_step2_header(update.len());
+                self.outbox
+                    .push(Outgoing::Parts(Box::new(crate::rooms::outbox::MessageParts {
+                        text: false,
+                        parts: vec![header.into(), update],
+                    })));
             }
             Inbound::Update(update) => {
                 if update.len() > config.max_update_bytes {
