@@ -191,18 +191,19 @@ pub fn apply_update_admitting(
     let known = |client: u64| u64::from(state_vector.get(&ClientID::new(client)));
     let new_clients = shape.new_clients(known);
     admit(&new_clients)?;
+    let (waiting, waits_over_known) = shape.waiting(known);
+    if waits_over_known {
+        return Err(SyncError::Rejected(
+            "a struct overlapping clocks the document has waits for a missing dependency".into(),
+        ));
+    }
     let outcome = contained(|| {
         let mut txn = doc.transact_mut();
-        if shape.waits_over_known_clocks(known) {
-            return Err(SyncError::Rejected(
-                "a struct overlapping clocks the document has waits for a missing dependency".into(),
-            ));
-        }
-        let waiting = shape.waiting_bytes(known);
         if waiting > 0 && waiting_bytes(&txn).saturating_add(waiting) > max_pending_bytes {
             return Err(SyncError::PendingOverflow);
         }
-        let before = txn.state_vector();
+        // The caller holds the room, so nothing changed since it was read.
+        let before = state_vector;
         let waited_before = has_pending(txn.store());
         let overlapped_before = waiting_overlaps_state(&txn);
         let crossed_before = txn.store().crossed_origin_items();

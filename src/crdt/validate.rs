@@ -126,6 +126,12 @@ impl UpdateShape {
         self.simulate(known).1
     }
 
+    /// [`Self::waiting_bytes`] and [`Self::waits_over_known_clocks`] from
+    /// one walk.
+    pub fn waiting(&self, known: impl Fn(u64) -> u64) -> (usize, bool) {
+        self.simulate(known)
+    }
+
     /// Integrate the update's structs against `known` as yrs would: the
     /// bytes left waiting, and whether a waiting struct overlaps known clocks.
     fn simulate(&self, known: impl Fn(u64) -> u64) -> (usize, bool) {
