@@ -95,11 +95,11 @@ impl Application {
             config.max_pending_update_bytes,
             cluster.clone(),
         ));
-        let caps = Arc::new(crate::http::limits::ConnectionCaps::new(
+        let caps = Arc::new(crate::limits::ConnectionCaps::new(
             config.max_connections_per_ip,
             config.max_connections_per_user,
         ));
-        let rest_limit = Arc::new(crate::http::limits::RestRateLimit::new(
+        let rest_limit = Arc::new(crate::limits::RestRateLimit::new(
             config.rest_rate_limit_per_second,
             config.rest_rate_limit_burst,
         ));

@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod crdt;
 pub mod http;
+pub mod limits;
 pub mod model;
 pub mod protocol;
 pub mod rooms;

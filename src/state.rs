@@ -38,9 +38,9 @@ pub struct AppState {
     /// Every session and its writer task.
     pub tracker: TaskTracker,
     /// Open WebSocket connections per client IP and per user, against their caps.
-    pub caps: Arc<crate::http::limits::ConnectionCaps>,
+    pub caps: Arc<crate::limits::ConnectionCaps>,
     /// REST requests per second per client IP and per token.
-    pub rest_limit: Arc<crate::http::limits::RestRateLimit>,
+    pub rest_limit: Arc<crate::limits::RestRateLimit>,
 }
 
 impl AppState {

@@ -1,8 +1,8 @@
 //! The HTTP edge: REST handlers and views ([`api`]), the error mapping
-//! ([`error`]), and per-client limits ([`limits`]).
+//! ([`error`]), and the upgrade endpoints ([`upgrade`]); the per-client
+//! limits they enforce live in [`crate::limits`].
 
 pub mod api;
 pub mod error;
-pub mod limits;
 pub mod upgrade;
 pub mod views;

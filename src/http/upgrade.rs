@@ -119,7 +119,7 @@ where
 fn acquire_permit(
     state: &AppState,
     peer: &Peer,
-) -> Result<crate::http::limits::ConnectionPermit, crate::http::limits::CapError> {
+) -> Result<crate::limits::ConnectionPermit, crate::limits::CapError> {
     state
         .caps
         .acquire(peer.ip_address.as_deref(), &peer.identity.user_id)

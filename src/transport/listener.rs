@@ -34,7 +34,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::http::limits::LogThrottle;
+use crate::model::throttle::LogThrottle;
 
 /// Limits on connections that have not sent their first request yet.
 #[derive(Debug, Clone, Copy)]
