@@ -383,4 +383,12 @@ impl Config {
     pub fn liveness_tick(&self) -> Duration {
         self.heartbeat_interval.min(self.session_ttl / 3)
     }
+
+    /// How long a connection's replies to its own messages may wait for
+    /// room in its queue before the reader gives up on them. A client that
+    /// reads nothing for this long is as good as silent, so it is the
+    /// session TTL: one setting, two uses, one name for each.
+    pub fn reply_patience(&self) -> Duration {
+        self.session_ttl
+    }
 }

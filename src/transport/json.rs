@@ -181,7 +181,7 @@ impl JsonHandler {
     /// Queue this frame's replies, waiting for room in the queue (stop reading
     /// from a client until it reads its answers), up to the session TTL.
     async fn flush_replies(&mut self) {
-        let patience = self.state.config.session_ttl;
+        let patience = self.state.config.reply_patience();
         for reply in std::mem::take(&mut self.replies) {
             if !self.outbox.push_waiting(reply, patience).await {
                 break;
