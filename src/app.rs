@@ -117,6 +117,7 @@ impl Application {
             tracker: TaskTracker::new(),
             caps,
             rest_limit,
+            rest_loads: Arc::new(tokio::sync::Semaphore::new(crate::limits::REST_LOADS_AT_ONCE)),
         };
         Ok(Self {
             state,

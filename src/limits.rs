@@ -23,6 +23,12 @@ use governor::{
     clock::{Clock, DefaultClock},
 };
 
+/// Document loads REST requests run at once: half of SQLite's shared pool
+/// of four, so joins and session writes always find a connection.
+pub const REST_LOADS_AT_ONCE: usize = 2;
+/// How long a REST request waits for one of those before it is told to retry.
+pub const REST_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why an upgrade was refused. The message is safe to send to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CapError {

@@ -41,6 +41,10 @@ pub struct AppState {
     pub caps: Arc<crate::limits::ConnectionCaps>,
     /// REST requests per second per client IP and per token.
     pub rest_limit: Arc<crate::limits::RestRateLimit>,
+    /// Document loads that REST requests may run at once, so a flood of
+    /// reads of unloaded documents cannot take every pooled database
+    /// connection from joins and the session and presence writes.
+    pub rest_loads: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {

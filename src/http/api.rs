@@ -40,7 +40,23 @@ impl Api {
     ) -> Result<T, ApiError> {
         let hub = &self.state.hub;
         let room = hub.begin_join(document_id);
-        let result = match self.state.docs.ensure_loaded(&room).await {
+        let permit = if room.state().doc.is_none() {
+            let wait = self.state.rest_loads.acquire();
+            match tokio::time::timeout(crate::limits::REST_LOAD_WAIT, wait).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    hub.abort_join(&room);
+                    return Err(ApiError::unavailable(
+                        "the server is busy loading documents; retry shortly",
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        let loaded = self.state.docs.ensure_loaded(&room).await;
+        drop(permit);
+        let result = match loaded {
             Ok(()) => work(&room).await,
             Err(error) => {
                 tracing::warn!(%document_id, error = format!("{:#}", anyhow::Error::from(error)), "document load failed");
