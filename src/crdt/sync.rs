@@ -743,6 +743,96 @@ mod findings {
         );
     }
 
+    /// Review finding: an item whose origin or right origin is GC. yjs's
+    /// `getMissing` makes it GC (no parent); stock yrs took the parent
+    /// from the other neighbour and kept the content, so the server showed
+    /// text that no yjs client ever would. Now GC too, and not relayed as
+    /// content.
+    #[test]
+    fn an_item_next_to_a_gc_range_is_gc_as_in_yjs() {
+        let server = new_doc();
+        let base = {
+            let author = Doc::with_client_id(7);
+            let t = author.get_or_insert_text("content");
+            let mut txn = author.transact_mut();
+            t.insert(&mut txn, 0, "ab");
+            txn.encode_update_v1()
+        };
+        apply_update(&server, &base, 1 << 16).unwrap();
+        // Client 3: a GC range of two units (clocks 0-1).
+        apply_update(
+            &server,
+            &hex("010103000002 00".replace(' ', "").as_str()),
+            1 << 16,
+        )
+        .unwrap();
+        // Client 4: "z" with origin 3:1 (GC), and "q" with origin 7:0 and
+        // right origin 3:0 (GC).
+        for (update, what) in [
+            (hex("01010400840301017a00"), "a GC origin"),
+            (
+                hex("0101050 0c4070003000171 00".replace(' ', "").as_str()),
+                "a GC right origin",
+            ),
+        ] {
+            let before = server.transact().store().crossed_origin_items();
+            let applied = apply_update(&server, &update, 1 << 16).unwrap();
+            assert_eq!(
+                server.transact().store().crossed_origin_items(),
+                before + 1,
+                "{what}"
+            );
+            assert!(
+                matches!(applied.relay, Relay::Integrated(_)),
+                "{what}: {:?}",
+                applied.relay
+            );
+        }
+        assert_eq!(text(&server, "content").as_deref(), Some("ab"));
+        let (reloaded, _) = load(snapshot(&server).as_deref(), [] as [&[u8]; 0]);
+        assert_eq!(canonical_state(&reloaded), canonical_state(&server));
+    }
+
+    /// A right origin in the origin's own chain is found however many
+    /// blocks other clients' inserts cut that chain into; a right origin of
+    /// the same client outside the chain (a legal shape: the client typed
+    /// it earlier, elsewhere) is not.
+    #[test]
+    fn the_origin_chain_is_followed_across_blocks_cut_by_other_inserts() {
+        // Client 9 types "w" (clock 0), then 40 letters before it (clocks
+        // 1-40, one chain); client 8 inserts a letter after every other
+        // one of them, cutting the chain into 20 blocks.
+        let author = Doc::with_client_id(9);
+        let t = author.get_or_insert_text("content");
+        t.insert(&mut author.transact_mut(), 0, "w");
+        t.insert(&mut author.transact_mut(), 0, &"x".repeat(40));
+        let other = Doc::with_client_id(8);
+        apply_update(&other, &full_state(&author).unwrap(), 1 << 16).unwrap();
+        let ot = other.get_or_insert_text("content");
+        for i in (0..20u32).rev() {
+            ot.insert(&mut other.transact_mut(), 2 * i + 2, "-");
+        }
+        let server = new_doc();
+        apply_update(&server, &full_state(&other).unwrap(), 1 << 16).unwrap();
+        let crossed = |origin: u8, right: u8| {
+            hex(&format!("010106 00 c4 09{origin:02x} 09{right:02x} 017a 00").replace(' ', ""))
+        };
+        // Origin 9:40 (end of the chain), right origin 9:1 (its start).
+        apply_update(&server, &crossed(40, 1), 1 << 16).unwrap();
+        assert_eq!(server.transact().store().crossed_origin_items(), 1);
+        // Origin 9:40, right origin 9:0 ("w", typed before the chain and
+        // right of it): the shape a real client makes typing there.
+        let legal = hex("010107 00 c4 0928 0900 017a 00".replace(' ', "").as_str());
+        apply_update(&server, &legal, 1 << 16).unwrap();
+        assert_eq!(server.transact().store().crossed_origin_items(), 1);
+        // It lands after the origin, before client 8's "-" there (lower client id).
+        assert!(
+            text(&server, "content").unwrap().ends_with("xxz-w"),
+            "{:?}",
+            text(&server, "content")
+        );
+    }
+
     /// An ordinary update is relayed as received (no re-encoding on the hot
     /// path); one that only waits for a missing dependency relays nothing,
     /// and the update that completes it relays both.

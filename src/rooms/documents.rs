@@ -251,6 +251,11 @@ impl Documents {
         Ok(applied)
     }
 
+    /// The document's state vector (sync step 1), if it is loaded.
+    pub fn state_vector(&self, room: &Room) -> Option<Vec<u8>> {
+        room.state().doc.as_ref().map(sync::state_vector)
+    }
+
     /// What a peer with `state_vector` lacks (sync step 2), raw and in
     /// base64, shared with other peers that ask with the same state vector.
     pub fn diff(&self, room: &Room, state_vector: &[u8]) -> Result<crate::rooms::room::SharedDiff, DocError> {

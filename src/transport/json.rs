@@ -331,8 +331,23 @@ impl JsonHandler {
                     connection_id: Some(connection_id),
                     user_id: self.record.user_id.clone(),
                 };
-                docs.apply_update(&room, &origin, update, durable)
+                let applied = docs
+                    .apply_update(&room, &origin, update, durable)
                     .map_err(|e| e.to_protocol())?;
+                if applied.pending
+                    && let Some(state_vector) = docs.state_vector(&room)
+                {
+                    // Part of it waits for something the server lacks (an
+                    // earlier update of this client that was refused, say):
+                    // ask the client for it rather than wait for good.
+                    self.reply(
+                        ServerMessage::SyncStep1 {
+                            document_id: &document_id,
+                            state_vector: Base64(&state_vector),
+                        }
+                        .encode(),
+                    );
+                }
                 hub.update_presence(&room, connection_id, PresenceChange::Activity);
                 Ok(())
             }

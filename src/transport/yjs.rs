@@ -181,7 +181,16 @@ impl YjsHandler {
                     connection_id: Some(self.connection_id),
                     user_id: self.user_id.clone(),
                 };
-                docs.apply_update(&self.room, &origin, update, Durable::Quietly)?;
+                let applied = docs.apply_update(&self.room, &origin, update, Durable::Quietly)?;
+                if applied.pending
+                    && let Some(state_vector) = docs.state_vector(&self.room)
+                {
+                    // Part of it waits for something the server lacks (an
+                    // earlier update that was refused, say): the provider
+                    // answers sync step 1 with what the server is missing.
+                    self.outbox
+                        .push(Outgoing::Binary(yjs::sync_step1(&state_vector).into()));
+                }
                 self.state
                     .hub
                     .update_presence(&self.room, self.connection_id, PresenceChange::Activity);

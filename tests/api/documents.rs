@@ -541,3 +541,36 @@ async fn acknowledged_updates_survive_sigkill() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_update_that_waits_for_a_missing_earlier_one_is_answered_with_sync_step1() {
+    // The client's first update never arrived (refused while the server
+    // was busy, say); its second waits for it. The server asks for what it
+    // lacks instead of holding the second forever, and once the client
+    // sends it, the others get both.
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    alice.join("doc").await;
+    bob.join("doc").await;
+    let peer = YPeer::new(4242);
+    let first = peer.insert(0, "hello");
+    let second = peer.insert(5, " world");
+    alice
+        .send(json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(&second), "id": "2"}))
+        .await;
+    let step1 = alice.recv_until("sync_step1").await;
+    assert_eq!(step1["document_id"], "doc");
+    assert_eq!(alice.recv_until("ack").await["id"], "2");
+    send_update(&mut alice, "doc", &first, "1").await;
+    let reader = YPeer::new(7);
+    for _ in 0..2 {
+        let relayed = bob.recv_until("sync_update").await;
+        reader.apply_b64(relayed["update"].as_str().unwrap());
+        if reader.text() == "hello world" {
+            break;
+        }
+    }
+    assert_eq!(reader.text(), "hello world");
+    assert_eq!(newcomer_text(&app, "carol", "doc").await, "hello world");
+}

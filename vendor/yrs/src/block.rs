@@ -1025,7 +1025,8 @@ impl<'doc> TransactionMut<'doc> {
                 branch
             }
             _ => {
-                self.integrate_gc(item.range(), offset);
+                // tandem patch: `item` was already trimmed by `offset` above.
+                self.integrate_gc(item.range(), 0);
                 return None;
             }
         };

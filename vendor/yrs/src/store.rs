@@ -65,6 +65,10 @@ pub struct Store {
     /// tandem patch: items integrated as GC because their right origin
     /// was not right of their origin (see `Update::missing_dependency`).
     pub(crate) crossed_origin_items: u64,
+
+    /// tandem patch: the first clock of the origin chain each visited
+    /// block belongs to, by the block's first id (see `Update::chain_root`).
+    pub(crate) chain_roots: HashMap<ID, u32>,
 }
 
 impl Store {
@@ -84,11 +88,13 @@ impl Store {
             pending_ds: None,
             parent: None,
             crossed_origin_items: 0,
+            chain_roots: HashMap::default(),
         }
     }
 
-    /// tandem patch: how many items this store integrated as GC because
-    /// their right origin did not lie right of their origin in one list.
+    /// tandem patch: how many items this store integrated as GC because a
+    /// neighbour they name is GC, or their right origin is in another list
+    /// or in their origin's own chain (see vendor/README.md).
     pub fn crossed_origin_items(&self) -> u64 {
         self.crossed_origin_items
     }

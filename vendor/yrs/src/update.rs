@@ -511,8 +511,20 @@ impl Update {
                 }
             };
 
-            // tandem patch (see vendor/README.md): crossed origins.
-            if let (Some(origin), Some(right)) = (item.origin, item.right) {
+            // tandem patch (see vendor/README.md): GC neighbours and crossed
+            // origins.
+            let gc_neighbour = (item.origin.is_some() && item.left.is_none())
+                || (item.right_origin.is_some() && item.right.is_none());
+            if gc_neighbour {
+                // Missing ids returned above, so a neighbour that was not
+                // found is GC. yjs (`getMissing`) then makes the item GC;
+                // stock yrs took the parent from the other neighbour and
+                // kept the content: the server and yjs clients differed.
+                item.left = None;
+                item.right = None;
+                item.parent = TypePtr::Unknown;
+                store.crossed_origin_items += 1;
+            } else if let (Some(origin), Some(right)) = (item.origin, item.right) {
                 // The right-origin lookup may have split the origin's block
                 // and left `item.left` pointing at its shortened first half:
                 // look the origin up again so `left` ends at the origin
@@ -524,7 +536,12 @@ impl Update {
                 if let Some(left) = item.left {
                     let other_list =
                         left.parent != right.parent || left.parent_sub != right.parent_sub;
-                    if other_list || Self::chained_back_to(store, origin, right.id) {
+                    let right_id = right.id;
+                    let crossed = other_list
+                        || (right_id.client == origin.client
+                            && right_id.clock <= origin.clock
+                            && Self::chain_root(store, origin) <= right_id.clock);
+                    if crossed {
                         // No Yjs peer writes either shape, and where such an
                         // item lands depends on each peer's blocks (another
                         // list: on which neighbour's key it inherits). Keep
@@ -541,30 +558,36 @@ impl Update {
         Ok(None)
     }
 
-    /// tandem patch: whether `right_origin` is `origin` or one of the units
-    /// before it in one origin chain of its client (each unit's origin the
-    /// unit before it). Such units may sit in one block in some peer and in
-    /// several in another; a right origin among them lies left of the
-    /// origin. Decided by ids and origins alone, so every peer agrees; the
-    /// walk visits one block per piece of the chain.
-    fn chained_back_to(store: &Store, origin: ID, right_origin: ID) -> bool {
-        if right_origin.client != origin.client || right_origin.clock > origin.clock {
-            return false;
-        }
-        let mut at = origin.clock;
-        loop {
-            let Some(block) = store.blocks.get_item(&ID::new(origin.client, at)) else {
-                return false;
+    /// tandem patch: the first clock of the origin chain `id` belongs to
+    /// (units of one client, each unit's origin the unit before it). A
+    /// right origin at or after it, up to the origin, lies left of the
+    /// origin, and some peer may hold those units in one block. Decided by
+    /// ids and origins alone, so every peer agrees. The roots found are
+    /// remembered per block start (a unit's root never changes: origins are
+    /// fixed, and a chain shares one parent, so GC takes a chain whole), so
+    /// many items naming one long chain cost one walk, not one each.
+    fn chain_root(store: &mut Store, id: ID) -> u32 {
+        let client = id.client;
+        let mut at = id.clock;
+        let mut visited = Vec::new();
+        let root = loop {
+            let Some(block) = store.blocks.get_item(&ID::new(client, at)) else {
+                break at + 1;
             };
             let first = block.id.clock;
-            if first <= right_origin.clock {
-                return true;
+            if let Some(&root) = store.chain_roots.get(&ID::new(client, first)) {
+                break root;
             }
-            if block.origin != Some(ID::new(origin.client, first - 1)) {
-                return false;
+            visited.push(first);
+            if first == 0 || block.origin != Some(ID::new(client, first - 1)) {
+                break first;
             }
             at = first - 1;
+        };
+        for first in visited {
+            store.chain_roots.insert(ID::new(client, first), root);
         }
+        root
     }
 
     fn next_target<'a, 'b>(
