@@ -129,11 +129,13 @@ impl AwarenessStates {
             .values()
             .filter(|(_, holder)| *holder == owner)
             .count();
-        let new = entries
+        // Client ids, not entries: one id may appear more than once.
+        let new: std::collections::HashSet<u64> = entries
             .iter()
-            .filter(|e| !self.clocks.contains_key(&e.client_id))
-            .count();
-        if owned + new > MAX_CLIENTS_PER_CONNECTION {
+            .map(|e| e.client_id)
+            .filter(|id| !self.clocks.contains_key(id))
+            .collect();
+        if owned + new.len() > MAX_CLIENTS_PER_CONNECTION {
             return Err(AwarenessError::TooManyClients);
         }
         for entry in entries {
@@ -226,6 +228,25 @@ mod tests {
             clock,
             json: json.into(),
         }
+    }
+
+    #[test]
+    fn one_new_client_id_repeated_counts_once_against_the_limit() {
+        // fuzz/regressions/awareness-repeated-id-counted-per-entry: the
+        // per-connection limit counted entries, not client ids, so an
+        // update naming one new id nine times was refused.
+        let repeated: Vec<_> = (1..=MAX_CLIENTS_PER_CONNECTION as u32 + 1)
+            .map(|clock| entry(5, clock, "{}"))
+            .collect();
+        let mut states = AwarenessStates::default();
+        assert_eq!(states.apply(Uuid::from_u128(1), &repeated), Ok(()));
+        let many: Vec<_> = (0..=MAX_CLIENTS_PER_CONNECTION as u64)
+            .map(|id| entry(100 + id, 1, "{}"))
+            .collect();
+        assert_eq!(
+            states.apply(Uuid::from_u128(2), &many),
+            Err(AwarenessError::TooManyClients)
+        );
     }
 
     #[test]
