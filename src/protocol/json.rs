@@ -290,7 +290,8 @@ pub fn decode_client_frame(text: &str, limits: DecodeLimits) -> Result<ClientFra
     let frame: WireFrame = serde_json::from_str(text).map_err(|error| {
         let id = serde_json::from_str::<WireProbe>(text)
             .ok()
-            .and_then(|probe| probe.id);
+            .and_then(|probe| probe.id)
+            .filter(echoable);
         let error = if error.is_data() {
             if text.trim_start().starts_with('{') {
                 ProtocolError::invalid(error.to_string())
@@ -303,16 +304,18 @@ pub fn decode_client_frame(text: &str, limits: DecodeLimits) -> Result<ClientFra
         FrameError { id, error }
     })?;
     // An over-long string id is refused, and not echoed either.
-    let id = frame
-        .id
-        .clone()
-        .filter(|id| !matches!(id, MessageId::String(s) if s.len() > MAX_MESSAGE_ID_BYTES));
+    let id = frame.id.clone().filter(echoable);
     validate(frame, text.len(), limits)
         .map_err(|error| FrameError {
             id: id.clone(),
             error,
         })
         .map(|message| ClientFrame { id, message })
+}
+
+/// Whether an id may be sent back in a reply (an over-long one is not).
+fn echoable(id: &MessageId) -> bool {
+    !matches!(id, MessageId::String(s) if s.len() > MAX_MESSAGE_ID_BYTES)
 }
 
 fn validate(
@@ -462,6 +465,22 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         decode(text).unwrap_err().error.code
+    }
+
+    #[test]
+    fn an_over_long_id_is_not_echoed_when_the_frame_does_not_parse() {
+        // fuzz/regressions/client_frame-long-id-echoed-on-parse-error: a
+        // duplicate field fails serde, and the id read for the error reply
+        // skipped the length check.
+        let long = "i".repeat(MAX_MESSAGE_ID_BYTES + 1);
+        let text = format!(r#"{{"type":"heartbeat","document_id":"a","document_id":"b","id":"{long}"}}"#);
+        let error = decode(&text).unwrap_err();
+        assert_eq!(error.id, None);
+        let short = format!(r#"{{"type":"heartbeat","document_id":"a","document_id":"b","id":"ok"}}"#);
+        assert_eq!(
+            decode(&short).unwrap_err().id,
+            Some(MessageId::String("ok".into()))
+        );
     }
 
     #[test]
