@@ -484,6 +484,18 @@ mod tests {
     }
 
     #[test]
+    fn a_numeric_id_is_echoed_as_the_number_it_was_read_as() {
+        // fuzz/regressions/client_frame-float-id-not-round-tripped: without
+        // exact float parsing, 1.3333333333333335 (how the long id below is
+        // written back) read back as 1.3333333333333337.
+        let frame = decode(r#"{"type":"heartbeat","id":1.33333333333333333333333333333333333335}"#).unwrap();
+        let id = frame.id.unwrap();
+        let echoed = serde_json::to_string(&id).unwrap();
+        let again = decode(&format!(r#"{{"type":"heartbeat","id":{echoed}}}"#)).unwrap();
+        assert_eq!(again.id, Some(id));
+    }
+
+    #[test]
     fn cursor_move_decodes_with_numeric_id() {
         let frame =
             decode(r#"{"type":"cursor_move","id":7,"document_id":"doc-1","cursor":{"line":10,"column":5}}"#)
