@@ -476,9 +476,9 @@ mod tests {
         let text = format!(r#"{{"type":"heartbeat","document_id":"a","document_id":"b","id":"{long}"}}"#);
         let error = decode(&text).unwrap_err();
         assert_eq!(error.id, None);
-        let short = format!(r#"{{"type":"heartbeat","document_id":"a","document_id":"b","id":"ok"}}"#);
+        let short = r#"{"type":"heartbeat","document_id":"a","document_id":"b","id":"ok"}"#;
         assert_eq!(
-            decode(&short).unwrap_err().id,
+            decode(short).unwrap_err().id,
             Some(MessageId::String("ok".into()))
         );
     }
