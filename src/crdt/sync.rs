@@ -924,21 +924,51 @@ mod findings {
         assert_ne!(canonical_state(&merged), canonical_state(&deleted));
     }
 
-    /// `fuzz/regressions/update_apply-refused-update-partly-applied`: yrs
-    /// integrates block by block and stops at an item whose parent is not a
-    /// shared type, keeping what it did before. The caller must learn that
-    /// the document changed although the update was refused, so it can drop
-    /// the copy and reload it from storage.
+    /// `fuzz/regressions/update_apply-refused-update-partly-applied`: an
+    /// item whose parent id names an item that is not a type (here a
+    /// string). Stock yrs failed the update midway, keeping what it had
+    /// integrated (hence `PartlyApplied` and the room's reload); yjs makes
+    /// the item GC. The vendored yrs does as yjs, so the update applies.
     #[test]
-    fn an_update_yrs_stops_midway_is_reported_as_partly_applied() {
+    fn an_item_under_a_parent_that_is_not_a_type_is_gc_as_in_yjs() {
         // The reproducer's GC starts at clock 135 of a client the document
         // lacks; since yrs waits for missing clocks (as yjs does) the
         // update would only wait, so here it starts at clock 0.
         let update = hex("0102810100000201000100ff7f0100010138");
         let (live, _) = load(Some(PRIOR), [] as [&[u8]; 0]);
-        let before = full_state(&live);
-        let outcome = apply_update(&live, &update, 1 << 16);
-        assert!(matches!(outcome, Err(SyncError::PartlyApplied(_))), "{outcome:?}");
-        assert_ne!(full_state(&live), before, "yrs kept what it integrated");
+        let text_before = text(&live, "content");
+        let applied = apply_update(&live, &update, 1 << 16).unwrap();
+        assert_eq!(live.transact().store().crossed_origin_items(), 1);
+        assert!(matches!(applied.relay, Relay::Integrated(_)));
+        assert_eq!(text(&live, "content"), text_before);
+        let (reloaded, _) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
+        assert_eq!(canonical_state(&reloaded), canonical_state(&live));
+    }
+
+    /// `fuzz/regressions/multi_client_reload-waiting-item-under-a-future-text-parent`
+    /// (fourth round): client 17 writes a map entry whose parent is 4369:0,
+    /// an id client 4369 has not written yet, so it waits. When 4369 then
+    /// writes a string there, its own, real update integrated the waiting
+    /// entry, and stock yrs failed the whole update: any user could make
+    /// another user's next update fail, again after every reload. Now the
+    /// entry becomes GC and the real update applies.
+    #[test]
+    fn a_waiting_item_under_another_clients_future_text_does_not_block_it() {
+        let planted = hex("01011100280091220001780178 00".replace(' ', "").as_str());
+        let server = new_doc();
+        assert!(apply_update(&server, &planted, 1 << 16).unwrap().pending);
+        let victim = Doc::with_client_id(4369);
+        let t = victim.get_or_insert_text("content");
+        let real = {
+            let mut txn = victim.transact_mut();
+            t.insert(&mut txn, 0, "ab");
+            txn.encode_update_v1()
+        };
+        let applied = apply_update(&server, &real, 1 << 16).unwrap();
+        assert!(!applied.pending);
+        assert_eq!(server.transact().store().crossed_origin_items(), 1);
+        assert_eq!(text(&server, "content").as_deref(), Some("ab"));
+        let (reloaded, _) = load(None, [&planted, &real]);
+        assert_eq!(canonical_state(&reloaded), canonical_state(&server));
     }
 }

@@ -566,10 +566,9 @@ async fn client_id_claims_survive_a_restart_on_every_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_yrs_refuses_midway_leaves_the_served_document_equal_to_storage() {
-    // fuzz/regressions/update_apply-refused-update-partly-applied: yrs stops
-    // at an item whose parent is not a shared type and keeps what it
-    // integrated before; the update is refused, so the live copy must not
-    // keep those blocks either.
+    // fuzz/regressions/update_apply-refused-update-partly-applied: an item
+    // whose parent is not a shared type. Whatever the server does with it,
+    // the document it serves must be the one it stored.
     let prior = include_bytes!("../../fuzz/seed/prior.bin");
     // (The reproducer's GC starts at clock 135 of a new client; since yrs
     // waits for a client's missing clocks, as yjs does, that would only
@@ -593,11 +592,10 @@ async fn an_update_yrs_refuses_midway_leaves_the_served_document_equal_to_storag
             json!({"type": "sync_update", "document_id": "doc", "update": b64::encode(crafted), "id": "bad"}),
         )
         .await;
-    let error = alice.recv_until("error").await;
-    assert_eq!(
-        (error["code"].as_str(), error["id"].as_str()),
-        (Some("invalid_update"), Some("bad"))
-    );
+    // Stock yrs stopped midway at the item whose parent is a string (the
+    // room then reloaded); the vendored yrs makes it GC, as yjs does, so
+    // the update is acked and stored like any other.
+    assert_eq!(alice.recv_until("ack").await["id"], "bad");
 
     let (_, live) = app.get("/api/v1/documents/doc", Some(&token)).await;
     let database = app.shutdown().await;

@@ -498,11 +498,15 @@ impl Update {
                                 TypePtr::Branch(BranchPtr::from(branch.as_ref()))
                             }
                             ItemContent::Deleted(_) => TypePtr::Unknown,
-                            other => {
-                                return Err(UpdateError::InvalidParent(
-                                    id.clone(),
-                                    other.get_ref_number(),
-                                ))
+                            _ => {
+                                // tandem patch (see vendor/README.md): a parent
+                                // that is not a type. yjs makes the item GC
+                                // (its parent is undefined); stock yrs failed
+                                // the whole update midway, so a waiting item
+                                // naming another client's next id as parent
+                                // made that client's own update fail.
+                                store.crossed_origin_items += 1;
+                                TypePtr::Unknown
                             }
                         }
                     } else {
