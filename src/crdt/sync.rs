@@ -833,6 +833,40 @@ mod findings {
         );
     }
 
+    /// `fuzz/regressions/update_apply-deleted-range-gc-after-reload`
+    /// (finding 17): a deleted-content struct of client 1 at clocks 37-176
+    /// under the root `array`, over a document that holds other content at
+    /// 1:37-49. yrs cut the known part and integrated the rest after 1:49,
+    /// the `class` attribute of an XML element, i.e. in another list than
+    /// the one the struct names; live and reloaded copies then held it
+    /// differently. Now the rest is GC, the same everywhere.
+    #[test]
+    fn the_rest_of_a_struct_overlapping_other_content_is_gc() {
+        let update = include_bytes!("../../fuzz/regressions/update_apply-deleted-range-gc-after-reload");
+        let (live, _) = load(Some(PRIOR), [] as [&[u8]; 0]);
+        apply_update(&live, update, 1 << 16).unwrap();
+        assert_eq!(live.transact().store().crossed_origin_items(), 1);
+        let (reloaded, _) = load(Some(&snapshot(&live).unwrap()), [] as [&[u8]; 0]);
+        assert_eq!(canonical_state(&reloaded), canonical_state(&live));
+    }
+
+    /// A real client's resend overlapping what the server holds is not
+    /// touched by that rule: the rest continues the same list.
+    #[test]
+    fn a_resend_overlapping_known_clocks_still_integrates() {
+        let author = Doc::with_client_id(3);
+        let t = author.get_or_insert_text("content");
+        t.insert(&mut author.transact_mut(), 0, "abc");
+        let first = full_state(&author).unwrap();
+        t.insert(&mut author.transact_mut(), 3, "def");
+        let both = full_state(&author).unwrap();
+        let server = new_doc();
+        apply_update(&server, &first, 1 << 16).unwrap();
+        apply_update(&server, &both, 1 << 16).unwrap();
+        assert_eq!(server.transact().store().crossed_origin_items(), 0);
+        assert_eq!(text(&server, "content").as_deref(), Some("abcdef"));
+    }
+
     /// An ordinary update is relayed as received (no re-encoding on the hot
     /// path); one that only waits for a missing dependency relays nothing,
     /// and the update that completes it relays both.

@@ -1,5 +1,5 @@
 use crate::block::{
-    Block, BlockRange, ClientID, Item, ItemContent, BLOCK_GC_REF_NUMBER, BLOCK_SKIP_REF_NUMBER,
+    Block, BlockRange, ClientID, Item, ItemContent, ItemPtr, BLOCK_GC_REF_NUMBER, BLOCK_SKIP_REF_NUMBER,
     HAS_ORIGIN, HAS_PARENT_SUB, HAS_RIGHT_ORIGIN,
 };
 use crate::branch::BranchPtr;
@@ -528,6 +528,22 @@ impl Update {
                 item.right = None;
                 item.parent = TypePtr::Unknown;
                 store.crossed_origin_items += 1;
+            } else if let Some(neighbour) = match (item.left, item.right) {
+                (Some(left), None) => Some(left),
+                (None, Some(right)) => Some(right),
+                _ => None,
+            }
+            .filter(|neighbour| Self::in_another_list(&item, *neighbour))
+            {
+                // One neighbour, in another list than the parent the item
+                // names: the rest of a struct that overlapped known clocks
+                // with other content (yrs cut the known part and took the
+                // unit before the rest as its origin). See finding 17.
+                let _ = neighbour;
+                item.left = None;
+                item.right = None;
+                item.parent = TypePtr::Unknown;
+                store.crossed_origin_items += 1;
             } else if let (Some(origin), Some(right)) = (item.origin, item.right) {
                 // The right-origin lookup may have split the origin's block
                 // and left `item.left` pointing at its shortened first half:
@@ -538,8 +554,9 @@ impl Update {
                     .get_item_clean_end(&origin)
                     .map(|slice| store.materialize(slice));
                 if let Some(left) = item.left {
-                    let other_list =
-                        left.parent != right.parent || left.parent_sub != right.parent_sub;
+                    let other_list = left.parent != right.parent
+                        || left.parent_sub != right.parent_sub
+                        || Self::in_another_list(&item, left);
                     let right_id = right.id;
                     let crossed = other_list
                         || (right_id.client == origin.client
@@ -560,6 +577,16 @@ impl Update {
             }
         }
         Ok(None)
+    }
+
+    /// tandem patch: whether `neighbour` lies in another list than the one
+    /// `item` names as its own (parent and key). An item taking both from a
+    /// neighbour always agrees; one that names a parent too (the rest of a
+    /// struct whose known part yrs cut away, given the unit before it as
+    /// origin) must agree with that unit, as a real client's resend does.
+    fn in_another_list(item: &Item, neighbour: ItemPtr) -> bool {
+        matches!(item.parent, TypePtr::Branch(_))
+            && (neighbour.parent != item.parent || neighbour.parent_sub != item.parent_sub)
     }
 
     /// tandem patch: the first clock of the origin chain `id` belongs to
