@@ -147,6 +147,17 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// A JSON text that yrs parses into an `Any` (embeds and format values):
+    /// unlike a JSON content it may not be `undefined`, and its numbers must
+    /// be finite doubles (`1e999` parses in JavaScript, not into an `Any`).
+    pub(crate) fn json_value(&mut self) -> Result<()> {
+        let text = self.string()?;
+        if text == "undefined" || !json_is_valid(text) || yrs::Any::from_json(text).is_err() {
+            return self.fail("value is not JSON yrs can hold (or nests too deep)");
+        }
+        Ok(())
+    }
+
     /// A lib0 `Any` value.
     pub(crate) fn any(&mut self, depth: usize) -> Result<()> {
         if depth > MAX_NESTING {

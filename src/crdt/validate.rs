@@ -332,12 +332,12 @@ fn read_struct(
         }
         4 => r.string()?.encode_utf16().count() as u64,
         5 => {
-            r.json()?;
+            r.json_value()?;
             1
         }
         6 => {
             r.string()?;
-            r.json()?;
+            r.json_value()?;
             1
         }
         7 => {
@@ -568,6 +568,77 @@ mod tests {
         let everything = inspect_update(&full(&a)).unwrap();
         let known = |c: u64| u64::from(sv.get(&yrs::ClientID::new(c)));
         assert!(!everything.waits_over_known_clocks(known));
+    }
+
+    /// An update of client 7 holding one item at clock 0 at the start of root
+    /// `root`, with content kind `content` and its encoded `body`.
+    fn root_item(content: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for value in [1, 1, 7, 0] {
+            var(&mut out, value);
+        }
+        out.push(content);
+        var(&mut out, 1);
+        var(&mut out, 4);
+        out.extend_from_slice(b"root");
+        out.extend_from_slice(body);
+        var(&mut out, 0);
+        out
+    }
+
+    fn lib0_string(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        var(&mut out, text.len() as u128);
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
+    /// Finding 18 (`fuzz/regressions/multi_client_reload-validated-update-yrs-cannot-decode`):
+    /// embed and format values are parsed into yrs `Any` values, which hold
+    /// no infinite number and no `undefined`; a JSON text that only parses
+    /// as such passed the validator and then failed in yrs.
+    #[test]
+    fn embedded_json_values_yrs_cannot_hold_are_refused() {
+        for value in ["1e999", "-2129e4285714285716", "undefined", "[1,undefined]"] {
+            let embed = root_item(5, &lib0_string(value));
+            let mut format = lib0_string("bold");
+            format.extend(lib0_string(value));
+            let format = root_item(6, &format);
+            for update in [embed, format] {
+                assert!(inspect_update(&update).is_err(), "{value} accepted");
+                assert!(yrs::Update::decode_v1(&update).is_err(), "{value} decoded by yrs");
+            }
+        }
+        for value in ["2129.4285714285716", "{\"a\":[1,null,\"x\"]}", "-0", "1e308"] {
+            let update = root_item(5, &lib0_string(value));
+            assert!(inspect_update(&update).is_ok(), "{value} refused");
+            assert!(
+                yrs::Update::decode_v1(&update).is_ok(),
+                "{value} not decoded by yrs"
+            );
+        }
+    }
+
+    /// A JSON content (kind 2, what yjs before v13 wrote into arrays) holds
+    /// as many strings as its count says, `undefined` among them. yrs read
+    /// one string more than that, so an update accepted here could fail to
+    /// decode, or decode into other items than yjs reads (tandem patch in
+    /// `vendor/yrs`).
+    #[test]
+    fn json_contents_decode_alike_in_yrs_and_yjs() {
+        let mut body = Vec::new();
+        var(&mut body, 2);
+        body.extend(lib0_string("1"));
+        body.extend(lib0_string("undefined"));
+        let update = root_item(2, &body);
+        let shape = inspect_update(&update).unwrap();
+        assert_eq!(shape.sections[0].structs[0].len, 2);
+        let decoded = yrs::Update::decode_v1(&update).expect("yrs decodes a JSON content");
+        let doc = Doc::new();
+        doc.transact_mut().apply_update(decoded).unwrap();
+        let array = doc.get_or_insert_array("root");
+        assert_eq!(array.len(&doc.transact()), 2);
+        assert_eq!(full(&doc), update, "re-encodes to the same bytes");
     }
 
     use yrs::updates::decoder::Decode;

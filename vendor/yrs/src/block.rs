@@ -2035,13 +2035,14 @@ impl ItemContent {
         match ref_num & 0b1111 {
             BLOCK_ITEM_DELETED_REF_NUMBER => Ok(ItemContent::Deleted(decoder.read_len()?)),
             BLOCK_ITEM_JSON_REF_NUMBER => {
-                let mut remaining = decoder.read_len()? as i32;
+                // tandem patch: read as many strings as the count says, as
+                // yjs does and as the encoders above write (upstream read one
+                // more, so a JSON content never decoded alike in both).
+                let count = decoder.read_len()?;
                 let mut buf = Vec::new();
-                buf.try_reserve(remaining as usize)?;
-
-                while remaining >= 0 {
+                buf.try_reserve(count as usize)?;
+                for _ in 0..count {
                     buf.push(decoder.read_string()?.to_owned());
-                    remaining -= 1;
                 }
                 Ok(ItemContent::JSON(buf))
             }
