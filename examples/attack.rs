@@ -62,7 +62,7 @@ type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 
 struct Target {
     addr: String,
-    keys: tandem::auth::JwtKeys,
+    secret: tandem::config::Secret,
     deadline: Instant,
     /// Frames the attackers got onto the wire.
     sent: AtomicU64,
@@ -70,8 +70,8 @@ struct Target {
 
 impl Target {
     fn token(&self, user: &str) -> String {
-        let claims = tandem::auth::JwtKeys::claims_for(user, Duration::from_secs(3600));
-        self.keys.mint(&claims).expect("mint a token")
+        let claims = tandem::auth::Claims::for_user(user, Duration::from_secs(3600));
+        tandem::auth::jwt::mint_hs256(&self.secret, &claims).expect("mint a token")
     }
 
     fn live(&self) -> bool {
@@ -442,19 +442,19 @@ async fn main() -> std::process::ExitCode {
     } else {
         args.patience
     };
-    let keys = tandem::auth::JwtKeys::new(&tandem::config::Secret::new(args.jwt_secret.clone()));
+    let secret = tandem::config::Secret::new(args.jwt_secret.clone());
     let server = args.server_pid.map(procstat::Proc::Pid);
     let rss_before = server.and_then(|p| p.rss_kib());
     seed_big_document(&Target {
         addr: args.addr.clone(),
-        keys: keys.clone(),
+        secret: secret.clone(),
         deadline: Instant::now() + Duration::from_secs(60),
         sent: AtomicU64::new(0),
     })
     .await;
     let target = Arc::new(Target {
         addr: args.addr.clone(),
-        keys,
+        secret,
         deadline: Instant::now() + duration,
         sent: AtomicU64::new(0),
     });

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 pub use crate::state::AppState;
 use crate::{
-    auth::JwtKeys, cluster::bus::Bus, config::Config, rooms::documents::Documents, rooms::hub::Hub,
+    cluster::bus::Bus, config::Config, rooms::documents::Documents, rooms::hub::Hub,
     storage::document_log::DocumentStore, storage::durability::Writes, storage::persister::CompactionPolicy,
     storage::write_behind::WriteBehind,
 };
@@ -35,7 +35,8 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        if config.jwt_secret.is_none() {
+        let verifier = Arc::new(build_verifier(&config).await?);
+        if config.jwt_secret.is_none() && config.jwks_url.is_none() {
             tracing::warn!(
                 "!!! no TANDEM_JWT_SECRET configured: using the DEVELOPMENT secret; anyone can mint tokens. Loopback only. !!!"
             );
@@ -106,7 +107,7 @@ impl Application {
         let state = AppState {
             docs,
             store,
-            keys: Arc::new(JwtKeys::new(&config.jwt_secret_or_development())),
+            verifier,
             config: Arc::new(config),
             hub: Arc::new(Hub::new(writer.clone(), cluster)),
             writer,
@@ -209,7 +210,47 @@ impl Application {
 
 /// The write-behind flusher, the stale-session sweep, the editing-idle sweep
 /// and the room reaper: each loops until `stop` and finishes its work.
+/// The token verifier: the HS256 secret (the development one when neither a
+/// secret nor a JWKS is configured) and the JWKS, fetched now: a JWKS that
+/// cannot be read stops the start.
+async fn build_verifier(config: &Config) -> anyhow::Result<crate::auth::Verifier> {
+    use crate::auth::{jwks, jwt};
+    let jwks = match &config.jwks_url {
+        Some(location) => Some(Arc::new(
+            jwks::Jwks::load(jwks::JwksSource::parse(location), config.jwks_min_refresh).await?,
+        )),
+        None => None,
+    };
+    let secret = match (&config.jwt_secret, &jwks) {
+        (Some(secret), _) => Some(secret.clone()),
+        (None, None) => Some(config.jwt_secret_or_development()),
+        (None, Some(_)) => None,
+    };
+    Ok(crate::auth::Verifier::new(jwt::VerifierSettings {
+        secret,
+        jwks,
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+        user_claim: config.jwt_user_claim.clone(),
+        name_claim: config.jwt_name_claim.clone(),
+    }))
+}
+
 fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &CancellationToken) {
+    if let Some(jwks) = state.verifier.jwks().cloned() {
+        let (interval, stop) = (state.config.jwks_refresh, stop.clone());
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.reset();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => jwks.refresh().await,
+                }
+            }
+        });
+    }
     let config = state.config.clone();
     let delivery = crate::cluster::delivery::Delivery {
         hub: state.hub.clone(),

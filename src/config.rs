@@ -24,6 +24,39 @@ pub enum Command {
     Serve,
     /// Print a signed JWT for a user, for debugging with wscat or curl.
     Token(TokenArgs),
+    /// Manage API keys for agents and backends.
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
+}
+
+/// `tandem apikey ...`: keys are stored hashed in the database the gateway uses.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it once (`tk_...`); only its hash is stored.
+    Create(ApiKeyCreateArgs),
+    /// List the keys (never the keys themselves).
+    List,
+    /// Revoke a key by id: it stops working at once, on every instance.
+    Revoke {
+        /// The key's id, as `apikey list` shows it.
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApiKeyCreateArgs {
+    /// A name for the key; connections made with it show this name.
+    #[arg(long)]
+    pub name: String,
+    /// A document id or `prefix*` pattern the key may open (repeatable; none means any).
+    #[arg(long = "doc")]
+    pub docs: Vec<String>,
+    /// `editor`, `viewer` or `admin`.
+    #[arg(long, default_value = "editor")]
+    pub role: String,
+    /// Lifetime of the key; without it the key lasts until revoked.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -39,9 +72,25 @@ pub struct TokenArgs {
     /// A document id or `prefix*` pattern the token may join (repeatable; none means any).
     #[arg(long = "doc")]
     pub docs: Vec<String>,
-    /// `editor` (may write documents) or `viewer` (read-only).
+    /// `editor` (may write documents), `viewer` (read-only) or `admin` (also the admin API).
     #[arg(long, default_value = "editor")]
     pub role: String,
+    /// Sign with this private key (PEM: RSA, EC P-256/P-384 or Ed25519)
+    /// instead of the HS256 secret, as an identity provider would.
+    #[arg(long)]
+    pub key: Option<std::path::PathBuf>,
+    /// The `kid` header naming the key in the JWKS (with `--key`).
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// The algorithm for `--key` (default: RS256, ES256/ES384 or EdDSA by key type).
+    #[arg(long)]
+    pub alg: Option<String>,
+    /// The `iss` claim.
+    #[arg(long)]
+    pub iss: Option<String>,
+    /// The `aud` claim.
+    #[arg(long)]
+    pub aud: Option<String>,
 }
 
 /// A secret that never prints.
@@ -96,6 +145,32 @@ pub struct Config {
     #[arg(long, env = "TANDEM_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<Secret>,
 
+    /// A JWKS of the identity provider's public keys: an `http(s)://` URL or a
+    /// file path. Tokens signed with them (RS*, PS256, ES256/384, EdDSA, by
+    /// `kid`) are accepted beside (or instead of) HS256 ones.
+    #[arg(long, env = "TANDEM_JWKS_URL", global = true)]
+    pub jwks_url: Option<String>,
+    /// A token naming an unknown `kid` re-fetches the JWKS at most once per this interval.
+    #[arg(long, env = "TANDEM_JWKS_MIN_REFRESH", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub jwks_min_refresh: Duration,
+    /// The JWKS is fetched again this often (key rotation).
+    #[arg(long, env = "TANDEM_JWKS_REFRESH", default_value = "10m", value_parser = humantime::parse_duration, global = true)]
+    pub jwks_refresh: Duration,
+    /// When set, a token's `iss` must be this.
+    #[arg(long, env = "TANDEM_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// When set, a token's `aud` must include this.
+    #[arg(long, env = "TANDEM_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+    /// The claim that holds the user id (Firebase: `user_id`).
+    #[arg(long, env = "TANDEM_JWT_USER_CLAIM", default_value = "sub", global = true)]
+    pub jwt_user_claim: String,
+    /// The claim that holds the display name.
+    #[arg(long, env = "TANDEM_JWT_NAME_CLAIM", default_value = "name", global = true)]
+    pub jwt_name_claim: String,
+    /// How long before its token expires a `/ws` connection is sent `token_expiring`.
+    #[arg(long, env = "TANDEM_TOKEN_EXPIRY_WARNING", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub token_expiry_warning: Duration,
     /// Redis for fan-out between instances; without it the gateway is single-instance.
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
@@ -310,6 +385,9 @@ impl Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: "sqlite://tandem.db?mode=rwc".into(),
             jwt_secret: None,
+            jwks_url: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             redis_url: None,
             instance_id: None,
             ..Self::default()
@@ -318,7 +396,7 @@ impl Config {
 
     /// Check the settings that cannot be expressed as clap types.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.jwt_secret.is_none() && !self.bind.ip().is_loopback() {
+        if self.jwt_secret.is_none() && self.jwks_url.is_none() && !self.bind.ip().is_loopback() {
             return Err(ConfigError::DevelopmentSecretOnPublicAddress(self.bind));
         }
         for (name, value) in [
@@ -329,6 +407,7 @@ impl Config {
             ("presence flush interval", self.presence_flush_interval),
             ("handshake timeout", self.handshake_timeout),
             ("HTTP idle timeout", self.http_idle_timeout),
+            ("JWKS refresh", self.jwks_refresh),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));

@@ -6,16 +6,17 @@
 //! - [`model`]: plain data: ids, presence, cursors, leave reasons, device types.
 //! - [`protocol`]: the wire formats: JSON messages and the y-websocket frames, error and close codes.
 //! - [`crdt`]: Yjs on yrs: the strict update validator, sync and awareness (pure).
-//! - [`auth`]: JWT verification into an identity.
+//! - [`auth`]: tokens (HS256, JWKS) and API keys verified into an identity.
 //! - [`rooms`]: members, presence and fan-out, the hub of rooms, document operations.
 //! - [`storage`]: every SQL statement: the document log, write-behind rows, cleanup, durability checks.
 //! - [`cluster`]: the Redis bus between instances.
 //! - [`transport`]: the WebSocket upgrade and frames, one connection lifecycle, the JSON and y-websocket handlers.
 //! - [`http`]: REST (poem-openapi), the upgrade endpoints, limits, JSON errors.
-//! - [`app`]: build, run, graceful shutdown; [`config`]: the typed configuration.
+//! - [`app`]: build, run, graceful shutdown; [`config`]: the typed configuration; [`cli`]: the other subcommands.
 
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod crdt;

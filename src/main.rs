@@ -3,10 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tandem::{
-    auth::JwtKeys,
-    config::{Cli, Command},
-};
+use tandem::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -20,7 +17,8 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Some(Command::Token(args)) => print_token(&cli.config, &args),
+        Some(Command::Token(args)) => tandem::cli::token(&cli.config, &args).map(|token| println!("{token}")),
+        Some(Command::Apikey(command)) => tandem::cli::apikey(cli.config, command).await,
         None | Some(Command::Serve) => serve(cli.config).await,
     };
     match result {
@@ -30,19 +28,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn print_token(config: &tandem::Config, args: &tandem::config::TokenArgs) -> anyhow::Result<()> {
-    if config.jwt_secret.is_none() {
-        eprintln!("tandem: no TANDEM_JWT_SECRET set; signing with the development secret");
-    }
-    let keys = JwtKeys::new(&config.jwt_secret_or_development());
-    let mut claims = JwtKeys::claims_for(&args.user_id, args.ttl);
-    claims.name = args.name.clone();
-    claims.docs = (!args.docs.is_empty()).then(|| args.docs.clone());
-    claims.role = args.role.parse().map_err(anyhow::Error::msg)?;
-    println!("{}", keys.mint(&claims)?);
-    Ok(())
 }
 
 async fn serve(config: tandem::Config) -> anyhow::Result<()> {

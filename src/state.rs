@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth::JwtKeys,
+    auth::Verifier,
     cluster::bus::Bus,
     config::Config,
     rooms::{documents::Documents, hub::Hub},
@@ -22,7 +22,8 @@ use crate::{
 pub struct AppState {
     pub config: Arc<Config>,
     pub hub: Arc<Hub>,
-    pub keys: Arc<JwtKeys>,
+    /// Verifies tokens (HS256 secret, JWKS) into identities.
+    pub verifier: Arc<Verifier>,
     pub db: DatabaseConnection,
     pub instance_id: Arc<str>,
     /// Session and presence rows, written behind.

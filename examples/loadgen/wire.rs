@@ -96,25 +96,29 @@ impl Protocol {
 pub struct Target {
     pub protocol: Protocol,
     url: String,
-    keys: Option<tandem::auth::JwtKeys>,
+    secret: Option<tandem::config::Secret>,
 }
 
 impl Target {
     pub fn new(protocol: Protocol, url: String, jwt_secret: Option<&str>) -> Self {
-        let keys = jwt_secret.map(|secret| tandem::auth::JwtKeys::new(&tandem::config::Secret::new(secret)));
-        Self { protocol, url, keys }
+        let secret = jwt_secret.map(tandem::config::Secret::new);
+        Self {
+            protocol,
+            url,
+            secret,
+        }
     }
 
     pub fn url_for(&self, doc: &str, user: &str) -> anyhow::Result<String> {
         let mut url = self.url.replace("{doc}", doc);
         if url.contains("{token}") {
-            let keys = self
-                .keys
+            let secret = self
+                .secret
                 .as_ref()
                 .context("the URL needs a {token}: pass --jwt-secret (or TANDEM_JWT_SECRET)")?;
-            let mut claims = tandem::auth::JwtKeys::claims_for(user, Duration::from_secs(24 * 3600));
+            let mut claims = tandem::auth::Claims::for_user(user, Duration::from_secs(24 * 3600));
             claims.name = Some(user.to_owned());
-            url = url.replace("{token}", &keys.mint(&claims)?);
+            url = url.replace("{token}", &tandem::auth::jwt::mint_hs256(secret, &claims)?);
         }
         Ok(url)
     }

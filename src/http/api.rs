@@ -81,8 +81,12 @@ impl Api {
         result
     }
 
-    fn authorize(&self, auth: &BearerToken, document_id: &str) -> Result<(Identity, DocumentId), ApiError> {
-        let identity = auth.identity(&self.state)?;
+    async fn authorize(
+        &self,
+        auth: &BearerToken,
+        document_id: &str,
+    ) -> Result<(Identity, DocumentId), ApiError> {
+        let identity = auth.identity(&self.state).await?;
         let document_id = parse_document_id(document_id)?;
         if !identity.may_access(&document_id) {
             return Err(ApiError::forbidden("this token may not open this document"));
@@ -121,7 +125,7 @@ impl Api {
         auth: BearerToken,
         document_id: Path<String>,
     ) -> Result<Json<DocumentPresenceResponse>, ApiError> {
-        let identity = auth.identity(&self.state)?;
+        let identity = auth.identity(&self.state).await?;
         let document_id = parse_document_id(&document_id)?;
         if !identity.may_access(&document_id) {
             return Err(ApiError::forbidden("this token may not open this document"));
@@ -167,7 +171,7 @@ impl Api {
         /// The `next_after` of the previous page.
         after: Query<Option<String>>,
     ) -> Result<Json<UserSessionsResponse>, ApiError> {
-        let identity = auth.identity(&self.state)?;
+        let identity = auth.identity(&self.state).await?;
         if *identity.user_id != *user_id {
             return Err(ApiError::forbidden(
                 "a token may only read its own user's sessions",
@@ -229,7 +233,7 @@ impl Api {
         auth: BearerToken,
         document_id: Path<String>,
     ) -> Result<Json<DocumentResponse>, ApiError> {
-        let (_, document_id) = self.authorize(&auth, &document_id)?;
+        let (_, document_id) = self.authorize(&auth, &document_id).await?;
         let (state, state_vector) = self
             .read_document(&document_id, async |room| {
                 let mut guard = room.state();
@@ -262,7 +266,7 @@ impl Api {
         document_id: Path<String>,
         body: Json<UpdateRequest>,
     ) -> Result<Json<UpdateResponse>, ApiError> {
-        let (identity, document_id) = self.authorize(&auth, &document_id)?;
+        let (identity, document_id) = self.authorize(&auth, &document_id).await?;
         if !identity.may_write() {
             return Err(ApiError::forbidden(
                 "this token has the viewer role: document updates are refused",
@@ -322,7 +326,7 @@ impl Api {
         document_id: Path<String>,
         name: Path<String>,
     ) -> Result<poem_openapi::payload::PlainText<String>, ApiError> {
-        let (_, document_id) = self.authorize(&auth, &document_id)?;
+        let (_, document_id) = self.authorize(&auth, &document_id).await?;
         let text = self
             .read_document(&document_id, async |room| {
                 let guard = room.state();

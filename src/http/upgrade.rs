@@ -55,9 +55,9 @@ fn user_agent(req: &Request) -> Option<String> {
 }
 
 /// Authenticate before upgrading; a refused token never reaches the socket.
-pub fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Peer, crate::auth::AuthError> {
+pub async fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Peer, crate::auth::AuthError> {
     let token = request_token(req).ok_or(crate::auth::AuthError::Missing)?;
-    let identity = state.keys.verify(&token)?;
+    let identity = state.verifier.verify(&token).await?;
     Ok(Peer {
         identity,
         user_agent: user_agent(req),
@@ -68,7 +68,7 @@ pub fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Peer, cra
 #[handler]
 pub(crate) async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> Response {
     // Authenticate first, so a bad token is a 401 whatever else is wrong.
-    let peer = match authenticate_upgrade(req, state) {
+    let peer = match authenticate_upgrade(req, state).await {
         Ok(peer) => peer,
         Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
     };
@@ -143,7 +143,7 @@ pub(crate) async fn yjs_upgrade(
     poem::web::Path(document_id): poem::web::Path<String>,
     Data(state): Data<&AppState>,
 ) -> Response {
-    let peer = match authenticate_upgrade(req, state) {
+    let peer = match authenticate_upgrade(req, state).await {
         Ok(peer) => peer,
         Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
     };

@@ -14,10 +14,11 @@ use crate::{auth::Identity, http::error::ApiError, model::presence::Presence, st
 pub struct BearerToken(Bearer);
 
 impl BearerToken {
-    pub(crate) fn identity(&self, state: &AppState) -> Result<Identity, ApiError> {
+    pub(crate) async fn identity(&self, state: &AppState) -> Result<Identity, ApiError> {
         state
-            .keys
+            .verifier
             .verify(&self.0.token)
+            .await
             .map_err(|e| ApiError::unauthorized(e.to_string()))
     }
 }

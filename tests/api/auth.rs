@@ -25,12 +25,11 @@ async fn refused_upgrade(app: &TestApp, token: Option<&str>) -> (u16, serde_json
 async fn missing_bad_and_expired_tokens_are_refused_before_the_upgrade() {
     let app = spawn_app().await;
     let expired = app.token_with("alice", |c| c.exp = jsonwebtoken::get_current_timestamp() - 600);
-    let foreign = tandem::auth::JwtKeys::new(&tandem::config::Secret::new("someone-else"))
-        .mint(&tandem::auth::JwtKeys::claims_for(
-            "alice",
-            std::time::Duration::from_secs(60),
-        ))
-        .unwrap();
+    let foreign = tandem::auth::jwt::mint_hs256(
+        &tandem::config::Secret::new("someone-else"),
+        &tandem::auth::Claims::for_user("alice", std::time::Duration::from_secs(60)),
+    )
+    .unwrap();
     for (token, fragment) in [
         (None, "missing"),
         (Some("not-a-jwt"), "malformed"),

@@ -489,12 +489,11 @@ async fn acknowledged_updates_survive_sigkill() {
     for backend in backends() {
         let database = TestDatabase::create(&backend).await;
         let gateway = Gateway::start(&database.url, &[]);
-        let token = tandem::auth::JwtKeys::new(&tandem::config::Secret::new(SECRET))
-            .mint(&tandem::auth::JwtKeys::claims_for(
-                "alice",
-                Duration::from_secs(600),
-            ))
-            .unwrap();
+        let token = tandem::auth::jwt::mint_hs256(
+            &tandem::config::Secret::new(SECRET),
+            &tandem::auth::Claims::for_user("alice", Duration::from_secs(600)),
+        )
+        .unwrap();
         let (stream, _) =
             tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws?token={token}", gateway.port))
                 .await

@@ -12,7 +12,7 @@ use std::{
 use futures_util::{SinkExt, StreamExt};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
-use tandem::{Application, Config, auth::JwtKeys, config::Secret};
+use tandem::{Application, Config, auth::Claims, auth::jwt::mint_hs256, config::Secret};
 use tokio::{net::TcpStream, task::JoinHandle};
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
@@ -153,7 +153,7 @@ pub struct TestApp {
     pub state: tandem::AppState,
     pub database: TestDatabase,
     server: Option<JoinHandle<anyhow::Result<()>>>,
-    keys: JwtKeys,
+    secret: Secret,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -179,21 +179,19 @@ pub async fn spawn_app_on(database: TestDatabase, tweak: impl FnOnce(&mut Config
         state,
         database,
         server: Some(server),
-        keys: JwtKeys::new(&Secret::new(SECRET)),
+        secret: Secret::new(SECRET),
     }
 }
 
 impl TestApp {
     pub fn token(&self, user: &str) -> String {
-        self.keys
-            .mint(&JwtKeys::claims_for(user, Duration::from_secs(3600)))
-            .unwrap()
+        mint_hs256(&self.secret, &Claims::for_user(user, Duration::from_secs(3600))).unwrap()
     }
 
     pub fn token_with(&self, user: &str, edit: impl FnOnce(&mut tandem::auth::Claims)) -> String {
-        let mut claims = JwtKeys::claims_for(user, Duration::from_secs(3600));
+        let mut claims = Claims::for_user(user, Duration::from_secs(3600));
         edit(&mut claims);
-        self.keys.mint(&claims).unwrap()
+        mint_hs256(&self.secret, &claims).unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

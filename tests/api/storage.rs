@@ -309,12 +309,11 @@ async fn a_restart_finds_a_killed_process_sessions_and_cleans_them() {
         let database = TestDatabase::create(&backend).await;
         let db = database.connect().await;
         let first = Gateway::start(&database.url, &[]);
-        let token = tandem::auth::JwtKeys::new(&tandem::config::Secret::new(SECRET))
-            .mint(&tandem::auth::JwtKeys::claims_for(
-                "alice",
-                Duration::from_secs(600),
-            ))
-            .unwrap();
+        let token = tandem::auth::jwt::mint_hs256(
+            &tandem::config::Secret::new(SECRET),
+            &tandem::auth::Claims::for_user("alice", Duration::from_secs(600)),
+        )
+        .unwrap();
         let url = format!("ws://127.0.0.1:{}/ws?token={token}", first.port);
         let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let connected = futures_util::StreamExt::next(&mut socket).await.unwrap().unwrap();
