@@ -87,6 +87,10 @@ pub enum LeaveReason {
     Left,
     Disconnected,
     Timeout,
+    /// The member's token expired without a refresh.
+    Expired,
+    /// Revoked by an admin, or its token no longer allows the document.
+    Revoked,
 }
 
 /// Why editing stopped.

@@ -39,6 +39,8 @@ pub enum ErrorCode {
     DocumentUnavailable,
     /// Something failed on the server; the cause is logged, not sent.
     Internal,
+    /// A `refresh_token` whose token does not verify (expired, bad signature...).
+    Unauthorized,
 }
 
 impl ErrorCode {
@@ -57,6 +59,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::DocumentUnavailable => "document_unavailable",
             Self::Internal => "internal",
+            Self::Unauthorized => "unauthorized",
         }
     }
 }
@@ -110,6 +113,10 @@ pub enum CloseCode {
     SessionEnded,
     /// 1011: the document could not be loaded (y-websocket endpoint); reconnect later.
     Unavailable,
+    /// 4004: the connection's token expired and was not refreshed.
+    TokenExpired,
+    /// 4005: the user, session or API key was revoked.
+    Revoked,
 }
 
 impl CloseCode {
@@ -124,6 +131,8 @@ impl CloseCode {
             Self::TooManyErrors => 4002,
             Self::SessionEnded => 4003,
             Self::Unavailable => 1011,
+            Self::TokenExpired => 4004,
+            Self::Revoked => 4005,
         }
     }
 
@@ -138,6 +147,8 @@ impl CloseCode {
             Self::TooManyErrors => "too many errors",
             Self::SessionEnded => "session ended by server",
             Self::Unavailable => "document unavailable",
+            Self::TokenExpired => "token expired",
+            Self::Revoked => "revoked",
         }
     }
 }

@@ -58,6 +58,10 @@ pub enum ClientMessage {
         document_id: DocumentId,
         update: Vec<u8>,
     },
+    /// A fresh token for this connection (same user), before the old one expires.
+    RefreshToken {
+        token: String,
+    },
 }
 
 impl ClientMessage {
@@ -72,7 +76,7 @@ impl ClientMessage {
             | Self::SyncStep1 { document_id, .. }
             | Self::SyncUpdate { document_id, .. }
             | Self::Awareness { document_id, .. } => Some(document_id),
-            Self::Heartbeat => None,
+            Self::Heartbeat | Self::RefreshToken { .. } => None,
         }
     }
 }
@@ -169,6 +173,23 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         user_id: Option<&'a str>,
     },
+    /// The connection's token expires soon: send `refresh_token` before
+    /// `expires_at` (unix seconds) or be closed with 4004.
+    TokenExpiring {
+        expires_at: u64,
+    },
+    /// A `refresh_token` was accepted; the new token's expiry.
+    TokenRefreshed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a MessageId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
+    },
+    /// This connection may no longer open the document (a refreshed token
+    /// without it, or an admin revocation): it has been left.
+    DocumentRevoked {
+        document_id: &'a DocumentId,
+    },
 }
 
 /// Bytes that serialize as a standard base64 string.
@@ -229,6 +250,8 @@ struct WireFrame<'a> {
     state_vector: Option<Cow<'a, str>>,
     #[serde(borrow)]
     update: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    token: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -271,6 +294,7 @@ const KNOWN_TYPES: &[&str] = &[
     "sync_step2",
     "sync_update",
     "awareness",
+    "refresh_token",
 ];
 
 fn is_yjs_type(kind: &str) -> bool {
@@ -353,6 +377,15 @@ fn validate(
     }
     if kind == "heartbeat" {
         return Ok(ClientMessage::Heartbeat);
+    }
+    if kind == "refresh_token" {
+        let token = frame
+            .token
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| ProtocolError::invalid("missing \"token\""))?;
+        return Ok(ClientMessage::RefreshToken {
+            token: token.into_owned(),
+        });
     }
     let document_id = DocumentId::parse(
         frame

@@ -20,6 +20,7 @@ use crate::{
     model::presence::EditingStopReason,
     model::presence::LeaveReason,
     model::presence::SessionRecord,
+    protocol::codes::CloseCode,
     protocol::codes::ErrorCode,
     protocol::codes::FrameError,
     protocol::codes::ProtocolError,
@@ -36,7 +37,8 @@ use crate::{
     storage::write_behind::session_row,
     transport::{
         connection::{Connection, Peer, join_room, rate_limiter},
-        read_loop::{DataFrame, Heard, Protocol, Rules, read_loop},
+        expiry::{Due, Expiry},
+        read_loop::{DataFrame, Exit, Heard, Protocol, Rules, read_loop},
         ws::Socket,
     },
 };
@@ -59,6 +61,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
     );
     let mut handler = JsonHandler {
         state: state.clone(),
+        expiry: Expiry::new(peer.identity.expires_at, Some(config.token_expiry_warning)),
         identity: peer.identity,
         outbox: connection.outbox.clone(),
         consecutive_errors: 0,
@@ -96,6 +99,8 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
 struct JsonHandler {
     state: AppState,
     identity: Identity,
+    /// When the identity's token expires (warning, then 4004).
+    expiry: Expiry,
     outbox: Outbox,
     consecutive_errors: u32,
     /// When the last `rate_limited` reply went out: at most one per second.
@@ -160,6 +165,27 @@ impl Protocol for JsonHandler {
 
     fn consecutive_errors(&self) -> u32 {
         self.consecutive_errors
+    }
+
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.expiry.deadline()
+    }
+
+    async fn deadline_passed(&mut self) -> Option<Exit> {
+        match self.expiry.passed()? {
+            Due::Warn(expires_at) => {
+                self.reply(ServerMessage::TokenExpiring { expires_at }.encode());
+                self.flush_replies().await;
+                None
+            }
+            Due::End => {
+                tracing::info!(session_id = %self.record.session_id, "token expired");
+                Some(Exit {
+                    close: Some(CloseCode::TokenExpired),
+                    reason: LeaveReason::Expired,
+                })
+            }
+        }
     }
 }
 
@@ -269,6 +295,7 @@ impl JsonHandler {
                 self.ack(id);
                 Ok(())
             }
+            ClientMessage::RefreshToken { token } => self.refresh_token(&token, id).await,
             ClientMessage::Heartbeat => {
                 self.touch(false);
                 self.reply(
@@ -412,6 +439,57 @@ impl JsonHandler {
         self.record.current_document_id = Some(document_id);
         self.touch(false);
         Ok(())
+    }
+
+    /// Verify a fresh token for this connection's user and apply it: its
+    /// expiry, role and documents (those it no longer allows are left).
+    async fn refresh_token(&mut self, token: &str, id: Option<&MessageId>) -> Result<(), ProtocolError> {
+        let identity = self
+            .state
+            .verifier
+            .verify(token)
+            .await
+            .map_err(|error| ProtocolError::new(ErrorCode::Unauthorized, error.to_string()))?;
+        if identity.user_id != self.identity.user_id {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                "the new token names another user; the connection keeps its current token",
+            ));
+        }
+        self.expiry.renew(identity.expires_at);
+        self.reply(
+            ServerMessage::TokenRefreshed {
+                id,
+                expires_at: identity.expires_at,
+            }
+            .encode(),
+        );
+        self.identity = identity;
+        let revoked: Vec<DocumentId> = self
+            .joined
+            .keys()
+            .filter(|document_id| !self.identity.may_access(document_id))
+            .cloned()
+            .collect();
+        for document_id in revoked {
+            self.revoke_document(&document_id);
+        }
+        Ok(())
+    }
+
+    /// Leave `document_id` because this connection may no longer open it.
+    fn revoke_document(&mut self, document_id: &DocumentId) {
+        let Some(room) = self.joined.remove(document_id) else {
+            return;
+        };
+        self.state
+            .hub
+            .leave(&room, self.record.connection_id, LeaveReason::Revoked);
+        self.reply(ServerMessage::DocumentRevoked { document_id }.encode());
+        if self.record.current_document_id.as_ref() == Some(document_id) {
+            self.record.current_document_id = self.joined.keys().next().cloned();
+            self.touch(false);
+        }
     }
 
     /// Write the session row behind with a fresh `last_seen_at`.

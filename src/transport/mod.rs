@@ -4,6 +4,7 @@
 //! rate limit, frames), and the per-protocol handlers ([`json`], [`yjs`]).
 
 pub mod connection;
+pub(crate) mod expiry;
 pub mod json;
 pub mod listener;
 pub mod read_loop;

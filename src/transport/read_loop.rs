@@ -48,6 +48,23 @@ pub(crate) trait Protocol {
     fn tick(&mut self) {}
     /// Bad frames in a row; past the limit the connection closes with 4002.
     fn consecutive_errors(&self) -> u32;
+    /// When the protocol next wants [`Protocol::deadline_passed`] called
+    /// (the credential's expiry warning or end).
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+    /// The deadline went by: `Some` ends the connection.
+    async fn deadline_passed(&mut self) -> Option<Exit> {
+        None
+    }
+}
+
+/// Sleep until `deadline`, or forever without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How a connection ended: the close frame to send (if any) and what the
@@ -120,6 +137,7 @@ where
         reason,
     };
     loop {
+        let deadline = handler.deadline();
         tokio::select! {
             biased;
             _ = signals.shutdown.cancelled() => return exit(CloseCode::GoingAway, LeaveReason::Disconnected),
@@ -133,6 +151,11 @@ where
                 } else {
                     exit(CloseCode::SessionEnded, LeaveReason::Timeout)
                 };
+            }
+            _ = until(deadline) => {
+                if let Some(exit) = handler.deadline_passed().await {
+                    return exit;
+                }
             }
             _ = tick.tick() => {
                 let silent_ms = (heard.clock)().saturating_sub(heard.last.load(Ordering::Relaxed));

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::{
     model::ids::DocumentId,
     model::presence::Cursor,
+    model::presence::LeaveReason,
     model::presence::MAX_COORDINATE,
     model::presence::Selection,
     protocol::codes::CloseCode,
@@ -32,7 +33,8 @@ use crate::{
     },
     state::AppState,
     transport::connection::{Connection, Peer, join_room, rate_limiter},
-    transport::read_loop::{DataFrame, Heard, Protocol, Rules, read_loop},
+    transport::expiry::{Due, Expiry},
+    transport::read_loop::{DataFrame, Exit, Heard, Protocol, Rules, read_loop},
     transport::ws::Socket,
 };
 
@@ -73,6 +75,8 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer, document_id: Docum
                 connection_id: record.connection_id,
                 user_id: record.user_id.clone(),
                 may_write: peer.identity.may_write(),
+                // No in-band refresh here: the provider reconnects with a fresh token.
+                expiry: Expiry::new(peer.identity.expires_at, None),
                 consecutive_errors: 0,
                 end: connection.end.clone(),
             };
@@ -104,6 +108,8 @@ struct YjsHandler {
     connection_id: Uuid,
     user_id: Arc<str>,
     may_write: bool,
+    /// The token's expiry: the connection ends with 4004 then.
+    expiry: Expiry,
     consecutive_errors: u32,
     /// Ends the connection after too many bad frames in a row.
     end: CancellationToken,
@@ -123,6 +129,17 @@ impl Protocol for YjsHandler {
 
     fn consecutive_errors(&self) -> u32 {
         self.consecutive_errors
+    }
+
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.expiry.deadline()
+    }
+
+    async fn deadline_passed(&mut self) -> Option<Exit> {
+        (self.expiry.passed()? == Due::End).then_some(Exit {
+            close: Some(CloseCode::TokenExpired),
+            reason: LeaveReason::Expired,
+        })
     }
 }
 

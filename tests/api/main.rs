@@ -14,4 +14,5 @@ mod provider;
 mod rest;
 mod scale_out;
 mod storage;
+mod token_lifetime;
 mod yjs_endpoint;
