@@ -35,7 +35,6 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        let verifier = Arc::new(build_verifier(&config).await?);
         if config.jwt_secret.is_none() && config.jwks_url.is_none() {
             tracing::warn!(
                 "!!! no TANDEM_JWT_SECRET configured: using the DEVELOPMENT secret; anyone can mint tokens. Loopback only. !!!"
@@ -48,6 +47,7 @@ impl Application {
         let db = crate::storage::db::connect_and_migrate(&config.database_url)
             .await
             .context("connect to the database")?;
+        let verifier = Arc::new(build_verifier(&config, &db).await?);
         let instance_id: Arc<str> = config
             .instance_id
             .clone()
@@ -211,10 +211,13 @@ impl Application {
 /// The write-behind flusher, the stale-session sweep, the editing-idle sweep
 /// and the room reaper: each loops until `stop` and finishes its work.
 /// The token verifier: the HS256 secret (the development one when neither a
-/// secret nor a JWKS is configured) and the JWKS, fetched now: a JWKS that
-/// cannot be read stops the start.
-async fn build_verifier(config: &Config) -> anyhow::Result<crate::auth::Verifier> {
-    use crate::auth::{jwks, jwt};
+/// secret nor a JWKS is configured), the JWKS, fetched now (a JWKS that
+/// cannot be read stops the start), and the API keys stored in `db`.
+async fn build_verifier(
+    config: &Config,
+    db: &sea_orm::DatabaseConnection,
+) -> anyhow::Result<crate::auth::Verifier> {
+    use crate::auth::{api_keys::ApiKeys, jwks, jwt};
     let jwks = match &config.jwks_url {
         Some(location) => Some(Arc::new(
             jwks::Jwks::load(jwks::JwksSource::parse(location), config.jwks_min_refresh).await?,
@@ -233,6 +236,7 @@ async fn build_verifier(config: &Config) -> anyhow::Result<crate::auth::Verifier
         audience: config.jwt_audience.clone(),
         user_claim: config.jwt_user_claim.clone(),
         name_claim: config.jwt_name_claim.clone(),
+        api_keys: Some(Arc::new(ApiKeys::new(db.clone()))),
     }))
 }
 

@@ -4,6 +4,7 @@
 //! behind the in-memory state (the live truth for a running instance), documents
 //! are written before an update is acknowledged.
 
+pub mod api_keys;
 pub mod document_authors;
 pub mod document_presence;
 pub mod document_snapshots;
@@ -13,6 +14,7 @@ pub mod user_sessions;
 
 pub mod prelude {
     //! The entities under their table-like names.
+    pub use super::api_keys::Entity as ApiKeys;
     pub use super::document_authors::Entity as DocumentAuthors;
     pub use super::document_presence::Entity as DocumentPresence;
     pub use super::document_snapshots::Entity as DocumentSnapshots;

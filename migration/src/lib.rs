@@ -6,6 +6,7 @@ mod m20261123_000001_create_session_tables;
 mod m20261123_000002_create_document_tables;
 mod m20261125_000001_create_health_probes;
 mod m20261125_000002_create_document_authors;
+mod m20261125_000003_create_api_keys;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_create_document_tables::Migration),
             Box::new(m20261125_000001_create_health_probes::Migration),
             Box::new(m20261125_000002_create_document_authors::Migration),
+            Box::new(m20261125_000003_create_api_keys::Migration),
         ]
     }
 }

@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{AuthError, Identity, Role, jwks::Jwks};
+use super::{AuthError, Identity, Role, api_keys::ApiKeys, jwks::Jwks};
 use crate::{config::Secret, model::text::truncate_utf8};
 
 /// Longest accepted user id: it is stored in an indexed column.
@@ -113,12 +113,15 @@ pub struct VerifierSettings {
     pub audience: Option<String>,
     pub user_claim: String,
     pub name_claim: String,
+    /// API keys (`tk_...`); `None` refuses them.
+    pub api_keys: Option<Arc<ApiKeys>>,
 }
 
-/// Verifies tokens into identities.
+/// Verifies tokens (and API keys) into identities.
 pub struct Verifier {
     secret: Option<DecodingKey>,
     jwks: Option<Arc<Jwks>>,
+    api_keys: Option<Arc<ApiKeys>>,
     issuer: Option<String>,
     audience: Option<String>,
     user_claim: String,
@@ -132,6 +135,7 @@ impl Verifier {
                 .secret
                 .map(|secret| DecodingKey::from_secret(secret.expose().as_bytes())),
             jwks: settings.jwks,
+            api_keys: settings.api_keys,
             issuer: settings.issuer,
             audience: settings.audience,
             user_claim: settings.user_claim,
@@ -148,6 +152,7 @@ impl Verifier {
             audience: None,
             user_claim: "sub".into(),
             name_claim: "name".into(),
+            api_keys: None,
         })
     }
 
@@ -155,7 +160,14 @@ impl Verifier {
         self.jwks.as_ref()
     }
 
-    /// Check a token: its signature, times, issuer and audience, then its claims.
+    /// The API keys, to create, revoke or invalidate them; `None` when this
+    /// verifier refuses API keys.
+    pub fn api_keys(&self) -> Option<&Arc<ApiKeys>> {
+        self.api_keys.as_ref()
+    }
+
+    /// Check a token: its signature, times, issuer and audience, then its
+    /// claims. A `tk_...` credential is an API key and is checked as one.
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let token = token.trim();
         if token.is_empty() {
@@ -163,6 +175,13 @@ impl Verifier {
         }
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed("token is too long".into()));
+        }
+        // A JWT starts with its base64url header (`eyJ`), never with `tk_`.
+        if token.starts_with(super::api_keys::KEY_PREFIX) {
+            return match &self.api_keys {
+                Some(api_keys) => api_keys.verify(token).await,
+                None => Err(AuthError::Malformed("API keys are not accepted here".into())),
+            };
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::Malformed("not a valid JWT (or an unsupported alg)".into()))?;
@@ -382,6 +401,15 @@ mod tests {
     }
 
     #[test]
+    fn api_keys_are_refused_when_the_verifier_has_none() {
+        let error = verify("tk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap_err();
+        assert_eq!(
+            error,
+            AuthError::Malformed("API keys are not accepted here".into())
+        );
+    }
+
+    #[test]
     fn claims_of_the_wrong_shape_are_refused() {
         let now = jsonwebtoken::get_current_timestamp();
         for claims in [
@@ -409,6 +437,7 @@ mod tests {
             audience: Some("proj".into()),
             user_claim: "user_id".into(),
             name_claim: "name".into(),
+            api_keys: None,
         });
         let check = |claims: serde_json::Value| {
             let token = mint_hs256(&secret(), &claims).unwrap();

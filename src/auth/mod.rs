@@ -5,7 +5,10 @@
 //!   minting for `tandem token`.
 //! - [`jwks`]: the JWKS key cache: fetched from a URL or a file, refreshed on
 //!   a schedule and, rate-limited, on an unknown `kid`.
+//! - [`api_keys`]: API keys (`tk_...`) for agents and backends, stored hashed
+//!   and verified through a bounded cache.
 
+pub mod api_keys;
 pub mod jwks;
 pub mod jwt;
 
@@ -127,6 +130,12 @@ pub enum AuthError {
     UnknownKey,
     #[error("this credential has been revoked")]
     Revoked,
+    #[error("unknown API key")]
+    UnknownApiKey,
+    /// The credential could not be checked (the API key store failed); the
+    /// client may retry.
+    #[error("the credential could not be checked right now; retry")]
+    Unavailable,
     #[error("token is malformed: {0}")]
     Malformed(String),
 }

@@ -3,6 +3,7 @@
 //! queries ([`cleanup`]), the connection acknowledged writes commit on
 //! ([`durability`]), and the database connection itself ([`db`]).
 
+pub mod api_keys;
 pub mod cleanup;
 pub mod db;
 pub mod document_log;

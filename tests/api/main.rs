@@ -1,5 +1,6 @@
 //! Integration tests: the real gateway on port 0, real sockets and HTTP.
 
+mod api_keys;
 mod auth;
 mod bad_input;
 mod documents;
