@@ -208,8 +208,6 @@ impl Application {
     }
 }
 
-/// The write-behind flusher, the stale-session sweep, the editing-idle sweep
-/// and the room reaper: each loops until `stop` and finishes its work.
 /// The token verifier: the HS256 secret (the development one when neither a
 /// secret nor a JWKS is configured), the JWKS, fetched now (a JWKS that
 /// cannot be read stops the start), and the API keys stored in `db`.
@@ -240,6 +238,9 @@ async fn build_verifier(
     }))
 }
 
+/// The JWKS refresh, the write-behind flusher, the stale-session sweep, the
+/// editing-idle sweep and the room reaper: each loops until `stop` and
+/// finishes its work.
 fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &CancellationToken) {
     if let Some(jwks) = state.verifier.jwks().cloned() {
         let (interval, stop) = (state.config.jwks_refresh, stop.clone());

@@ -65,12 +65,22 @@ pub async fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Pee
     })
 }
 
+/// A refused credential: 401, or 503 when it could not be checked.
+fn refused(error: &crate::auth::AuthError) -> Response {
+    match error {
+        crate::auth::AuthError::Unavailable => {
+            json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error.to_string())
+        }
+        _ => json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
+    }
+}
+
 #[handler]
 pub(crate) async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> Response {
     // Authenticate first, so a bad token is a 401 whatever else is wrong.
     let peer = match authenticate_upgrade(req, state).await {
         Ok(peer) => peer,
-        Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
+        Err(error) => return refused(&error),
     };
     let (session_state, session_peer) = (state.clone(), peer.clone());
     upgrade_and_serve(req, state, &peer, move |socket| {
@@ -145,7 +155,7 @@ pub(crate) async fn yjs_upgrade(
 ) -> Response {
     let peer = match authenticate_upgrade(req, state).await {
         Ok(peer) => peer,
-        Err(error) => return json_error(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()),
+        Err(error) => return refused(&error),
     };
     let document_id = match DocumentId::parse(&document_id) {
         Ok(id) => id,

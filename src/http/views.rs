@@ -15,11 +15,10 @@ pub struct BearerToken(Bearer);
 
 impl BearerToken {
     pub(crate) async fn identity(&self, state: &AppState) -> Result<Identity, ApiError> {
-        state
-            .verifier
-            .verify(&self.0.token)
-            .await
-            .map_err(|e| ApiError::unauthorized(e.to_string()))
+        state.verifier.verify(&self.0.token).await.map_err(|e| match e {
+            crate::auth::AuthError::Unavailable => ApiError::unavailable(e.to_string()),
+            _ => ApiError::unauthorized(e.to_string()),
+        })
     }
 }
 

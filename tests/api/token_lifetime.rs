@@ -70,15 +70,24 @@ async fn refresh_tokens_that_fail_or_name_another_user_keep_the_old_token() {
     alice.join("doc").await;
     let expired = app.token_with("alice", |c| c.exp = now() - 600);
     let error = alice
-        .expect_error(json!({"type": "refresh_token", "id": 1, "token": expired}), "unauthorized")
+        .expect_error(
+            json!({"type": "refresh_token", "id": 1, "token": expired}),
+            "unauthorized",
+        )
         .await;
     assert_eq!(error["id"], 1);
     assert!(error["message"].as_str().unwrap().contains("expired"), "{error}");
     alice
-        .expect_error(json!({"type": "refresh_token", "token": "garbage"}), "unauthorized")
+        .expect_error(
+            json!({"type": "refresh_token", "token": "garbage"}),
+            "unauthorized",
+        )
         .await;
     alice
-        .expect_error(json!({"type": "refresh_token", "token": app.token("mallory")}), "forbidden")
+        .expect_error(
+            json!({"type": "refresh_token", "token": app.token("mallory")}),
+            "forbidden",
+        )
         .await;
     alice
         .expect_error(json!({"type": "refresh_token"}), "invalid_message")
@@ -123,7 +132,10 @@ async fn a_refreshed_token_with_fewer_documents_and_the_viewer_role_applies_at_o
     }
     assert_eq!(revoked.unwrap()["document_id"], "secret-plans");
     let left = bob.recv_until("user_left").await;
-    assert_eq!((left["user_id"].as_str(), left["reason"].as_str()), (Some("alice"), Some("revoked")));
+    assert_eq!(
+        (left["user_id"].as_str(), left["reason"].as_str()),
+        (Some("alice"), Some("revoked"))
+    );
     // Gone from the revoked document, still in the other, now read-only.
     alice
         .expect_error(
@@ -139,7 +151,10 @@ async fn a_refreshed_token_with_fewer_documents_and_the_viewer_role_applies_at_o
         )
         .await;
     alice
-        .expect_error(json!({"type": "join_document", "document_id": "secret-plans"}), "forbidden")
+        .expect_error(
+            json!({"type": "join_document", "document_id": "secret-plans"}),
+            "forbidden",
+        )
         .await;
 }
 
