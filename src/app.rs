@@ -265,6 +265,7 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
             presence_flush_interval: state.config.presence_flush_interval,
             instance_ttl: state.config.instance_ttl,
         },
+        verifier: state.verifier.clone(),
     };
     tracker.spawn(crate::cluster::delivery::run(
         state.bus.clone(),

@@ -50,12 +50,12 @@ pub async fn apikey(config: Config, command: ApiKeyCommand) -> anyhow::Result<()
         .await
         .context("connect to the database")?;
     let keys = ApiKeys::new(db.clone());
-    let result = run_apikey(&keys, command).await;
+    let result = run_apikey(&config, &keys, command).await;
     db.close().await.ok();
     result
 }
 
-async fn run_apikey(keys: &ApiKeys, command: ApiKeyCommand) -> anyhow::Result<()> {
+async fn run_apikey(config: &Config, keys: &ApiKeys, command: ApiKeyCommand) -> anyhow::Result<()> {
     match command {
         ApiKeyCommand::Create(args) => {
             let created = keys
@@ -114,10 +114,28 @@ async fn run_apikey(keys: &ApiKeys, command: ApiKeyCommand) -> anyhow::Result<()
             .map(str::to_owned);
             print_table(&header, &rows);
         }
-        ApiKeyCommand::Revoke { id } => match keys.revoke(&id).await? {
-            RevokeOutcome::AlreadyRevoked => println!("API key {id} was already revoked"),
-            _ => println!("revoked API key {id}"),
-        },
+        ApiKeyCommand::Revoke { id } => {
+            match keys.revoke(&id).await? {
+                RevokeOutcome::AlreadyRevoked => println!("API key {id} was already revoked"),
+                _ => println!("revoked API key {id}"),
+            }
+            // Running gateways close the key's connections and drop it from
+            // their caches now (through Redis); without Redis, within 30 s
+            // for new requests, and `POST /api/v1/admin/revoke` closes them.
+            if let Some(url) = &config.redis_url {
+                let user_id = format!(
+                    "{}{}",
+                    crate::auth::API_KEY_USER_PREFIX,
+                    id.trim_start_matches(crate::auth::API_KEY_USER_PREFIX)
+                );
+                match crate::cluster::revoke::publish_from_outside(url, &config.redis_prefix, user_id).await {
+                    Ok(()) => println!("told the running gateways to close its connections"),
+                    Err(error) => {
+                        eprintln!("tandem: could not reach redis to close its connections: {error:#}")
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{AuthError, Identity, Role, api_keys::ApiKeys, jwks::Jwks};
+use crate::model::revocation::DenyList;
 use crate::{config::Secret, model::text::truncate_utf8};
 
 /// Longest accepted user id: it is stored in an indexed column.
@@ -126,6 +127,8 @@ pub struct Verifier {
     audience: Option<String>,
     user_claim: String,
     name_claim: String,
+    /// Credentials revoked by an admin, until their entries lapse.
+    deny: Arc<DenyList>,
 }
 
 impl Verifier {
@@ -140,7 +143,13 @@ impl Verifier {
             audience: settings.audience,
             user_claim: settings.user_claim,
             name_claim: settings.name_claim,
+            deny: Arc::default(),
         }
+    }
+
+    /// The deny list revocations add to.
+    pub fn deny_list(&self) -> &Arc<DenyList> {
+        &self.deny
     }
 
     /// A verifier for HS256 tokens of `secret` with the default claims.
@@ -168,7 +177,21 @@ impl Verifier {
 
     /// Check a token: its signature, times, issuer and audience, then its
     /// claims. A `tk_...` credential is an API key and is checked as one.
+    /// Either is then refused if a revocation denies it.
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let identity = self.verify_credential(token).await?;
+        if self.deny.denies(
+            &identity.user_id,
+            identity.issued_at,
+            identity.fingerprint.as_deref(),
+            jsonwebtoken::get_current_timestamp(),
+        ) {
+            return Err(AuthError::Revoked);
+        }
+        Ok(identity)
+    }
+
+    async fn verify_credential(&self, token: &str) -> Result<Identity, AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);
@@ -256,7 +279,7 @@ impl Verifier {
                     _ => AuthError::Malformed("not a valid JWT".into()),
                 }
             })?;
-        self.identity(data.claims)
+        Ok(self.identity(data.claims)?.with_token(token))
     }
 
     /// The identity the claims describe.
@@ -308,7 +331,9 @@ impl Verifier {
             Some(_) => return Err(malformed("claim \"role\" must be a string".into())),
         };
         let expires_at = claims.get("exp").and_then(Value::as_u64);
-        Ok(Identity::new(user_id.into(), name, role, docs, expires_at))
+        let mut identity = Identity::new(user_id.into(), name, role, docs, expires_at);
+        identity.issued_at = claims.get("iat").and_then(Value::as_u64);
+        Ok(identity)
     }
 }
 

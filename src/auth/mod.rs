@@ -72,6 +72,11 @@ pub struct Identity {
     /// When the credential stops being valid (seconds since the epoch);
     /// `None` for an API key without an expiry.
     pub expires_at: Option<u64>,
+    /// When the token was issued (`iat`), if it says.
+    pub issued_at: Option<u64>,
+    /// A fingerprint of the token itself (a revoked session's token is
+    /// denied by it); `None` for API keys, which are revoked in their table.
+    pub fingerprint: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -88,7 +93,18 @@ impl Identity {
             role,
             docs: docs.map(Into::into),
             expires_at,
+            issued_at: None,
+            fingerprint: None,
         }
+    }
+
+    /// The identity of `token`: remembers its fingerprint.
+    pub fn with_token(mut self, token: &str) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(token.as_bytes());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        self.fingerprint = Some(hex.into());
+        self
     }
 
     /// Whether the token's `docs` claim lets this caller open `document`.

@@ -136,6 +136,11 @@ impl Bus {
         }))))
     }
 
+    /// The Redis side, when configured.
+    pub(crate) fn redis_side(&self) -> Option<Arc<RedisBus>> {
+        self.0.clone()
+    }
+
     pub fn is_enabled(&self) -> bool {
         self.0.is_some()
     }
@@ -192,6 +197,11 @@ impl Bus {
 impl RedisBus {
     pub(crate) fn channel(&self, document_id: &str) -> String {
         format!("{}:doc:{}", self.prefix, document_id)
+    }
+
+    /// The channel of control messages (revocations) between instances.
+    pub(crate) fn control_channel(&self) -> String {
+        format!("{}:control", self.prefix)
     }
 
     pub(crate) fn presence_key(&self, document_id: &str) -> String {

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cluster::bus::{Bus, Envelope, RedisBus, RemoteEntry, Timing, beat, execute, publisher},
+    cluster::revoke::ControlEnvelope,
     model::{ids::DocumentId, presence::Presence},
     rooms::{documents::Documents, events::RoomEvent, hub::Hub, member::RemoteMember},
 };
@@ -33,6 +34,8 @@ pub struct Delivery {
     pub docs: Arc<Documents>,
     pub db: DatabaseConnection,
     pub timing: Timing,
+    /// Control messages (revocations) apply to its deny list and API keys.
+    pub verifier: Arc<crate::auth::Verifier>,
 }
 
 /// Run the cluster until `stop`: the publisher (heartbeat, coalesced presence
@@ -113,6 +116,7 @@ async fn find_dead_instances(state: &Delivery, bus: &RedisBus, missing_since: &m
 
 async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken) {
     let pattern = format!("{}:doc:*", bus.prefix);
+    let control_channel = bus.control_channel();
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     loop {
@@ -134,9 +138,13 @@ async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken
                 continue;
             }
         };
-        if pubsub.psubscribe(&pattern).await.is_err() {
+        if pubsub.psubscribe(&pattern).await.is_err()
+            || pubsub.subscribe(bus.control_channel()).await.is_err()
+        {
             continue;
         }
+        // Revocations made while this instance was away or not yet started.
+        crate::cluster::revoke::load(&bus, &state.verifier).await;
         backoff = Duration::from_millis(100);
         let recovered = bus.set_state(true);
         // A fresh connection for publishing too: the old one may be half dead.
@@ -154,6 +162,15 @@ async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken
                 message = messages.next() => message,
             };
             let Some(message) = message else { break };
+            if message.get_channel_name() == control_channel {
+                match serde_json::from_slice::<ControlEnvelope>(message.get_payload_bytes()) {
+                    Ok(envelope) => {
+                        crate::cluster::revoke::receive(&state.hub, &state.verifier, &bus, envelope).await;
+                    }
+                    Err(error) => tracing::debug!(%error, "ignored a malformed control message"),
+                }
+                continue;
+            }
             match serde_json::from_slice::<Envelope>(message.get_payload_bytes()) {
                 Ok(envelope) if *envelope.instance != *bus.instance_id => deliver(&state, envelope).await,
                 Ok(_) => {}

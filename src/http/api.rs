@@ -472,7 +472,14 @@ async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> 
 
 /// Every route of the gateway.
 pub fn routes(state: AppState) -> impl Endpoint {
-    let api = OpenApiService::new(Api { state: state.clone() }, "tandem", env!("CARGO_PKG_VERSION"));
+    let api = OpenApiService::new(
+        (
+            Api { state: state.clone() },
+            crate::http::admin::AdminApi { state: state.clone() },
+        ),
+        "tandem",
+        env!("CARGO_PKG_VERSION"),
+    );
     let spec = api.spec_endpoint();
     let ui = api.swagger_ui();
     Route::new()

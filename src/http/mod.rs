@@ -1,7 +1,9 @@
-//! The HTTP edge: REST handlers and views ([`api`]), the error mapping
+//! The HTTP edge: REST handlers and views ([`api`]), the admin API
+//! ([`admin`]: revocation), the error mapping
 //! ([`error`]), and the upgrade endpoints ([`upgrade`]); the per-client
 //! limits they enforce live in [`crate::limits`].
 
+pub mod admin;
 pub mod api;
 pub mod error;
 pub mod upgrade;

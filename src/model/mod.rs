@@ -5,5 +5,6 @@ pub mod device;
 pub mod ids;
 pub mod log;
 pub mod presence;
+pub mod revocation;
 pub mod text;
 pub mod throttle;

@@ -23,6 +23,7 @@ use crate::{
     model::ids::MessageId,
     model::presence::LeaveReason,
     model::presence::{Presence, PresenceSink},
+    model::revocation::{DenyEntry, Revocation},
     rooms::events::{Publish, RemoteChange, RoomEvent},
     rooms::{
         member::Member,
@@ -42,6 +43,36 @@ pub struct ConnectionHandle {
     pub last_heard_ms: Arc<AtomicU64>,
     /// `json` or `yjs`.
     pub protocol: &'static str,
+    /// Revocations addressed to this connection.
+    pub revoke: Arc<RevokeSignal>,
+    /// Its token's fingerprint and expiry, for the deny list.
+    pub fingerprint: Option<Arc<str>>,
+    pub expires_at: Option<u64>,
+}
+
+/// What revocations ask of one connection; its read loop listens.
+#[derive(Debug, Default)]
+pub struct RevokeSignal {
+    /// Fired: close the connection with 4005.
+    pub all: CancellationToken,
+    documents: Mutex<Vec<DocumentId>>,
+    /// Woken when documents were added (a permit is kept if nobody waits).
+    pub documents_added: tokio::sync::Notify,
+}
+
+impl RevokeSignal {
+    /// Ask the connection to leave `document_id` (it may not have joined it).
+    pub fn revoke_document(&self, document_id: DocumentId) {
+        self.documents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(document_id);
+        self.documents_added.notify_one();
+    }
+
+    pub fn take_documents(&self) -> Vec<DocumentId> {
+        std::mem::take(&mut *self.documents.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Counters for `/stats` and `/health`.
@@ -104,6 +135,36 @@ impl Hub {
 
     pub fn connection(&self, session_id: Uuid) -> Option<ConnectionHandle> {
         self.connections().get(&session_id).cloned()
+    }
+
+    /// Apply `revocation` to the local connections it targets: close them,
+    /// or have them leave its document. Returns how many it targeted here
+    /// and the deny entries for what it closed.
+    pub fn revoke(&self, revocation: &Revocation) -> (usize, Vec<DenyEntry>) {
+        let document = revocation
+            .document_id
+            .as_deref()
+            .and_then(|id| DocumentId::parse(id).ok());
+        let targeted: Vec<ConnectionHandle> = self
+            .connections()
+            .values()
+            .filter(|handle| revocation.matches(&handle.user_id, handle.session_id))
+            .cloned()
+            .collect();
+        let mut closed = Vec::new();
+        for handle in &targeted {
+            match &document {
+                Some(document_id) => handle.revoke.revoke_document(document_id.clone()),
+                None => {
+                    handle.revoke.all.cancel();
+                    closed.push((
+                        handle.fingerprint.as_deref().map(str::to_owned),
+                        handle.expires_at,
+                    ));
+                }
+            }
+        }
+        (targeted.len(), revocation.deny_entries(&closed))
     }
 
     pub fn connection_count(&self) -> usize {

@@ -28,7 +28,7 @@ use crate::{
     protocol::codes::CloseCode,
     rooms::{
         documents::DocError,
-        hub::ConnectionHandle,
+        hub::{ConnectionHandle, RevokeSignal},
         member::Member,
         outbox::{Outbox, Outgoing, QueuedBytes},
         room::Room,
@@ -65,6 +65,8 @@ pub(crate) struct Connection {
     pub end: CancellationToken,
     /// Hub clock (ms) when the client was last heard from.
     pub last_heard: Arc<AtomicU64>,
+    /// Revocations addressed to this connection.
+    pub revoke: Arc<RevokeSignal>,
     writer: tokio::task::JoinHandle<()>,
 }
 
@@ -107,6 +109,7 @@ impl Connection {
             tracing::warn!(session_id = %record.session_id, "session row not committed yet; continuing");
         }
         let end = CancellationToken::new();
+        let revoke = Arc::new(RevokeSignal::default());
         let last_heard = Arc::new(AtomicU64::new(state.hub.clock_ms()));
         state.hub.register(ConnectionHandle {
             session_id: record.session_id,
@@ -115,6 +118,9 @@ impl Connection {
             end: end.clone(),
             last_heard_ms: last_heard.clone(),
             protocol,
+            revoke: revoke.clone(),
+            fingerprint: peer.identity.fingerprint.clone(),
+            expires_at: peer.identity.expires_at,
         });
         let writer = state.tracker.spawn(write_loop(
             sink,
@@ -137,6 +143,7 @@ impl Connection {
                 overflowed,
                 end,
                 last_heard,
+                revoke,
                 writer,
             },
         )
@@ -148,6 +155,7 @@ impl Connection {
             shutdown,
             overflowed: &self.overflowed,
             end: &self.end,
+            revoke: &self.revoke,
         }
     }
 

@@ -171,6 +171,14 @@ impl Protocol for JsonHandler {
         self.expiry.deadline()
     }
 
+    async fn documents_revoked(&mut self, documents: Vec<DocumentId>) -> Option<Exit> {
+        for document_id in documents {
+            self.revoke_document(&document_id);
+        }
+        self.flush_replies().await;
+        None
+    }
+
     async fn deadline_passed(&mut self) -> Option<Exit> {
         match self.expiry.passed()? {
             Due::Warn(expires_at) => {

@@ -20,10 +20,11 @@ use governor::DefaultDirectRateLimiter;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    model::ids::DocumentId,
     model::presence::LeaveReason,
     protocol::codes::CloseCode,
     rooms::{
-        hub::Counters,
+        hub::{Counters, RevokeSignal},
         outbox::{Outbox, Outgoing},
     },
     transport::ws::Message,
@@ -57,6 +58,10 @@ pub(crate) trait Protocol {
     async fn deadline_passed(&mut self) -> Option<Exit> {
         None
     }
+    /// This connection may no longer be in these documents: `Some` ends it.
+    async fn documents_revoked(&mut self, _documents: Vec<DocumentId>) -> Option<Exit> {
+        None
+    }
 }
 
 /// Sleep until `deadline`, or forever without one.
@@ -83,6 +88,8 @@ pub(crate) struct Signals<'a> {
     pub overflowed: &'a CancellationToken,
     /// Ended from outside (stale cleanup, too many errors).
     pub end: &'a CancellationToken,
+    /// Revocations: the whole connection (4005) or some documents.
+    pub revoke: &'a RevokeSignal,
 }
 
 /// The connection's liveness and rate rules, from the configuration.
@@ -151,6 +158,16 @@ where
                 } else {
                     exit(CloseCode::SessionEnded, LeaveReason::Timeout)
                 };
+            }
+            _ = signals.revoke.all.cancelled() => {
+                tracing::info!("connection revoked");
+                return exit(CloseCode::Revoked, LeaveReason::Revoked);
+            }
+            _ = signals.revoke.documents_added.notified() => {
+                let documents = signals.revoke.take_documents();
+                if let Some(exit) = handler.documents_revoked(documents).await {
+                    return exit;
+                }
             }
             _ = until(deadline) => {
                 if let Some(exit) = handler.deadline_passed().await {
@@ -272,6 +289,7 @@ mod tests {
         shutdown: CancellationToken,
         overflowed: CancellationToken,
         end: CancellationToken,
+        revoke: RevokeSignal,
         limiter: DefaultDirectRateLimiter,
         counters: Counters,
         last_heard: AtomicU64,
@@ -295,6 +313,7 @@ mod tests {
                 shutdown: CancellationToken::new(),
                 overflowed,
                 end: CancellationToken::new(),
+                revoke: RevokeSignal::default(),
                 limiter: RateLimiter::direct(quota),
                 counters: Counters::default(),
                 last_heard: AtomicU64::new(0),
@@ -316,6 +335,7 @@ mod tests {
                     shutdown: &self.shutdown,
                     overflowed: &self.overflowed,
                     end: &self.end,
+                    revoke: &self.revoke,
                 },
                 Rules {
                     tick: TICK,

@@ -135,6 +135,14 @@ impl Protocol for YjsHandler {
         self.expiry.deadline()
     }
 
+    async fn documents_revoked(&mut self, documents: Vec<DocumentId>) -> Option<Exit> {
+        // One document per connection here: leaving it is closing.
+        documents.contains(&self.room.id).then_some(Exit {
+            close: Some(CloseCode::Revoked),
+            reason: LeaveReason::Revoked,
+        })
+    }
+
     async fn deadline_passed(&mut self) -> Option<Exit> {
         (self.expiry.passed()? == Due::End).then_some(Exit {
             close: Some(CloseCode::TokenExpired),

@@ -13,6 +13,7 @@ mod node_peers;
 mod presence;
 mod provider;
 mod rest;
+mod revocation;
 mod scale_out;
 mod storage;
 mod token_lifetime;

@@ -16,7 +16,7 @@ fn prefix() -> String {
 }
 
 /// Two in-process instances on one fresh database and one Redis prefix.
-async fn two_instances(redis: &str, postgres: &str) -> (TestApp, TestApp) {
+pub(crate) async fn two_instances(redis: &str, postgres: &str) -> (TestApp, TestApp) {
     let database = TestDatabase::create(&Backend::Postgres(postgres.to_owned())).await;
     let url = database.url.clone();
     let prefix = prefix();
@@ -32,7 +32,7 @@ async fn two_instances(redis: &str, postgres: &str) -> (TestApp, TestApp) {
     (a, b)
 }
 
-async fn wait_redis(app: &TestApp, state: &str) {
+pub(crate) async fn wait_redis(app: &TestApp, state: &str) {
     eventually(&format!("redis {state} on an instance"), || async {
         let (_, health) = app.get("/health", None).await;
         (health["redis"] == state).then_some(())

@@ -1,0 +1,189 @@
+//! Revocation on every instance: the connections a revocation targets are
+//! closed (4005) or leave its document wherever they are, and the deny
+//! entries for what was closed reach every instance, now and later.
+//!
+//! The instance that takes the admin call applies it to its own connections,
+//! then publishes it on `{prefix}:control`; each other instance applies it to
+//! its own and publishes the deny entries it made (only the instance holding
+//! a session knows its token's fingerprint). Deny entries are also kept in
+//! Redis (`{prefix}:deny:<hash>`, expiring with the entry), so an instance
+//! started later, or back from a Redis outage, loads them.
+
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    auth::Verifier,
+    cluster::bus::{Bus, RedisBus},
+    model::revocation::{DenyEntry, Revocation},
+    rooms::hub::Hub,
+};
+
+/// A message on the control channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    Revoke { revocation: Revocation },
+    Deny { entries: Vec<DenyEntry> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ControlEnvelope {
+    pub instance: String,
+    pub control: Control,
+}
+
+/// Apply `revocation` to this instance: its connections, its deny list and
+/// a revoked API key's cache entry. Returns how many connections it
+/// targeted here and the deny entries made.
+pub fn apply_here(hub: &Hub, verifier: &Verifier, revocation: &Revocation) -> (usize, Vec<DenyEntry>) {
+    let (targeted, entries) = hub.revoke(revocation);
+    for entry in &entries {
+        verifier.deny_list().add(entry);
+    }
+    if revocation.document_id.is_none()
+        && let Some(user_id) = &revocation.user_id
+        && let (Some(key_id), Some(api_keys)) = (
+            user_id.strip_prefix(crate::auth::API_KEY_USER_PREFIX),
+            verifier.api_keys(),
+        )
+    {
+        api_keys.invalidate(key_id);
+    }
+    (targeted, entries)
+}
+
+/// Revoke on every instance. Returns the connections targeted here and
+/// whether the revocation was published to the others.
+pub async fn revoke_everywhere(
+    hub: &Hub,
+    verifier: &Verifier,
+    bus: &Bus,
+    revocation: Revocation,
+) -> (usize, bool) {
+    let (targeted, entries) = apply_here(hub, verifier, &revocation);
+    let Some(redis) = bus.redis_side() else {
+        return (targeted, false);
+    };
+    let published = publish(&redis, Control::Revoke { revocation }).await;
+    share_entries(&redis, entries).await;
+    (targeted, published)
+}
+
+/// Publish a revocation of `user_id` from outside a gateway (the CLI
+/// revoking an API key): every running instance applies it.
+pub async fn publish_from_outside(redis_url: &str, prefix: &str, user_id: String) -> anyhow::Result<()> {
+    let client = redis::Client::open(redis_url)?;
+    let mut connection = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await??;
+    let envelope = ControlEnvelope {
+        instance: "cli".into(),
+        control: Control::Revoke {
+            revocation: Revocation {
+                user_id: Some(user_id),
+                session_id: None,
+                document_id: None,
+                at: jsonwebtoken::get_current_timestamp(),
+            },
+        },
+    };
+    connection
+        .publish::<_, _, i64>(format!("{prefix}:control"), serde_json::to_string(&envelope)?)
+        .await?;
+    Ok(())
+}
+
+/// Another instance's control message.
+pub(crate) async fn receive(hub: &Hub, verifier: &Verifier, redis: &RedisBus, envelope: ControlEnvelope) {
+    if *envelope.instance == *redis.instance_id {
+        return;
+    }
+    match envelope.control {
+        Control::Revoke { revocation } => {
+            let (_, entries) = apply_here(hub, verifier, &revocation);
+            share_entries(redis, entries).await;
+        }
+        Control::Deny { entries } => {
+            for entry in &entries {
+                verifier.deny_list().add(entry);
+            }
+        }
+    }
+}
+
+/// Store `entries` in Redis and tell the other instances.
+async fn share_entries(redis: &RedisBus, entries: Vec<DenyEntry>) {
+    if entries.is_empty() {
+        return;
+    }
+    store(redis, &entries).await;
+    publish(redis, Control::Deny { entries }).await;
+}
+
+async fn publish(redis: &RedisBus, control: Control) -> bool {
+    let envelope = ControlEnvelope {
+        instance: redis.instance_id.to_string(),
+        control,
+    };
+    let (Ok(payload), Some(mut connection)) = (serde_json::to_string(&envelope), redis.connection().await)
+    else {
+        return false;
+    };
+    connection
+        .publish::<_, _, i64>(redis.control_channel(), payload)
+        .await
+        .is_ok()
+}
+
+async fn store(redis: &RedisBus, entries: &[DenyEntry]) {
+    let Some(mut connection) = redis.connection().await else {
+        return;
+    };
+    let now = jsonwebtoken::get_current_timestamp();
+    for entry in entries {
+        let Ok(value) = serde_json::to_string(entry) else {
+            continue;
+        };
+        let ttl = entry.until.saturating_sub(now);
+        if ttl == 0 {
+            continue;
+        }
+        let key = format!("{}:deny:{}", redis.prefix, fingerprint(&value));
+        if let Err(error) = connection.set_ex::<_, _, ()>(key, value, ttl).await {
+            tracing::warn!(%error, "could not store a deny entry in redis");
+        }
+    }
+}
+
+/// Load every deny entry kept in Redis (at start and after an outage).
+pub(crate) async fn load(redis: &RedisBus, verifier: &Verifier) {
+    let Some(mut connection) = redis.connection().await else {
+        return;
+    };
+    let pattern = format!("{}:deny:*", redis.prefix);
+    let keys: Vec<String> = match connection.scan_match::<_, String>(&pattern).await {
+        Ok(iter) => {
+            use futures_util::StreamExt;
+            iter.filter_map(|key| async move { key.ok() }).collect().await
+        }
+        Err(_) => return,
+    };
+    for key in keys {
+        if let Ok(Some(value)) = connection.get::<_, Option<String>>(&key).await
+            && let Ok(entry) = serde_json::from_str::<DenyEntry>(&value)
+        {
+            verifier.deny_list().add(&entry);
+        }
+    }
+}
+
+fn fingerprint(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
