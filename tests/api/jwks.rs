@@ -321,3 +321,35 @@ async fn firebase_shaped_tokens_with_issuer_audience_and_user_id_claim() {
     // Without a secret, HS256 tokens (the development kind) are refused.
     assert_eq!(upgrade_status(&app, &app.token("alice")).await.0, 401);
 }
+
+#[tokio::test]
+async fn tandem_token_mints_provider_shaped_tokens_with_a_pem_key() {
+    let key = provider::es256("cli-key");
+    let server = JwksServer::start(&[&key]).await;
+    let app = app_with_jwks(&server, |config| {
+        config.jwt_issuer = Some("https://issuer.example".into());
+        config.jwt_audience = Some("my-app".into());
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("provider.pem");
+    std::fs::write(&pem, &key.pem).unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["token", "ops", "--role", "admin", "--kid", "cli-key"])
+        .args(["--iss", "https://issuer.example", "--aud", "my-app", "--key"])
+        .arg(&pem)
+        .env_remove("TANDEM_JWT_SECRET")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!((header.alg, header.kid.as_deref()), (jsonwebtoken::Algorithm::ES256, Some("cli-key")));
+    // An admin: the admin API answers it.
+    let (status, reply) = app
+        .post("/api/v1/admin/revoke", Some(&token), &json!({"user_id": "nobody"}))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    app.connect_with(&token, None).await.expect("the CLI's token connects");
+}
