@@ -43,6 +43,8 @@ use crate::{
     },
 };
 
+mod credentials;
+
 /// Serve one upgraded `/ws` socket until it closes or the server stops.
 pub async fn run(socket: Socket, state: AppState, peer: Peer) {
     let config = state.config.clone();
@@ -447,57 +449,6 @@ impl JsonHandler {
         self.record.current_document_id = Some(document_id);
         self.touch(false);
         Ok(())
-    }
-
-    /// Verify a fresh token for this connection's user and apply it: its
-    /// expiry, role and documents (those it no longer allows are left).
-    async fn refresh_token(&mut self, token: &str, id: Option<&MessageId>) -> Result<(), ProtocolError> {
-        let identity = self
-            .state
-            .verifier
-            .verify(token)
-            .await
-            .map_err(|error| ProtocolError::new(ErrorCode::Unauthorized, error.to_string()))?;
-        if identity.user_id != self.identity.user_id {
-            return Err(ProtocolError::new(
-                ErrorCode::Forbidden,
-                "the new token names another user; the connection keeps its current token",
-            ));
-        }
-        self.expiry.renew(identity.expires_at);
-        self.reply(
-            ServerMessage::TokenRefreshed {
-                id,
-                expires_at: identity.expires_at,
-            }
-            .encode(),
-        );
-        self.identity = identity;
-        let revoked: Vec<DocumentId> = self
-            .joined
-            .keys()
-            .filter(|document_id| !self.identity.may_access(document_id))
-            .cloned()
-            .collect();
-        for document_id in revoked {
-            self.revoke_document(&document_id);
-        }
-        Ok(())
-    }
-
-    /// Leave `document_id` because this connection may no longer open it.
-    fn revoke_document(&mut self, document_id: &DocumentId) {
-        let Some(room) = self.joined.remove(document_id) else {
-            return;
-        };
-        self.state
-            .hub
-            .leave(&room, self.record.connection_id, LeaveReason::Revoked);
-        self.reply(ServerMessage::DocumentRevoked { document_id }.encode());
-        if self.record.current_document_id.as_ref() == Some(document_id) {
-            self.record.current_document_id = self.joined.keys().next().cloned();
-            self.touch(false);
-        }
     }
 
     /// Write the session row behind with a fresh `last_seen_at`.

@@ -342,14 +342,27 @@ async fn tandem_token_mints_provider_shaped_tokens_with_a_pem_key() {
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     let header = jsonwebtoken::decode_header(&token).unwrap();
-    assert_eq!((header.alg, header.kid.as_deref()), (jsonwebtoken::Algorithm::ES256, Some("cli-key")));
+    assert_eq!(
+        (header.alg, header.kid.as_deref()),
+        (jsonwebtoken::Algorithm::ES256, Some("cli-key"))
+    );
     // An admin: the admin API answers it.
     let (status, reply) = app
-        .post("/api/v1/admin/revoke", Some(&token), &json!({"user_id": "nobody"}))
+        .post(
+            "/api/v1/admin/revoke",
+            Some(&token),
+            &json!({"user_id": "nobody"}),
+        )
         .await;
     assert_eq!(status, 200, "{reply}");
-    app.connect_with(&token, None).await.expect("the CLI's token connects");
+    app.connect_with(&token, None)
+        .await
+        .expect("the CLI's token connects");
 }
