@@ -18,6 +18,13 @@ pub enum MemberKind {
     Yjs,
 }
 
+/// The clock of a JSON member's first synthesized awareness state.
+/// y-protocols applies a state of a client it has not seen only if its clock
+/// is above 0 (`currClock < clock` with `currClock` 0 for a stranger): a state
+/// at clock 0 was ignored, and the member stayed invisible to y-websocket
+/// clients until it first moved.
+pub const FIRST_AWARENESS_CLOCK: u32 = 1;
+
 /// A member of a room: one connection in one document.
 #[derive(Debug)]
 pub struct Member {
@@ -37,7 +44,7 @@ impl Member {
             outbox,
             last_editing_activity: Instant::now(),
             kind,
-            awareness_clock: 0,
+            awareness_clock: FIRST_AWARENESS_CLOCK,
         }
     }
 
@@ -114,7 +121,7 @@ impl RemoteMember {
             instance,
             presence,
             yjs,
-            awareness_clock: 0,
+            awareness_clock: FIRST_AWARENESS_CLOCK,
         }
     }
 }

@@ -69,6 +69,12 @@ j.doc.getText('content').insert(0, 'J')
 await waitFor('JSON edit acked', () => j.seen.some((m) => m.type === 'ack' && m.id === 'j0'))
 await waitFor('all three converge', () => a.text() === j.text() && b.text() === j.text() && j.text().length === 3)
 
+// A JSON member that has not moved yet is listed by providers (issue 16: its
+// synthesized awareness state once started at clock 0, which y-protocols
+// ignores for a client it has not seen).
+await waitFor('unmoved JSON member in provider awareness', () =>
+  [...a.p.awareness.getStates().values()].some((s) => s.user?.id === 'json-user' && s.user?.name === 'Jay'))
+
 // Provider cursor -> JSON client.
 a.p.awareness.setLocalStateField('cursor', { line: 3, column: 7 })
 await waitFor('provider cursor reaches the JSON client', () =>
@@ -82,6 +88,8 @@ await waitFor('JSON cursor in provider awareness', () =>
 
 const before = a.text()
 j.ws.close()
+await waitFor('the JSON member leaves provider awareness', () =>
+  ![...a.p.awareness.getStates().values()].some((s) => s.user?.id === 'json-user'))
 console.log('restart')
 await nextLine()
 
