@@ -234,6 +234,7 @@ async fn build_verifier(
         audience: config.jwt_audience.clone(),
         user_claim: config.jwt_user_claim.clone(),
         name_claim: config.jwt_name_claim.clone(),
+        role_claim: config.jwt_role_claim.clone(),
         api_keys: Some(Arc::new(ApiKeys::new(db.clone()))),
     }))
 }

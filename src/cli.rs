@@ -122,12 +122,7 @@ async fn run_apikey(config: &Config, keys: &ApiKeys, command: ApiKeyCommand) -> 
             // Running gateways close the key's connections and drop it from
             // their caches now (through Redis); without Redis, within 30 s
             // for new requests, and `POST /api/v1/admin/revoke` closes them.
-            if let Some(url) = &config.redis_url {
-                let user_id = format!(
-                    "{}{}",
-                    crate::auth::API_KEY_USER_PREFIX,
-                    id.trim_start_matches(crate::auth::API_KEY_USER_PREFIX)
-                );
+            if let (Some(url), Some(user_id)) = (&config.redis_url, crate::auth::api_keys::key_user_id(&id)) {
                 match crate::cluster::revoke::publish_from_outside(url, &config.redis_prefix, user_id).await {
                     Ok(()) => println!("told the running gateways to close its connections"),
                     Err(error) => {

@@ -168,6 +168,10 @@ pub struct Config {
     /// The claim that holds the display name.
     #[arg(long, env = "TANDEM_JWT_NAME_CLAIM", default_value = "name", global = true)]
     pub jwt_name_claim: String,
+    /// The claim that holds the role. Supabase puts `authenticated` in `role`:
+    /// point this at a custom claim (e.g. `tandem_role`) for such providers.
+    #[arg(long, env = "TANDEM_JWT_ROLE_CLAIM", default_value = "role", global = true)]
+    pub jwt_role_claim: String,
     /// How long before its token expires a `/ws` connection is sent `token_expiring`.
     #[arg(long, env = "TANDEM_TOKEN_EXPIRY_WARNING", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
     pub token_expiry_warning: Duration,
@@ -408,6 +412,7 @@ impl Config {
             ("handshake timeout", self.handshake_timeout),
             ("HTTP idle timeout", self.http_idle_timeout),
             ("JWKS refresh", self.jwks_refresh),
+            ("JWKS min refresh", self.jwks_min_refresh),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));

@@ -386,6 +386,12 @@ impl ApiKeys {
 }
 
 /// A key id as printed by `apikey list`, or as the user id `apikey:<id>`.
+/// The user id (`apikey:<id>`) of the key `id` names, however it is spelled
+/// (with or without the prefix, any UUID form), as connections carry it.
+pub fn key_user_id(id: &str) -> Option<String> {
+    parse_id(id).map(|id| format!("{API_KEY_USER_PREFIX}{id}"))
+}
+
 fn parse_id(id: &str) -> Option<Uuid> {
     Uuid::parse_str(id.strip_prefix(API_KEY_USER_PREFIX).unwrap_or(id)).ok()
 }

@@ -114,6 +114,8 @@ pub struct VerifierSettings {
     pub audience: Option<String>,
     pub user_claim: String,
     pub name_claim: String,
+    /// The claim that holds the role (`editor`, `viewer`, `admin`).
+    pub role_claim: String,
     /// API keys (`tk_...`); `None` refuses them.
     pub api_keys: Option<Arc<ApiKeys>>,
 }
@@ -127,6 +129,7 @@ pub struct Verifier {
     audience: Option<String>,
     user_claim: String,
     name_claim: String,
+    role_claim: String,
     /// Credentials revoked by an admin, until their entries lapse.
     deny: Arc<DenyList>,
 }
@@ -143,6 +146,7 @@ impl Verifier {
             audience: settings.audience,
             user_claim: settings.user_claim,
             name_claim: settings.name_claim,
+            role_claim: settings.role_claim,
             deny: Arc::default(),
         }
     }
@@ -161,6 +165,7 @@ impl Verifier {
             audience: None,
             user_claim: "sub".into(),
             name_claim: "name".into(),
+            role_claim: "role".into(),
             api_keys: None,
         })
     }
@@ -182,8 +187,7 @@ impl Verifier {
         let identity = self.verify_credential(token).await?;
         if self.deny.denies(
             &identity.user_id,
-            identity.issued_at,
-            identity.fingerprint.as_deref(),
+            &identity.credential(),
             jsonwebtoken::get_current_timestamp(),
         ) {
             return Err(AuthError::Revoked);
@@ -325,16 +329,27 @@ impl Verifier {
             ),
             Some(_) => return Err(malformed("claim \"docs\" must be an array of strings".into())),
         };
-        let role = match claims.get("role") {
+        let role = match claims.get(&self.role_claim) {
             None | Some(Value::Null) => Role::Editor,
             Some(Value::String(role)) => role.parse().map_err(malformed)?,
-            Some(_) => return Err(malformed("claim \"role\" must be a string".into())),
+            Some(_) => return Err(malformed(format!("claim {:?} must be a string", self.role_claim))),
         };
-        let expires_at = claims.get("exp").and_then(Value::as_u64);
+        let expires_at = claims.get("exp").and_then(unix_seconds);
         let mut identity = Identity::new(user_id.into(), name, role, docs, expires_at);
-        identity.issued_at = claims.get("iat").and_then(Value::as_u64);
+        identity.issued_at = claims.get("iat").and_then(unix_seconds);
         Ok(identity)
     }
+}
+
+/// A NumericDate (RFC 7519), which may have a fraction: whole seconds, as
+/// jsonwebtoken reads it for its own `exp` check.
+fn unix_seconds(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(|v| v as u64)
+    })
 }
 
 enum KeyRef<'a> {
@@ -454,6 +469,48 @@ mod tests {
     }
 
     #[test]
+    fn the_fingerprint_covers_the_signed_part_only() {
+        // An ECDSA signature can be rewritten into another valid one: the
+        // token must keep its fingerprint (a revoked session's token stays out).
+        let with = |token: &str| {
+            Identity::new("u".into(), None, Role::Editor, None, None)
+                .with_token(token)
+                .fingerprint
+        };
+        assert_eq!(with("aGVhZA.Y2xhaW1z.c2lnMQ"), with("aGVhZA.Y2xhaW1z.c2lnMg"));
+        assert_ne!(with("aGVhZA.Y2xhaW1z.c2lnMQ"), with("aGVhZA.Y2xhaW0y.c2lnMQ"));
+    }
+
+    #[test]
+    fn fractional_times_and_a_custom_role_claim_are_read() {
+        let verifier = Verifier::new(VerifierSettings {
+            secret: Some(secret()),
+            jwks: None,
+            issuer: None,
+            audience: None,
+            user_claim: "sub".into(),
+            name_claim: "name".into(),
+            role_claim: "tandem_role".into(),
+            api_keys: None,
+        });
+        let now = jsonwebtoken::get_current_timestamp();
+        // Supabase-shaped: "role" says "authenticated", which is not ours.
+        let claims = serde_json::json!({"sub": "u1", "role": "authenticated", "tandem_role": "viewer",
+            "exp": (now + 60) as f64 + 0.5, "iat": now as f64});
+        let token = mint_hs256(&secret(), &claims).unwrap();
+        let identity = futures_util::FutureExt::now_or_never(verifier.verify(&token))
+            .unwrap()
+            .unwrap();
+        assert_eq!(identity.role, Role::Viewer);
+        assert_eq!(
+            identity.expires_at,
+            Some(now + 60),
+            "a fractional exp still expires the connection"
+        );
+        assert_eq!(identity.issued_at, Some(now));
+    }
+
+    #[test]
     fn issuer_audience_and_claim_names_are_configurable() {
         let verifier = Verifier::new(VerifierSettings {
             secret: Some(secret()),
@@ -462,6 +519,7 @@ mod tests {
             audience: Some("proj".into()),
             user_claim: "user_id".into(),
             name_claim: "name".into(),
+            role_claim: "role".into(),
             api_keys: None,
         });
         let check = |claims: serde_json::Value| {

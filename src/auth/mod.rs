@@ -98,10 +98,23 @@ impl Identity {
         }
     }
 
-    /// The identity of `token`: remembers its fingerprint.
+    /// What a revocation needs to deny this identity's credential.
+    pub fn credential(&self) -> crate::model::revocation::Credential {
+        crate::model::revocation::Credential {
+            fingerprint: self.fingerprint.as_deref().map(str::to_owned),
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+        }
+    }
+
+    /// The identity of `token`: remembers its fingerprint, taken over the
+    /// signed part only (header and claims). An ECDSA signature can be
+    /// rewritten into another valid one (`s` -> `n - s`): the same token
+    /// must not get a second fingerprint that way.
     pub fn with_token(mut self, token: &str) -> Self {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(token.as_bytes());
+        let signed = token.rsplit_once('.').map_or(token, |(signed, _)| signed);
+        let digest = sha2::Sha256::digest(signed.as_bytes());
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         self.fingerprint = Some(hex.into());
         self

@@ -145,6 +145,12 @@ async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken
         }
         // Revocations made while this instance was away or not yet started.
         crate::cluster::revoke::load(&bus, &state.verifier).await;
+        let closed = state
+            .hub
+            .close_denied(state.verifier.deny_list(), jsonwebtoken::get_current_timestamp());
+        if closed > 0 {
+            tracing::info!(closed, "closed connections revoked while this instance was away");
+        }
         backoff = Duration::from_millis(100);
         let recovered = bus.set_state(true);
         // A fresh connection for publishing too: the old one may be half dead.

@@ -37,6 +37,8 @@ pub(crate) struct ControlEnvelope {
 /// a revoked API key's cache entry. Returns how many connections it
 /// targeted here and the deny entries made.
 pub fn apply_here(hub: &Hub, verifier: &Verifier, revocation: &Revocation) -> (usize, Vec<DenyEntry>) {
+    // Revocations are rare admin actions: a good moment to drop lapsed entries.
+    verifier.deny_list().prune(jsonwebtoken::get_current_timestamp());
     let (targeted, entries) = hub.revoke(revocation);
     for entry in &entries {
         verifier.deny_list().add(entry);
@@ -110,6 +112,9 @@ pub(crate) async fn receive(hub: &Hub, verifier: &Verifier, redis: &RedisBus, en
             for entry in &entries {
                 verifier.deny_list().add(entry);
             }
+            // A session's connection registered here after the revocation
+            // passed (it raced the upgrade) is closed now.
+            hub.close_denied(verifier.deny_list(), jsonwebtoken::get_current_timestamp());
         }
     }
 }

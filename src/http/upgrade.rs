@@ -168,6 +168,18 @@ pub(crate) async fn yjs_upgrade(
             "this token may not open this document",
         );
     }
+    if state.verifier.deny_list().denies_document(
+        &peer.identity.user_id,
+        &peer.identity.credential(),
+        document_id.as_str(),
+        jsonwebtoken::get_current_timestamp(),
+    ) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "access to this document was revoked for this token",
+        );
+    }
     let (session_state, session_peer) = (state.clone(), peer.clone());
     upgrade_and_serve(req, state, &peer, move |socket| {
         crate::transport::yjs::run(socket, session_state, session_peer, document_id)

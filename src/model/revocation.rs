@@ -32,6 +32,15 @@ impl Revocation {
     }
 }
 
+/// The credential a connection holds now (updated by `refresh_token`): what
+/// a revocation needs to deny it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credential {
+    pub fingerprint: Option<String>,
+    pub issued_at: Option<u64>,
+    pub expires_at: Option<u64>,
+}
+
 /// What a denied credential is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -40,6 +49,17 @@ pub enum Denied {
     User { user_id: String, before: u64 },
     /// One token, by fingerprint.
     Credential { fingerprint: String },
+    /// The user's credentials issued at or before `before`, for one document.
+    UserDocument {
+        user_id: String,
+        document_id: String,
+        before: u64,
+    },
+    /// One token, for one document.
+    CredentialDocument {
+        fingerprint: String,
+        document_id: String,
+    },
 }
 
 /// How long a user's older credentials stay denied after a revocation by
@@ -48,36 +68,45 @@ pub enum Denied {
 pub const USER_DENY_SECS: u64 = 24 * 3600;
 
 impl Revocation {
-    /// The deny entries for the connections it closed here (their token
-    /// fingerprints and expiries). Document revocations deny nothing: the
-    /// user may still connect, just not open that document with this token.
-    pub fn deny_entries(&self, closed: &[(Option<String>, Option<u64>)]) -> Vec<DenyEntry> {
-        if self.document_id.is_some() {
-            return Vec::new();
-        }
-        match (&self.user_id, self.session_id) {
-            (Some(user_id), None) => {
-                let latest = closed.iter().filter_map(|(_, exp)| *exp).max().unwrap_or(0);
-                vec![DenyEntry {
-                    denied: Denied::User {
-                        user_id: user_id.clone(),
-                        before: self.at,
-                    },
-                    until: latest.max(self.at + USER_DENY_SECS),
-                }]
-            }
-            (_, Some(_)) => closed
+    /// The deny entries for the credentials of the connections it targeted
+    /// here: by user (older tokens) or by session (those tokens), for every
+    /// document or for its document only.
+    pub fn deny_entries(&self, targeted: &[Credential]) -> Vec<DenyEntry> {
+        let latest = targeted.iter().filter_map(|c| c.expires_at).max().unwrap_or(0);
+        let by_user_until = latest.max(self.at + USER_DENY_SECS);
+        match (&self.user_id, self.session_id, &self.document_id) {
+            (Some(user_id), None, None) => vec![DenyEntry {
+                denied: Denied::User {
+                    user_id: user_id.clone(),
+                    before: self.at,
+                },
+                until: by_user_until,
+            }],
+            (Some(user_id), None, Some(document_id)) => vec![DenyEntry {
+                denied: Denied::UserDocument {
+                    user_id: user_id.clone(),
+                    document_id: document_id.clone(),
+                    before: self.at,
+                },
+                until: by_user_until,
+            }],
+            (_, Some(_), document_id) => targeted
                 .iter()
-                .filter_map(|(fingerprint, exp)| {
+                .filter_map(|credential| {
+                    let fingerprint = credential.fingerprint.clone()?;
                     Some(DenyEntry {
-                        denied: Denied::Credential {
-                            fingerprint: fingerprint.clone()?,
+                        denied: match document_id {
+                            None => Denied::Credential { fingerprint },
+                            Some(document_id) => Denied::CredentialDocument {
+                                fingerprint,
+                                document_id: document_id.clone(),
+                            },
                         },
-                        until: exp.unwrap_or(self.at + USER_DENY_SECS),
+                        until: credential.expires_at.unwrap_or(self.at + USER_DENY_SECS),
                     })
                 })
                 .collect(),
-            (None, None) => Vec::new(),
+            (None, None, _) => Vec::new(),
         }
     }
 }
@@ -89,56 +118,113 @@ pub struct DenyEntry {
     pub until: u64,
 }
 
-/// The credentials refused until their entries lapse. Bounded by the
-/// revocations made; lapsed entries are dropped as they are met.
+/// Who a deny-list row is about, and for which document ("" for all).
+type Subject = (String, String);
+
+/// The credentials refused until their entries lapse: by user (issued at or
+/// before a time) and by token fingerprint, for every document or one.
+/// Lapsed entries are dropped when met and by [`DenyList::prune`].
 #[derive(Debug, Default)]
 pub struct DenyList {
-    users: Mutex<HashMap<String, (u64, u64)>>,
-    credentials: Mutex<HashMap<String, u64>>,
+    /// (user id, document) -> (issued at or before, until).
+    users: Mutex<HashMap<Subject, (u64, u64)>>,
+    /// (fingerprint, document) -> until.
+    credentials: Mutex<HashMap<Subject, u64>>,
 }
 
 impl DenyList {
     pub fn add(&self, entry: &DenyEntry) {
-        match &entry.denied {
-            Denied::User { user_id, before } => {
-                let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-                let slot = users.entry(user_id.clone()).or_insert((*before, entry.until));
-                slot.0 = slot.0.max(*before);
-                slot.1 = slot.1.max(entry.until);
-            }
-            Denied::Credential { fingerprint } => {
-                let mut credentials = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
-                let until = credentials.entry(fingerprint.clone()).or_insert(entry.until);
-                *until = (*until).max(entry.until);
-            }
+        let (user, credential) = match &entry.denied {
+            Denied::User { user_id, before } => (Some(((user_id.clone(), String::new()), *before)), None),
+            Denied::UserDocument {
+                user_id,
+                document_id,
+                before,
+            } => (Some(((user_id.clone(), document_id.clone()), *before)), None),
+            Denied::Credential { fingerprint } => (None, Some((fingerprint.clone(), String::new()))),
+            Denied::CredentialDocument {
+                fingerprint,
+                document_id,
+            } => (None, Some((fingerprint.clone(), document_id.clone()))),
+        };
+        if let Some((subject, before)) = user {
+            let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = users.entry(subject).or_insert((before, entry.until));
+            slot.0 = slot.0.max(before);
+            slot.1 = slot.1.max(entry.until);
+        }
+        if let Some(subject) = credential {
+            let mut credentials = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
+            let until = credentials.entry(subject).or_insert(entry.until);
+            *until = (*until).max(entry.until);
         }
     }
 
-    /// Whether a credential of `user_id`, issued at `issued_at` (unknown:
-    /// treated as before any revocation), with `fingerprint`, is denied at `now`.
-    pub fn denies(&self, user_id: &str, issued_at: Option<u64>, fingerprint: Option<&str>, now: u64) -> bool {
+    /// Whether `user_id`'s `credential` is denied at `now`, everywhere.
+    pub fn denies(&self, user_id: &str, credential: &Credential, now: u64) -> bool {
+        self.denies_in(user_id, credential, "", now)
+    }
+
+    /// Whether `user_id`'s `credential` may not open `document_id` at `now`
+    /// (denied everywhere, or for that document).
+    pub fn denies_document(
+        &self,
+        user_id: &str,
+        credential: &Credential,
+        document_id: &str,
+        now: u64,
+    ) -> bool {
+        self.denies_in(user_id, credential, "", now) || self.denies_in(user_id, credential, document_id, now)
+    }
+
+    fn denies_in(&self, user_id: &str, credential: &Credential, document_id: &str, now: u64) -> bool {
         {
             let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(&(before, until)) = users.get(user_id) {
+            let subject = (user_id.to_owned(), document_id.to_owned());
+            if let Some(&(before, until)) = users.get(&subject) {
                 if until <= now {
-                    users.remove(user_id);
-                } else if issued_at.is_none_or(|iat| iat <= before) {
+                    users.remove(&subject);
+                } else if credential.issued_at.is_none_or(|iat| iat <= before) {
+                    // A credential that does not say when it was issued counts as older.
                     return true;
                 }
             }
         }
-        let Some(fingerprint) = fingerprint else {
+        let Some(fingerprint) = &credential.fingerprint else {
             return false;
         };
         let mut credentials = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
-        match credentials.get(fingerprint) {
+        let subject = (fingerprint.clone(), document_id.to_owned());
+        match credentials.get(&subject) {
             Some(&until) if until > now => true,
             Some(_) => {
-                credentials.remove(fingerprint);
+                credentials.remove(&subject);
                 false
             }
             None => false,
         }
+    }
+
+    /// Drop the entries that lapsed by `now`.
+    pub fn prune(&self, now: u64) {
+        self.users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (_, until)| *until > now);
+        self.credentials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, until| *until > now);
+    }
+
+    /// Entries held (for tests and `/stats`).
+    pub fn len(&self) -> usize {
+        self.users.lock().unwrap_or_else(|e| e.into_inner()).len()
+            + self.credentials.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -185,6 +271,11 @@ mod tests {
     #[test]
     fn entries_deny_older_credentials_until_they_lapse() {
         let list = DenyList::default();
+        let credential = |iat: Option<u64>, fingerprint: Option<&str>| Credential {
+            fingerprint: fingerprint.map(str::to_owned),
+            issued_at: iat,
+            expires_at: None,
+        };
         list.add(&DenyEntry {
             denied: Denied::User {
                 user_id: "alice".into(),
@@ -198,15 +289,100 @@ mod tests {
             },
             until: 150,
         });
-        assert!(list.denies("alice", Some(90), None, 120));
-        assert!(list.denies("alice", None, None, 120));
+        assert!(list.denies("alice", &credential(Some(90), None), 120));
+        assert!(list.denies("alice", &credential(None, None), 120));
         assert!(
-            !list.denies("alice", Some(101), None, 120),
+            !list.denies("alice", &credential(Some(101), None), 120),
             "a token issued after the revocation"
         );
-        assert!(!list.denies("bob", Some(90), None, 120));
-        assert!(list.denies("bob", Some(90), Some("f1"), 120));
-        assert!(!list.denies("bob", Some(90), Some("f1"), 150), "lapsed");
-        assert!(!list.denies("alice", Some(90), None, 200), "lapsed");
+        assert!(!list.denies("bob", &credential(Some(90), None), 120));
+        assert!(list.denies("bob", &credential(Some(90), Some("f1")), 120));
+        assert!(
+            !list.denies("bob", &credential(Some(90), Some("f1")), 150),
+            "lapsed"
+        );
+        assert!(!list.denies("alice", &credential(Some(90), None), 200), "lapsed");
+    }
+
+    #[test]
+    fn document_entries_deny_that_document_only_and_prune_drops_lapsed_entries() {
+        let list = DenyList::default();
+        let old = Credential {
+            fingerprint: Some("f2".into()),
+            issued_at: Some(90),
+            expires_at: Some(500),
+        };
+        list.add(&DenyEntry {
+            denied: Denied::UserDocument {
+                user_id: "alice".into(),
+                document_id: "doc-a".into(),
+                before: 100,
+            },
+            until: 300,
+        });
+        list.add(&DenyEntry {
+            denied: Denied::CredentialDocument {
+                fingerprint: "f3".into(),
+                document_id: "doc-b".into(),
+            },
+            until: 400,
+        });
+        assert!(list.denies_document("alice", &old, "doc-a", 120));
+        assert!(!list.denies_document("alice", &old, "doc-b", 120));
+        assert!(!list.denies("alice", &old, 120), "connecting is still allowed");
+        let f3 = Credential {
+            fingerprint: Some("f3".into()),
+            issued_at: Some(500),
+            expires_at: None,
+        };
+        assert!(list.denies_document("carol", &f3, "doc-b", 120));
+        assert_eq!(list.len(), 2);
+        list.prune(350);
+        assert_eq!(list.len(), 1);
+        list.prune(400);
+        assert!(list.is_empty());
+    }
+
+    #[test]
+    fn deny_entries_follow_the_target() {
+        let at = 1_000;
+        let targeted = [Credential {
+            fingerprint: Some("f".into()),
+            issued_at: Some(900),
+            expires_at: Some(5_000),
+        }];
+        let revocation = |user: Option<&str>, session: bool, document: Option<&str>| Revocation {
+            user_id: user.map(str::to_owned),
+            session_id: session.then(Uuid::now_v7),
+            document_id: document.map(str::to_owned),
+            at,
+        };
+        let by_user = revocation(Some("alice"), false, None).deny_entries(&targeted);
+        assert_eq!(
+            by_user[0].denied,
+            Denied::User {
+                user_id: "alice".into(),
+                before: at
+            }
+        );
+        assert_eq!(by_user[0].until, at + USER_DENY_SECS);
+        let by_session = revocation(None, true, None).deny_entries(&targeted);
+        assert_eq!(
+            by_session,
+            vec![DenyEntry {
+                denied: Denied::Credential {
+                    fingerprint: "f".into()
+                },
+                until: 5_000
+            }]
+        );
+        let document = revocation(Some("alice"), false, Some("d")).deny_entries(&targeted);
+        assert!(
+            matches!(&document[0].denied, Denied::UserDocument { document_id, .. } if document_id == "d")
+        );
+        let session_document = revocation(None, true, Some("d")).deny_entries(&targeted);
+        assert!(
+            matches!(&session_document[0].denied, Denied::CredentialDocument { document_id, .. } if document_id == "d")
+        );
     }
 }

@@ -23,7 +23,7 @@ use crate::{
     model::ids::MessageId,
     model::presence::LeaveReason,
     model::presence::{Presence, PresenceSink},
-    model::revocation::{DenyEntry, Revocation},
+    model::revocation::{Credential, DenyEntry, DenyList, Revocation},
     rooms::events::{Publish, RemoteChange, RoomEvent},
     rooms::{
         member::Member,
@@ -45,9 +45,14 @@ pub struct ConnectionHandle {
     pub protocol: &'static str,
     /// Revocations addressed to this connection.
     pub revoke: Arc<RevokeSignal>,
-    /// Its token's fingerprint and expiry, for the deny list.
-    pub fingerprint: Option<Arc<str>>,
-    pub expires_at: Option<u64>,
+    /// The credential it holds now (a refresh replaces it), for the deny list.
+    pub credential: Arc<Mutex<Credential>>,
+}
+
+impl ConnectionHandle {
+    fn credential(&self) -> Credential {
+        self.credential.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// What revocations ask of one connection; its read loop listens.
@@ -151,20 +156,30 @@ impl Hub {
             .filter(|handle| revocation.matches(&handle.user_id, handle.session_id))
             .cloned()
             .collect();
-        let mut closed = Vec::new();
+        let credentials: Vec<Credential> = targeted.iter().map(ConnectionHandle::credential).collect();
         for handle in &targeted {
             match &document {
                 Some(document_id) => handle.revoke.revoke_document(document_id.clone()),
-                None => {
-                    handle.revoke.all.cancel();
-                    closed.push((
-                        handle.fingerprint.as_deref().map(str::to_owned),
-                        handle.expires_at,
-                    ));
-                }
+                None => handle.revoke.all.cancel(),
             }
         }
-        (targeted.len(), revocation.deny_entries(&closed))
+        (targeted.len(), revocation.deny_entries(&credentials))
+    }
+
+    /// Close (4005) the local connections whose credential `deny` now
+    /// refuses: after deny entries arrived that this instance missed (it was
+    /// away from Redis, or the connection registered meanwhile).
+    pub fn close_denied(&self, deny: &DenyList, now: u64) -> usize {
+        let denied: Vec<ConnectionHandle> = self
+            .connections()
+            .values()
+            .filter(|handle| deny.denies(&handle.user_id, &handle.credential(), now))
+            .cloned()
+            .collect();
+        for handle in &denied {
+            handle.revoke.all.cancel();
+        }
+        denied.len()
     }
 
     pub fn connection_count(&self) -> usize {

@@ -24,6 +24,7 @@ use crate::{
     model::{
         ids::{DocumentId, MessageId},
         presence::SessionRecord,
+        revocation::Credential,
     },
     protocol::codes::CloseCode,
     rooms::{
@@ -67,6 +68,8 @@ pub(crate) struct Connection {
     pub last_heard: Arc<AtomicU64>,
     /// Revocations addressed to this connection.
     pub revoke: Arc<RevokeSignal>,
+    /// The credential it holds now (`refresh_token` replaces it).
+    pub credential: Arc<std::sync::Mutex<Credential>>,
     writer: tokio::task::JoinHandle<()>,
 }
 
@@ -110,6 +113,7 @@ impl Connection {
         }
         let end = CancellationToken::new();
         let revoke = Arc::new(RevokeSignal::default());
+        let credential = Arc::new(std::sync::Mutex::new(peer.identity.credential()));
         let last_heard = Arc::new(AtomicU64::new(state.hub.clock_ms()));
         state.hub.register(ConnectionHandle {
             session_id: record.session_id,
@@ -119,9 +123,17 @@ impl Connection {
             last_heard_ms: last_heard.clone(),
             protocol,
             revoke: revoke.clone(),
-            fingerprint: peer.identity.fingerprint.clone(),
-            expires_at: peer.identity.expires_at,
+            credential: credential.clone(),
         });
+        // A revocation that came between the upgrade's check and now missed
+        // this connection: check again, now that it is registered.
+        if state.verifier.deny_list().denies(
+            &record.user_id,
+            &peer.identity.credential(),
+            jsonwebtoken::get_current_timestamp(),
+        ) {
+            revoke.all.cancel();
+        }
         let writer = state.tracker.spawn(write_loop(
             sink,
             queue_rx,
@@ -144,6 +156,7 @@ impl Connection {
                 end,
                 last_heard,
                 revoke,
+                credential,
                 writer,
             },
         )

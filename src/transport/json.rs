@@ -64,6 +64,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
     let mut handler = JsonHandler {
         state: state.clone(),
         expiry: Expiry::new(peer.identity.expires_at, Some(config.token_expiry_warning)),
+        credential: connection.credential.clone(),
         identity: peer.identity,
         outbox: connection.outbox.clone(),
         consecutive_errors: 0,
@@ -103,6 +104,8 @@ struct JsonHandler {
     identity: Identity,
     /// When the identity's token expires (warning, then 4004).
     expiry: Expiry,
+    /// The credential as revocations see it (shared with the hub's handle).
+    credential: Arc<std::sync::Mutex<crate::model::revocation::Credential>>,
     outbox: Outbox,
     consecutive_errors: u32,
     /// When the last `rate_limited` reply went out: at most one per second.
@@ -414,6 +417,17 @@ impl JsonHandler {
             return Err(ProtocolError::new(
                 ErrorCode::Forbidden,
                 format!("this token may not open document {document_id:?}"),
+            ));
+        }
+        if self.state.verifier.deny_list().denies_document(
+            &self.identity.user_id,
+            &self.identity.credential(),
+            document_id.as_str(),
+            jsonwebtoken::get_current_timestamp(),
+        ) {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                format!("access to document {document_id:?} was revoked for this token"),
             ));
         }
         if self.joined.contains_key(&document_id) {

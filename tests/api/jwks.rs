@@ -82,8 +82,24 @@ async fn forged_and_mismatched_tokens_are_refused() {
     let app = app_with_jwks(&server, |_| {}).await;
     let claims = provider::claims("mallory", HOUR);
 
-    // HS256 "signed" with the public key's bytes as the secret.
-    let public_pem = serde_json::to_vec(&rsa.jwk).unwrap();
+    // HS256 "signed" with the public key's PEM (and its JWK) as the secret.
+    let public_pem = {
+        use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+        let private = rsa::RsaPrivateKey::from_pkcs8_pem(std::str::from_utf8(&rsa.pem).unwrap()).unwrap();
+        private
+            .to_public_key()
+            .to_public_key_pem(Default::default())
+            .unwrap()
+            .into_bytes()
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("rsa-1".into());
+    let confused_jwk = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&serde_json::to_vec(&rsa.jwk).unwrap()),
+    )
+    .unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("rsa-1".into());
     let confused = jsonwebtoken::encode(
@@ -109,6 +125,7 @@ async fn forged_and_mismatched_tokens_are_refused() {
     expired["exp"] = (jsonwebtoken::get_current_timestamp() - 600).into();
     for (token, fragment) in [
         (confused, "signature"),
+        (confused_jwk, "signature"),
         (wrong_family, "does not match"),
         (wrong_family_2, "does not match"),
         (impostor, "signature"),

@@ -188,7 +188,51 @@ async fn revoking_a_document_removes_only_that_membership() {
             "not_joined",
         )
         .await;
-    assert_eq!(upgrade_status(&app, &token).await.0, 101);
+    // Access to doc-a stays revoked for this token: rejoining and /yjs are refused.
+    alice
+        .expect_error(
+            json!({"type": "join_document", "document_id": "doc-a"}),
+            "forbidden",
+        )
+        .await;
+    let request = app
+        .ws_url(&format!("/yjs/doc-a?token={token}"))
+        .into_client_request()
+        .unwrap();
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    // A token issued after the revocation may open it again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut again = app.connect("alice").await;
+    again.join("doc-a").await;
+}
+
+#[tokio::test]
+async fn a_session_revoked_after_a_refresh_keeps_the_new_token_out() {
+    let app = spawn_app().await;
+    let first = app.token_with("alice", |c| c.exp -= 1);
+    let refreshed = app.token("alice");
+    let mut alice = app.connect_with(&first, None).await.unwrap();
+    alice
+        .send(json!({"type": "refresh_token", "id": "r", "token": refreshed}))
+        .await;
+    alice.recv_until("token_refreshed").await;
+    let (_, reply) = app
+        .post(
+            "/api/v1/admin/revoke",
+            Some(&admin(&app)),
+            &json!({"session_id": alice.session_id}),
+        )
+        .await;
+    assert_eq!(reply["revoked"], 1, "{reply}");
+    expect_revoked_close(&mut alice).await;
+    assert_eq!(
+        upgrade_status(&app, &refreshed).await.0,
+        401,
+        "the token it held when revoked"
+    );
 }
 
 #[tokio::test]

@@ -32,6 +32,8 @@ impl JsonHandler {
             ));
         }
         self.expiry.renew(identity.expires_at);
+        // Revocations from now on deny the new token, not the old one.
+        *self.credential.lock().unwrap_or_else(|e| e.into_inner()) = identity.credential();
         self.reply(
             ServerMessage::TokenRefreshed {
                 id,
