@@ -8,7 +8,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
@@ -54,17 +54,24 @@ pub async fn run(bus: Bus, delivery: Delivery, stop: CancellationToken) {
 /// Check the other instances' heartbeats three times per TTL.
 async fn watch_instances(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(state.timing.instance_ttl / 3);
-    let mut missing_since: HashMap<String, Instant> = HashMap::new();
+    let mut missing: HashMap<String, u32> = HashMap::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => find_dead_instances(&state, &bus, &mut missing_since).await,
+            _ = tick.tick() => find_dead_instances(&state, &bus, &mut missing).await,
         }
     }
 }
 
-/// Instances with active sessions in the database but no heartbeat for a whole TTL are dead.
-async fn find_dead_instances(state: &Delivery, bus: &RedisBus, missing_since: &mut HashMap<String, Instant>) {
+/// Checks in a row an instance's heartbeat key must be missing before it is
+/// dead. The key's own TTL already is the grace for a slow beat; the second
+/// check (a beat interval later) covers a Redis that restarted empty, after
+/// which every live instance beats again within one interval.
+const MISSING_CHECKS: u32 = 2;
+
+/// Instances with active sessions in the database whose heartbeat key
+/// expired (missing at [`MISSING_CHECKS`] checks in a row) are dead.
+async fn find_dead_instances(state: &Delivery, bus: &RedisBus, missing: &mut HashMap<String, u32>) {
     let Some(mut connection) = bus.connection().await else {
         return;
     };
@@ -82,14 +89,15 @@ async fn find_dead_instances(state: &Delivery, bus: &RedisBus, missing_since: &m
             return; // Redis went away mid-check: decide nothing.
         };
         if exists {
-            missing_since.remove(&instance);
+            missing.remove(&instance);
             continue;
         }
-        let since = *missing_since.entry(instance.clone()).or_insert_with(Instant::now);
-        if since.elapsed() < state.timing.instance_ttl {
+        let checks = missing.entry(instance.clone()).or_insert(0);
+        *checks += 1;
+        if *checks < MISSING_CHECKS {
             continue;
         }
-        missing_since.remove(&instance);
+        missing.remove(&instance);
         tracing::warn!(%instance, "instance stopped beating: ending its sessions");
         if let Err(error) = crate::storage::cleanup::deactivate_instance(&state.db, &instance).await {
             tracing::warn!(
