@@ -102,6 +102,10 @@ pub struct RedisBus {
     /// Shared by the publisher and REST reads; `None` while Redis is unreachable.
     pub(crate) manager: Mutex<Option<ConnectionManager>>,
     state: AtomicU8,
+    /// When the subscriber last reconnected after losing Redis (`None`
+    /// before any outage): heartbeat keys lost with a Redis restart are not
+    /// judged until every instance had time to beat again.
+    pub(crate) subscribed_at: Mutex<Option<std::time::Instant>>,
 }
 
 /// The queue of events waiting for the publisher.
@@ -133,6 +137,7 @@ impl Bus {
             receiver: Mutex::new(Some(receiver)),
             manager: Mutex::new(None),
             state: AtomicU8::new(2),
+            subscribed_at: Mutex::new(None),
         }))))
     }
 

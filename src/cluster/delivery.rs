@@ -72,6 +72,18 @@ const MISSING_CHECKS: u32 = 2;
 /// Instances with active sessions in the database whose heartbeat key
 /// expired (missing at [`MISSING_CHECKS`] checks in a row) are dead.
 async fn find_dead_instances(state: &Delivery, bus: &RedisBus, missing: &mut HashMap<String, u32>) {
+    // Right after Redis came back (it may have restarted empty, heartbeat
+    // keys and all) the others may not have beaten yet: judge nobody until
+    // they had a TTL plus the longest reconnect backoff to do so.
+    let settled = bus
+        .subscribed_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_none_or(|at| at.elapsed() >= state.timing.instance_ttl + MAX_BACKOFF);
+    if !settled {
+        missing.clear();
+        return;
+    }
     let Some(mut connection) = bus.connection().await else {
         return;
     };
@@ -161,6 +173,9 @@ async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken
         }
         backoff = Duration::from_millis(100);
         let recovered = bus.set_state(true);
+        if !first {
+            *bus.subscribed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+        }
         // A fresh connection for publishing too: the old one may be half dead.
         *bus.manager.lock().unwrap_or_else(|e| e.into_inner()) = None;
         beat(&bus, state.timing.instance_ttl).await;
@@ -263,6 +278,20 @@ async fn resync(state: &Delivery, bus: &RedisBus) {
             .collect();
         let mut pipe = redis::pipe();
         for (presence, yjs) in local {
+            // Announce as well as store: an instance that reloaded the hash
+            // before this one republished would otherwise never hear of
+            // these members (joins are idempotent for those that did).
+            let announce = Envelope {
+                instance: bus.instance_id.to_string(),
+                document_id: room.id.to_string(),
+                event: RoomEvent::Joined {
+                    presence: presence.clone(),
+                    yjs,
+                },
+            };
+            if let Ok(message) = serde_json::to_string(&announce) {
+                pipe.publish(bus.channel(room.id.as_str()), message).ignore();
+            }
             let entry = RemoteEntry {
                 instance: bus.instance_id.to_string(),
                 presence,

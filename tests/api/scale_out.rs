@@ -474,3 +474,74 @@ async fn a_provider_on_one_instance_sees_a_json_member_of_another_as_awareness()
         .send(tokio_tungstenite::tungstenite::Message::Close(None))
         .await;
 }
+
+/// Issue 16: after a Redis outage the instances disagreed on who was present
+/// for good (an instance reloaded the others' members before they had
+/// republished theirs, and never heard of them again).
+#[tokio::test]
+async fn presence_is_the_same_everywhere_soon_after_redis_returns() {
+    let Some((_, postgres)) = scale_out_services() else {
+        return;
+    };
+    let port = free_port();
+    let Some(mut redis) = PrivateRedis::start(port) else {
+        note("NOTE: redis-server could not be started: the presence reconvergence test is SKIPPED");
+        return;
+    };
+    let (a, b) = two_instances(&redis.url(), &postgres).await;
+    let mut pa1 = a.connect("pa1").await;
+    pa1.join("doc").await;
+    let mut pb1 = b.connect("pb1").await;
+    let mut pb2 = b.connect("pb2").await;
+    pb1.join("doc").await;
+    pb2.join("doc").await;
+    let token = a.token("observer");
+    let members = |app: &TestApp| {
+        let token = token.clone();
+        let app_url = app.url("/api/v1/presence/document/doc");
+        async move {
+            let body: serde_json::Value = reqwest::Client::new()
+                .get(app_url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let mut ids: Vec<String> = body["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["user_id"].as_str().unwrap().to_owned())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let everyone = vec!["pa1".to_owned(), "pb1".to_owned(), "pb2".to_owned()];
+    eventually("everyone everywhere before the outage", || async {
+        (members(&a).await == everyone && members(&b).await == everyone).then_some(())
+    })
+    .await;
+
+    redis.stop();
+    wait_redis(&a, "down").await;
+    wait_redis(&b, "down").await;
+    // Long enough for the subscribers' reconnect backoff to reach its cap,
+    // so the instances come back at different moments (as in the report).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let _redis_again = PrivateRedis::start(port).expect("restart redis");
+    drop(redis);
+    wait_redis(&a, "ok").await;
+    wait_redis(&b, "ok").await;
+    eventually("everyone everywhere after the outage", || async {
+        (members(&a).await == everyone && members(&b).await == everyone).then_some(())
+    })
+    .await;
+    // And it stays so (nothing reloads them away later).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(members(&a).await, everyone);
+    assert_eq!(members(&b).await, everyone);
+    pa1.assert_alive().await;
+}
