@@ -321,3 +321,67 @@ async fn revocations_reach_every_instance() {
     assert_eq!(upgrade_status(&c, &token).await.0, 401);
     assert_eq!(upgrade_status(&c, &session_token).await.0, 401);
 }
+
+#[tokio::test]
+async fn an_admin_api_key_may_revoke_and_the_cli_revoke_closes_a_keys_connections() {
+    let Some((redis, _)) = scale_out_services() else {
+        return;
+    };
+    let prefix = format!("tandem-test-{}", uuid::Uuid::new_v4().simple());
+    let (redis_url, app_prefix) = (redis.clone(), prefix.clone());
+    let app = spawn_app_with(&Backend::Sqlite, move |config| {
+        config.redis_url = Some(redis_url);
+        config.redis_prefix = app_prefix;
+    })
+    .await;
+    crate::scale_out::wait_redis(&app, "ok").await;
+    let keys = app.state.verifier.api_keys().expect("API keys").clone();
+    let spec = |name: &str, role| tandem::auth::api_keys::KeySpec {
+        name: name.into(),
+        docs: None,
+        role,
+        ttl: None,
+    };
+    let ops = keys.create(spec("ops", tandem::auth::Role::Admin)).await.unwrap();
+    let agent = keys
+        .create(spec("agent", tandem::auth::Role::Editor))
+        .await
+        .unwrap();
+    let (status, reply) = app
+        .post(
+            "/api/v1/admin/revoke",
+            Some(ops.key.expose()),
+            &json!({"user_id": "nobody"}),
+        )
+        .await;
+    assert_eq!(status, 200, "an admin API key may call the admin API: {reply}");
+    let (status, _) = app
+        .post(
+            "/api/v1/admin/revoke",
+            Some(agent.key.expose()),
+            &json!({"user_id": "nobody"}),
+        )
+        .await;
+    assert_eq!(status, 403, "an editor key may not");
+
+    let mut connected = app.connect_with(agent.key.expose(), None).await.unwrap();
+    // The CLI, another process, revokes the key (its id in upper case: any
+    // UUID spelling names it) and tells the running gateway through Redis.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &app.database.url)
+        .env("REDIS_URL", &redis)
+        .env("TANDEM_REDIS_PREFIX", &prefix)
+        .args(["apikey", "revoke", &agent.row.id.to_string().to_uppercase()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    expect_revoked_close(&mut connected).await;
+    assert_eq!(upgrade_status(&app, agent.key.expose()).await.0, 401);
+}
