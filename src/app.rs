@@ -48,6 +48,8 @@ impl Application {
             .await
             .context("connect to the database")?;
         let verifier = Arc::new(build_verifier(&config, &db).await?);
+        // Before anything counts: the facade drops what comes before a recorder.
+        crate::http::metrics::recorder();
         let instance_id: Arc<str> = config
             .instance_id
             .clone()

@@ -40,6 +40,7 @@ pub fn apply_here(hub: &Hub, verifier: &Verifier, revocation: &Revocation) -> (u
     // Revocations are rare admin actions: a good moment to drop lapsed entries.
     verifier.deny_list().prune(jsonwebtoken::get_current_timestamp());
     let (targeted, entries) = hub.revoke(revocation);
+    metrics::counter!("tandem_revocations_total").increment(1);
     for entry in &entries {
         verifier.deny_list().add(entry);
     }

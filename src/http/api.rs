@@ -485,6 +485,7 @@ pub fn routes(state: AppState) -> impl Endpoint {
     Route::new()
         .at("/ws", get(ws_upgrade))
         .at("/yjs/:document_id", get(yjs_upgrade))
+        .at("/metrics", get(crate::http::metrics::scrape))
         .at("/openapi.json", spec)
         .nest("/docs", ui)
         .nest("/", api)

@@ -1,10 +1,11 @@
 //! The HTTP edge: REST handlers and views ([`api`]), the admin API
-//! ([`admin`]: revocation), the error mapping
+//! ([`admin`]: revocation), Prometheus metrics ([`metrics`]), the error mapping
 //! ([`error`]), and the upgrade endpoints ([`upgrade`]); the per-client
 //! limits they enforce live in [`crate::limits`].
 
 pub mod admin;
 pub mod api;
 pub mod error;
+pub mod metrics;
 pub mod upgrade;
 pub mod views;

@@ -65,6 +65,23 @@ pub enum ClientMessage {
 }
 
 impl ClientMessage {
+    /// The wire `type` (`sync_step2` and `sync_update` both read as `sync_update`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::JoinDocument { .. } => "join_document",
+            Self::LeaveDocument { .. } => "leave_document",
+            Self::CursorMove { .. } => "cursor_move",
+            Self::SelectionChange { .. } => "selection_change",
+            Self::EditingStart { .. } => "editing_start",
+            Self::EditingStop { .. } => "editing_stop",
+            Self::Heartbeat => "heartbeat",
+            Self::SyncStep1 { .. } => "sync_step1",
+            Self::SyncUpdate { .. } => "sync_update",
+            Self::Awareness { .. } => "awareness",
+            Self::RefreshToken { .. } => "refresh_token",
+        }
+    }
+
     pub fn document_id(&self) -> Option<&DocumentId> {
         match self {
             Self::JoinDocument { document_id }

@@ -182,6 +182,15 @@ impl Hub {
         denied.len()
     }
 
+    /// Open local connections per protocol (`json`, `yjs`).
+    pub fn connections_by_protocol(&self) -> HashMap<&'static str, usize> {
+        let mut counts = HashMap::new();
+        for handle in self.connections().values() {
+            *counts.entry(handle.protocol).or_insert(0) += 1;
+        }
+        counts
+    }
+
     pub fn connection_count(&self) -> usize {
         self.connections().len()
     }

@@ -141,8 +141,15 @@ async fn run_persister(
         let mut backoff = Duration::from_millis(20);
         let mut attempts = 0u32;
         let committed = loop {
+            let started = std::time::Instant::now();
             let outcome = store.append(&rows).await;
             store.writes.commit_outcome(outcome.is_ok());
+            metrics::histogram!("tandem_commit_seconds").record(started.elapsed().as_secs_f64());
+            if outcome.is_err() {
+                metrics::counter!("tandem_database_errors_total").increment(1);
+            } else {
+                metrics::counter!("tandem_updates_stored_total").increment(rows.updates.len() as u64);
+            }
             match outcome {
                 Ok(()) => break true,
                 Err(error) => {

@@ -140,6 +140,7 @@ impl Connection {
             overflowed.clone(),
             queued_bytes.clone(),
         ));
+        metrics::counter!("tandem_connections_opened_total", "protocol" => protocol).increment(1);
         tracing::info!(
             session_id = %record.session_id,
             user_id = %record.user_id,
@@ -188,6 +189,8 @@ impl Connection {
         state.writer.session(session_row(&record), true);
         state.hub.unregister(record.session_id);
         tracing::info!(session_id = %record.session_id, ?close, "session closed");
+        let code = close.map_or_else(|| "none".to_owned(), |close| close.code().to_string());
+        metrics::counter!("tandem_connections_closed_total", "code" => code).increment(1);
         let Self {
             outbox,
             overflowed,

@@ -206,10 +206,14 @@ impl JsonHandler {
     async fn handle_text(&mut self, text: &str) {
         match decode_client_frame(text, self.limits) {
             Err(FrameError { id, error }) => self.reject(error, id.as_ref()),
-            Ok(frame) => match self.dispatch(frame.message, frame.id.as_ref()).await {
-                Ok(()) => self.consecutive_errors = 0,
-                Err(error) => self.reject(error, frame.id.as_ref()),
-            },
+            Ok(frame) => {
+                metrics::counter!("tandem_messages_received_total", "type" => frame.message.kind())
+                    .increment(1);
+                match self.dispatch(frame.message, frame.id.as_ref()).await {
+                    Ok(()) => self.consecutive_errors = 0,
+                    Err(error) => self.reject(error, frame.id.as_ref()),
+                }
+            }
         }
     }
 
@@ -235,6 +239,7 @@ impl JsonHandler {
             .messages_rejected
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(session_id = %self.record.session_id, code = error.code.as_str(), message = %error.message, "rejected message");
+        metrics::counter!("tandem_errors_sent_total", "code" => error.code.as_str()).increment(1);
         self.reply(encode_error(&error, id));
         self.consecutive_errors += 1;
         if self.consecutive_errors > self.state.config.max_consecutive_errors {

@@ -149,6 +149,7 @@ where
             biased;
             _ = signals.shutdown.cancelled() => return exit(CloseCode::GoingAway, LeaveReason::Disconnected),
             _ = signals.overflowed.cancelled() => {
+                metrics::counter!("tandem_queue_overflows_total").increment(1);
                 tracing::info!("closing slow consumer");
                 return exit(CloseCode::SlowConsumer, LeaveReason::Disconnected);
             }
@@ -207,6 +208,7 @@ where
                 counters.messages_processed.fetch_add(1, Ordering::Relaxed);
                 if rules.limiter.check().is_err() {
                     counters.messages_rejected.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("tandem_rate_limited_total").increment(1);
                     handler.rate_limited().await;
                     continue;
                 }

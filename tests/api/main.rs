@@ -9,6 +9,7 @@ mod helpers;
 mod hostile_updates;
 mod jwks;
 mod limits;
+mod metrics;
 mod node_peers;
 mod presence;
 mod provider;

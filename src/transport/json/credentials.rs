@@ -31,6 +31,7 @@ impl JsonHandler {
                 "the new token names another user; the connection keeps its current token",
             ));
         }
+        metrics::counter!("tandem_token_refreshes_total").increment(1);
         self.expiry.renew(identity.expires_at);
         // Revocations from now on deny the new token, not the old one.
         *self.credential.lock().unwrap_or_else(|e| e.into_inner()) = identity.credential();

@@ -1,0 +1,104 @@
+//! `GET /metrics`, read with a Prometheus text-format parser.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+async fn scrape_metrics(app: &TestApp) -> prometheus_parse::Scrape {
+    let response = reqwest::get(app.url("/metrics")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let body = response.text().await.unwrap();
+    prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_owned())))
+        .expect("Prometheus text format")
+}
+
+/// The value of `name` with `label` (if given), counters, gauges and
+/// histogram counts alike.
+fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_connections_messages_errors_and_commits() {
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    alice
+        .send(
+            json!({"type": "cursor_move", "document_id": "doc", "cursor": {"line": 1, "column": 2}, "id": 1}),
+        )
+        .await;
+    alice.recv_until("ack").await;
+    alice
+        .expect_error(json!({"type": "nonsense"}), "unknown_type")
+        .await;
+    let update = b64::encode(YPeer::new(9).insert(0, "counted"));
+    alice
+        .send(json!({"type": "sync_update", "document_id": "doc", "update": update, "id": "u"}))
+        .await;
+    assert_eq!(alice.recv_until("ack").await["id"], "u");
+
+    let scrape = scrape_metrics(&app).await;
+    assert_eq!(
+        value(&scrape, "tandem_connections", Some(("protocol", "json"))),
+        1.0
+    );
+    assert_eq!(value(&scrape, "tandem_rooms", None), 1.0);
+    assert_eq!(
+        value(&scrape, "tandem_redis_up", None),
+        0.0,
+        "no Redis configured"
+    );
+    // Counters are per process (other tests' gateways count too): at least ours.
+    assert!(
+        value(
+            &scrape,
+            "tandem_connections_opened_total",
+            Some(("protocol", "json"))
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &scrape,
+            "tandem_messages_received_total",
+            Some(("type", "cursor_move"))
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &scrape,
+            "tandem_errors_sent_total",
+            Some(("code", "unknown_type"))
+        ) >= 1.0
+    );
+    assert!(value(&scrape, "tandem_updates_stored_total", None) >= 1.0);
+    assert!(
+        value(&scrape, "tandem_commit_seconds", None) >= 1.0,
+        "the commit latency histogram"
+    );
+
+    drop(alice);
+    eventually("the closed connection is counted", || async {
+        let scrape = scrape_metrics(&app).await;
+        (value(&scrape, "tandem_connections", Some(("protocol", "json"))) == 0.0
+            && value(&scrape, "tandem_connections_closed_total", None) >= 1.0)
+            .then_some(())
+    })
+    .await;
+}
