@@ -26,7 +26,6 @@
 //! otherwise re-reads the row within [`CACHE_TTL`].
 
 use std::{
-    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -49,6 +48,9 @@ use crate::{
 pub use crate::storage::api_keys::RevokeOutcome;
 
 /// Every key starts with this; the verifier routes on it.
+mod ttl_cache;
+use ttl_cache::TtlCache;
+
 pub const KEY_PREFIX: &str = "tk_";
 /// Random bytes in a key.
 const KEY_BYTES: usize = 32;
@@ -419,97 +421,6 @@ fn validate_pattern(pattern: &str) -> Result<(), ApiKeyError> {
         Some("") => Ok(()),
         Some(prefix) => DocumentId::parse(prefix).map(drop).map_err(|e| invalid(e.0)),
         None => DocumentId::parse(pattern).map(drop).map_err(|e| invalid(e.0)),
-    }
-}
-
-/// A map whose entries live for one fixed TTL, with at most `capacity` of
-/// them. All entries share the TTL, so insertion order is expiry order: the
-/// queue front is always the next entry to expire and the one to evict when
-/// full, and both cost O(1) amortized.
-struct TtlCache<V> {
-    entries: HashMap<KeyHash, Entry<V>>,
-    /// `(seq, inserted_at, key)`, oldest first. An entry replaced or removed
-    /// leaves a stale triple behind, told apart by its `seq` and skipped.
-    order: VecDeque<(u64, Instant, KeyHash)>,
-    /// Numbers the inserts. Not the timestamp: two inserts can share one.
-    next_seq: u64,
-    capacity: usize,
-    ttl: Duration,
-}
-
-struct Entry<V> {
-    seq: u64,
-    inserted_at: Instant,
-    value: V,
-}
-
-impl<V> TtlCache<V> {
-    fn new(capacity: usize, ttl: Duration) -> Self {
-        Self {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-            next_seq: 0,
-            capacity: capacity.max(1),
-            ttl,
-        }
-    }
-
-    fn get(&self, key: &KeyHash, now: Instant) -> Option<&V> {
-        self.entries
-            .get(key)
-            .filter(|entry| now.duration_since(entry.inserted_at) < self.ttl)
-            .map(|entry| &entry.value)
-    }
-
-    fn insert(&mut self, key: KeyHash, value: V, now: Instant) {
-        while self
-            .order
-            .front()
-            .is_some_and(|(_, inserted_at, _)| now.duration_since(*inserted_at) >= self.ttl)
-        {
-            self.pop_oldest();
-        }
-        if !self.entries.contains_key(&key) {
-            while self.entries.len() >= self.capacity {
-                self.pop_oldest();
-            }
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.entries.insert(
-            key,
-            Entry {
-                seq,
-                inserted_at: now,
-                value,
-            },
-        );
-        self.order.push_back((seq, now, key));
-        // Stale triples are bounded too, whatever the pattern of replacements.
-        while self.order.len() > 2 * self.capacity {
-            self.pop_oldest();
-        }
-    }
-
-    fn remove(&mut self, key: &KeyHash) {
-        self.entries.remove(key);
-    }
-
-    fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
-        self.entries.retain(|_, entry| keep(&entry.value));
-    }
-
-    fn pop_oldest(&mut self) {
-        if let Some((seq, _, key)) = self.order.pop_front()
-            && self.entries.get(&key).is_some_and(|entry| entry.seq == seq)
-        {
-            self.entries.remove(&key);
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.len()
     }
 }
 

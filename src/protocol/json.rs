@@ -5,7 +5,7 @@
 //! [`FrameError`] that carries the error code and the echoed `id`. Server
 //! messages are encoded once into shared bytes ([`Encoded`]) and fanned out.
 
-use std::{borrow::Cow, sync::Arc};
+use std::borrow::Cow;
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -209,37 +209,8 @@ pub enum ServerMessage<'a> {
     },
 }
 
-/// Bytes that serialize as a standard base64 string.
-#[derive(Debug, Clone, Copy)]
-pub struct Base64<'a>(pub &'a [u8]);
-
-impl Serialize for Base64<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&BASE64.encode(self.0))
-    }
-}
-
-/// A server message serialized once, shared by every recipient.
-pub type Encoded = Arc<str>;
-
-impl ServerMessage<'_> {
-    pub fn encode(&self) -> Encoded {
-        // Serializing plain data into a String cannot fail.
-        serde_json::to_string(self)
-            .unwrap_or_else(|_| r#"{"type":"error","code":"internal","message":"encode failed"}"#.into())
-            .into()
-    }
-}
-
-/// Encode an error reply.
-pub fn encode_error(error: &ProtocolError, id: Option<&MessageId>) -> Encoded {
-    ServerMessage::Error {
-        code: error.code,
-        message: &error.message,
-        id,
-    }
-    .encode()
-}
+mod encode;
+pub use encode::{Base64, Encoded, encode_error};
 
 /// Limits applied while decoding a frame.
 #[derive(Debug, Clone, Copy)]
