@@ -407,6 +407,26 @@ impl Client {
     }
 }
 
+/// A `/ws` upgrade with `token`: 101 when it is accepted, else the HTTP
+/// status and JSON body it was refused with.
+pub async fn upgrade_status(app: &TestApp, token: &str) -> (u16, Value) {
+    let request = app
+        .ws_url(&format!("/ws?token={token}"))
+        .into_client_request()
+        .unwrap();
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            (
+                response.status().as_u16(),
+                serde_json::from_slice(&body).expect("JSON body"),
+            )
+        }
+        Ok(_) => (101, json!({})),
+        Err(other) => panic!("upgrade failed otherwise: {other}"),
+    }
+}
+
 /// Poll `check` until it returns Some, or fail after [`WAIT`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 use crate::{
     helpers::*,
@@ -23,25 +22,6 @@ async fn app_with_jwks(server: &JwksServer, tweak: impl FnOnce(&mut tandem::Conf
         tweak(config);
     })
     .await
-}
-
-/// The status and JSON body of a refused `/ws` upgrade.
-async fn upgrade_status(app: &TestApp, token: &str) -> (u16, serde_json::Value) {
-    let request = app
-        .ws_url(&format!("/ws?token={token}"))
-        .into_client_request()
-        .unwrap();
-    match tokio_tungstenite::connect_async(request).await {
-        Err(tungstenite::Error::Http(response)) => {
-            let body = response.body().clone().unwrap_or_default();
-            (
-                response.status().as_u16(),
-                serde_json::from_slice(&body).expect("JSON body"),
-            )
-        }
-        Ok(_) => (101, json!({})),
-        Err(other) => panic!("upgrade failed otherwise: {other}"),
-    }
 }
 
 #[tokio::test]

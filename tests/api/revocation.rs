@@ -9,24 +9,6 @@ use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 use crate::{helpers::*, scale_out::two_instances};
 
-async fn upgrade_status(app: &TestApp, token: &str) -> (u16, serde_json::Value) {
-    let request = app
-        .ws_url(&format!("/ws?token={token}"))
-        .into_client_request()
-        .unwrap();
-    match tokio_tungstenite::connect_async(request).await {
-        Err(tungstenite::Error::Http(response)) => {
-            let body = response.body().clone().unwrap_or_default();
-            (
-                response.status().as_u16(),
-                serde_json::from_slice(&body).expect("JSON body"),
-            )
-        }
-        Ok(_) => (101, json!({})),
-        Err(other) => panic!("upgrade failed otherwise: {other}"),
-    }
-}
-
 fn admin(app: &TestApp) -> String {
     app.token_with("ops", |c| c.role = tandem::auth::Role::Admin)
 }
