@@ -45,44 +45,35 @@ fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A fresh RSA-2048 key (generation is the slow part: cached per process,
+/// A new RSA-2048 key pair (RS256, its JWK declaring `alg`).
+fn generate_rsa() -> Key {
+    use rsa::{pkcs8::EncodePrivateKey, traits::PublicKeyParts};
+    let private = rsa::RsaPrivateKey::new(&mut rand_core06::OsRng, 2048).expect("rsa key");
+    let public = private.to_public_key();
+    Key {
+        kid: String::new(),
+        alg: Algorithm::RS256,
+        pem: private
+            .to_pkcs8_pem(Default::default())
+            .unwrap()
+            .as_bytes()
+            .to_vec(),
+        jwk: json!({"kty": "RSA", "use": "sig", "alg": "RS256",
+            "n": b64(&public.n().to_bytes_be()), "e": b64(&public.e().to_bytes_be())}),
+    }
+}
+
+/// An RSA key (generation is the slow part: made once per process,
 /// renamed per use).
 pub fn rsa(kid: &str) -> Key {
     static KEY: OnceLock<Key> = OnceLock::new();
-    KEY.get_or_init(|| {
-        use rsa::{pkcs8::EncodePrivateKey, traits::PublicKeyParts};
-        let private = rsa::RsaPrivateKey::new(&mut rand_core06::OsRng, 2048).expect("rsa key");
-        let public = private.to_public_key();
-        Key {
-            kid: String::new(),
-            alg: Algorithm::RS256,
-            pem: private
-                .to_pkcs8_pem(Default::default())
-                .unwrap()
-                .as_bytes()
-                .to_vec(),
-            jwk: json!({"kty": "RSA", "use": "sig", "alg": "RS256",
-                "n": b64(&public.n().to_bytes_be()), "e": b64(&public.e().to_bytes_be())}),
-        }
-    })
-    .renamed(kid)
+    KEY.get_or_init(generate_rsa).renamed(kid)
 }
 
-/// Another RSA key (a different key pair than [`rsa`]).
+/// Another RSA key pair than [`rsa`]'s.
 pub fn other_rsa(kid: &str) -> Key {
     static KEY: OnceLock<Key> = OnceLock::new();
-    KEY.get_or_init(|| {
-        use rsa::{pkcs8::EncodePrivateKey, traits::PublicKeyParts};
-        let private = rsa::RsaPrivateKey::new(&mut rand_core06::OsRng, 2048).expect("rsa key");
-        let public = private.to_public_key();
-        Key {
-            kid: String::new(),
-            alg: Algorithm::RS256,
-            pem: private.to_pkcs8_pem(Default::default()).unwrap().as_bytes().to_vec(),
-            jwk: json!({"kty": "RSA", "n": b64(&public.n().to_bytes_be()), "e": b64(&public.e().to_bytes_be())}),
-        }
-    })
-    .renamed(kid)
+    KEY.get_or_init(generate_rsa).renamed(kid)
 }
 
 pub fn es256(kid: &str) -> Key {
