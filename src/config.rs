@@ -202,6 +202,12 @@ pub struct Config {
     #[arg(long, env = "TANDEM_TRUST_PROXY", default_value_t = false, global = true)]
     pub trust_proxy: bool,
 
+    /// Serve the demo page (`/demo`) and its token endpoint (`/demo/token`,
+    /// which mints editor tokens for anyone who asks). On by itself with the
+    /// development secret on loopback; never turn it on in production.
+    #[arg(long, env = "TANDEM_DEMO", default_value_t = false, global = true)]
+    pub demo: bool,
+
     /// Interval at which clients should send `heartbeat`, and the server pings.
     #[arg(long, env = "TANDEM_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub heartbeat_interval: Duration,
@@ -376,6 +382,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("session TTL ({ttl:?}) must be longer than the heartbeat interval ({heartbeat:?})")]
     TtlShorterThanHeartbeat { ttl: Duration, heartbeat: Duration },
+    #[error("--demo mints HS256 tokens: set TANDEM_JWT_SECRET next to the JWKS URL")]
+    DemoWithoutSecret,
 }
 
 impl Default for Config {
@@ -406,6 +414,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.jwt_secret.is_none() && self.jwks_url.is_none() && !self.bind.ip().is_loopback() {
             return Err(ConfigError::DevelopmentSecretOnPublicAddress(self.bind));
+        }
+        if self.demo && self.jwt_secret.is_none() && self.jwks_url.is_some() {
+            return Err(ConfigError::DemoWithoutSecret);
         }
         for (name, value) in [
             ("heartbeat interval", self.heartbeat_interval),
@@ -449,6 +460,12 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Whether `/demo` is served: asked for, or implied by running with the
+    /// development secret (which only listens on loopback).
+    pub fn demo_enabled(&self) -> bool {
+        self.demo || (self.jwt_secret.is_none() && self.jwks_url.is_none() && self.bind.ip().is_loopback())
     }
 
     /// The configured secret, or the development one.

@@ -311,6 +311,7 @@ async fn publish_batch(
     dirty: &mut HashMap<(DocumentId, Uuid), String>,
 ) {
     let mut pipe = redis::pipe();
+    let mut published = 0u64;
     for (document_id, event) in batch.drain(..) {
         let key = bus.presence_key(document_id.as_str());
         match &event {
@@ -349,9 +350,12 @@ async fn publish_batch(
         };
         if let Ok(payload) = serde_json::to_string(&envelope) {
             pipe.publish(bus.channel(document_id.as_str()), payload).ignore();
+            published += 1;
         }
     }
-    execute(bus, pipe).await;
+    if execute(bus, pipe).await {
+        metrics::counter!("tandem_redis_messages_published_total").increment(published);
+    }
 }
 
 async fn flush_presence(bus: &RedisBus, dirty: &mut HashMap<(DocumentId, Uuid), String>) {
@@ -370,17 +374,22 @@ async fn flush_presence(bus: &RedisBus, dirty: &mut HashMap<(DocumentId, Uuid), 
     execute(bus, pipe).await;
 }
 
-pub(crate) async fn execute(bus: &RedisBus, pipe: redis::Pipeline) {
+/// Run `pipe`; whether Redis took it.
+pub(crate) async fn execute(bus: &RedisBus, pipe: redis::Pipeline) -> bool {
     let Some(mut connection) = bus.connection().await else {
         if bus.set_state(false) {
             tracing::warn!("redis is unreachable: serving local clients only until it is back");
         }
-        return;
+        return false;
     };
-    if let Err(error) = pipe.query_async::<()>(&mut connection).await
-        && bus.set_state(false)
-    {
-        tracing::warn!(%error, "redis is unreachable: serving local clients only until it is back");
+    match pipe.query_async::<()>(&mut connection).await {
+        Ok(()) => true,
+        Err(error) => {
+            if bus.set_state(false) {
+                tracing::warn!(%error, "redis is unreachable: serving local clients only until it is back");
+            }
+            false
+        }
     }
 }
 

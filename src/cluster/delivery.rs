@@ -200,6 +200,7 @@ async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken
                 }
                 continue;
             }
+            metrics::counter!("tandem_redis_messages_received_total").increment(1);
             match serde_json::from_slice::<Envelope>(message.get_payload_bytes()) {
                 Ok(envelope) if *envelope.instance != *bus.instance_id => deliver(&state, envelope).await,
                 Ok(_) => {}

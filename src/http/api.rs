@@ -141,17 +141,7 @@ impl Api {
             None => self.state.bus.remote_members(&document_id).await,
         };
         users.sort_by(|a, b| (&a.user_id, a.joined_at).cmp(&(&b.user_id, b.joined_at)));
-        let mut by_user: Vec<UserDevices> = Vec::new();
-        for presence in &users {
-            match by_user.last_mut() {
-                Some(group) if group.user_id == *presence.user_id => group.devices.push(presence.into()),
-                _ => by_user.push(UserDevices {
-                    user_id: presence.user_id.to_string(),
-                    name: presence.name.as_deref().map(str::to_owned),
-                    devices: vec![presence.into()],
-                }),
-            }
-        }
+        let by_user = crate::http::views::group_by_user(&users);
         Ok(Json(DocumentPresenceResponse {
             document_id: document_id.to_string(),
             users: users.iter().map(Into::into).collect(),
@@ -476,6 +466,7 @@ pub fn routes(state: AppState) -> impl Endpoint {
         (
             Api { state: state.clone() },
             crate::http::admin::AdminApi { state: state.clone() },
+            crate::http::dashboard::DashboardApi { state: state.clone() },
         ),
         "tandem",
         env!("CARGO_PKG_VERSION"),
@@ -486,6 +477,8 @@ pub fn routes(state: AppState) -> impl Endpoint {
         .at("/ws", get(ws_upgrade))
         .at("/yjs/:document_id", get(yjs_upgrade))
         .at("/metrics", get(crate::http::metrics::scrape))
+        .at("/dashboard", get(crate::http::dashboard::page))
+        .nest("/demo", crate::http::demo::routes(state.config.demo_enabled()))
         .at("/openapi.json", spec)
         .nest("/docs", ui)
         .nest("/", api)

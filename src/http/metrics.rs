@@ -47,6 +47,7 @@ pub(crate) async fn scrape(Data(state): Data<&AppState>) -> Response {
     ::metrics::gauge!("tandem_rooms").set(rooms.len() as f64);
     ::metrics::gauge!("tandem_documents_loaded")
         .set(rooms.iter().filter(|room| room.state().doc.is_some()).count() as f64);
+    ::metrics::gauge!("tandem_write_backlog").set(state.writer.backlog() as f64);
     let redis_up = matches!(state.bus.state(), crate::cluster::bus::RedisState::Ok);
     ::metrics::gauge!("tandem_redis_up").set(if redis_up { 1.0 } else { 0.0 });
     Response::builder()

@@ -1,10 +1,13 @@
 //! The HTTP edge: REST handlers and views ([`api`]), the admin API
-//! ([`admin`]: revocation), Prometheus metrics ([`metrics`]), the error mapping
+//! ([`admin`]: revocation), the operator's live view ([`dashboard`]), the
+//! demo page ([`demo`]), Prometheus metrics ([`metrics`]), the error mapping
 //! ([`error`]), and the upgrade endpoints ([`upgrade`]); the per-client
 //! limits they enforce live in [`crate::limits`].
 
 pub mod admin;
 pub mod api;
+pub mod dashboard;
+pub mod demo;
 pub mod error;
 pub mod metrics;
 pub mod upgrade;

@@ -84,6 +84,22 @@ pub struct UserDevices {
     pub devices: Vec<PresenceView>,
 }
 
+/// Members grouped per user, in the order given (sort by user first).
+pub fn group_by_user(members: &[Presence]) -> Vec<UserDevices> {
+    let mut by_user: Vec<UserDevices> = Vec::new();
+    for presence in members {
+        match by_user.last_mut() {
+            Some(group) if group.user_id == *presence.user_id => group.devices.push(presence.into()),
+            _ => by_user.push(UserDevices {
+                user_id: presence.user_id.to_string(),
+                name: presence.name.as_deref().map(str::to_owned),
+                devices: vec![presence.into()],
+            }),
+        }
+    }
+    by_user
+}
+
 /// Everyone in a document, flat and grouped per user.
 #[derive(Debug, Clone, Object)]
 pub struct DocumentPresenceResponse {

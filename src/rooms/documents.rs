@@ -215,6 +215,7 @@ impl Documents {
                 // to resync.
                 tracing::error!(document_id = %room.id, %error, "an update left the in-memory document inconsistent; dropping it for a reload");
                 state.doc = None;
+                metrics::counter!("tandem_documents_quarantined_total").increment(1);
                 return Err(error.into());
             }
             Err(error) => return Err(error.into()),

@@ -29,6 +29,13 @@ use crate::{
     rooms::outbox::Outgoing,
 };
 
+/// Messages pushed to members' outboxes by broadcasts
+/// (`tandem_fanout_deliveries_total`). A cached handle: one atomic add per
+/// broadcast, no registry lookup on the hot path. Resolved on first use,
+/// after the application installed its recorder.
+static DELIVERIES: std::sync::LazyLock<metrics::Counter> =
+    std::sync::LazyLock::new(|| metrics::counter!("tandem_fanout_deliveries_total"));
+
 /// A sync step 2 answer shared by the peers that asked with the same state vector.
 #[derive(Debug, Clone)]
 pub struct SharedDiff {
@@ -137,20 +144,26 @@ impl RoomState {
 
     /// Send a JSON message to every JSON member except `except`.
     pub fn broadcast(&self, text: &Encoded, except: Option<Uuid>) {
+        let mut delivered = 0;
         for member in &self.members {
             if member.kind == MemberKind::Json && Some(member.presence.connection_id) != except {
                 member.outbox.text(text.clone());
+                delivered += 1;
             }
         }
+        DELIVERIES.increment(delivered);
     }
 
     /// Send a binary frame to every y-websocket member except `except`.
     pub fn broadcast_binary(&self, bytes: &Arc<[u8]>, except: Option<Uuid>) {
+        let mut delivered = 0;
         for member in &self.members {
             if member.kind == MemberKind::Yjs && Some(member.presence.connection_id) != except {
                 member.outbox.push(Outgoing::Binary(bytes.clone()));
+                delivered += 1;
             }
         }
+        DELIVERIES.increment(delivered);
     }
 
     pub(super) fn has_yjs_members(&self) -> bool {

@@ -101,6 +101,7 @@ impl RoomState {
                 // Quarantine: yrs could not encode this copy. Drop it; the next
                 // use reloads the last good state from storage and resyncs members.
                 tracing::error!("yrs panicked encoding a document; dropping it for a reload");
+                metrics::counter!("tandem_documents_quarantined_total").increment(1);
                 self.doc = None;
                 return None;
             };

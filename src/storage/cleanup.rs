@@ -88,6 +88,7 @@ pub async fn sweep(
     txn.commit().await.context("commit sweep")?;
     if report.deactivated > 0 {
         tracing::info!(sessions = report.deactivated, "deactivated stale sessions");
+        metrics::counter!("tandem_sessions_swept_total", "reason" => "stale").increment(report.deactivated);
     }
 
     let retention = chrono::Duration::from_std(policy.retention).unwrap_or(chrono::Duration::MAX);
@@ -158,5 +159,7 @@ pub async fn deactivate_instance(db: &DatabaseConnection, instance_id: &str) -> 
         .context("deactivate instance sessions")?;
     deactivate_orphan_presence(&txn).await?;
     txn.commit().await.context("commit instance deactivation")?;
+    metrics::counter!("tandem_sessions_swept_total", "reason" => "dead_instance")
+        .increment(result.rows_affected);
     Ok(result.rows_affected)
 }

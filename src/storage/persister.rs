@@ -276,6 +276,7 @@ fn maybe_compact(
                     Ordering::Relaxed,
                 );
                 tracing::info!(%document_id, updates, bytes, "compacted document");
+                metrics::counter!("tandem_compactions_total", "result" => "folded").increment(1);
             }
             Ok(Compaction::NothingToDo) => {
                 room.stored_updates.store(0, Ordering::Relaxed);
@@ -285,7 +286,8 @@ fn maybe_compact(
                 tracing::debug!(%document_id, "compaction raced another; will retry")
             }
             Err(error) => {
-                tracing::warn!(%document_id, error = format!("{error:#}"), "compaction failed")
+                tracing::warn!(%document_id, error = format!("{error:#}"), "compaction failed");
+                metrics::counter!("tandem_compactions_total", "result" => "failed").increment(1);
             }
         }
         room.compacting.store(false, Ordering::Release);

@@ -178,6 +178,8 @@ impl WriteBehind {
         }
         match self.write(&sessions, &presence).await {
             Ok(()) => {
+                metrics::counter!("tandem_presence_rows_written_total").increment(presence.len() as u64);
+                metrics::counter!("tandem_session_rows_written_total").increment(sessions.len() as u64);
                 self.flushed.send_replace(generation);
                 Ok(())
             }

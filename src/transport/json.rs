@@ -202,15 +202,35 @@ impl Protocol for JsonHandler {
     }
 }
 
+/// Time from a message's receipt to its relay being queued for the other
+/// members (`tandem_relay_seconds`), for the kinds that are relayed. A cached
+/// handle, resolved after the application installed its recorder.
+static RELAY_SECONDS: std::sync::LazyLock<metrics::Histogram> =
+    std::sync::LazyLock::new(|| metrics::histogram!("tandem_relay_seconds"));
+
+/// Whether handling a message of this kind queues it for other members.
+fn fans_out(kind: &str) -> bool {
+    matches!(
+        kind,
+        "cursor_move" | "selection_change" | "editing_start" | "editing_stop" | "sync_update" | "awareness"
+    )
+}
+
 impl JsonHandler {
     async fn handle_text(&mut self, text: &str) {
+        let received = std::time::Instant::now();
         match decode_client_frame(text, self.limits) {
             Err(FrameError { id, error }) => self.reject(error, id.as_ref()),
             Ok(frame) => {
-                metrics::counter!("tandem_messages_received_total", "type" => frame.message.kind())
-                    .increment(1);
+                let kind = frame.message.kind();
+                metrics::counter!("tandem_messages_received_total", "type" => kind).increment(1);
                 match self.dispatch(frame.message, frame.id.as_ref()).await {
-                    Ok(()) => self.consecutive_errors = 0,
+                    Ok(()) => {
+                        self.consecutive_errors = 0;
+                        if fans_out(kind) {
+                            RELAY_SECONDS.record(received.elapsed().as_secs_f64());
+                        }
+                    }
                     Err(error) => self.reject(error, frame.id.as_ref()),
                 }
             }

@@ -3,6 +3,7 @@
 mod api_keys;
 mod auth;
 mod bad_input;
+mod dashboard;
 mod documents;
 mod durability;
 mod helpers;

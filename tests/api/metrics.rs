@@ -102,3 +102,80 @@ async fn metrics_count_connections_messages_errors_and_commits() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn metrics_count_fan_out_relay_time_presence_rows_compactions_and_sweeps() {
+    use sea_orm::{ActiveModelTrait, IntoActiveModel};
+
+    let app = spawn_app_with(&Backend::Sqlite, |config| config.compact_after_updates = 2).await;
+    let before = scrape_metrics(&app).await;
+    let mut alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    alice.join("doc").await;
+    bob.join("doc").await;
+    alice
+        .send(
+            json!({"type": "cursor_move", "document_id": "doc", "cursor": {"line": 1, "column": 2}, "id": "c"}),
+        )
+        .await;
+    alice.recv_until("ack").await;
+    bob.recv_until("cursor_move").await;
+    let peer = YPeer::new(21);
+    for (n, word) in ["one ", "two ", "three "].into_iter().enumerate() {
+        let update = b64::encode(peer.insert(0, word));
+        alice
+            .send(json!({"type": "sync_update", "document_id": "doc", "update": update, "id": n}))
+            .await;
+        alice.recv_until("ack").await;
+    }
+
+    // A session of a process that crashed long ago: the sweep ends it.
+    let stale = chrono::Utc::now() - chrono::Duration::hours(1);
+    let session_id = uuid::Uuid::now_v7();
+    entity::user_sessions::Model {
+        id: session_id,
+        user_id: "ghost".into(),
+        user_name: None,
+        connection_id: uuid::Uuid::now_v7(),
+        is_active: true,
+        user_agent: None,
+        ip_address: None,
+        device_type: "desktop".into(),
+        current_document_id: None,
+        instance_id: "crashed".into(),
+        created_at: stale,
+        last_seen_at: stale,
+        disconnected_at: None,
+    }
+    .into_active_model()
+    .insert(&app.state.db)
+    .await
+    .expect("insert a stale session");
+    tandem::app::sweep(&app.state).await.expect("sweep");
+
+    let grew = |after: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>| {
+        value(after, name, label) - value(&before, name, label)
+    };
+    let after = eventually("presence rows and a compaction are counted", || async {
+        let after = scrape_metrics(&app).await;
+        (grew(&after, "tandem_presence_rows_written_total", None) >= 2.0
+            && grew(&after, "tandem_compactions_total", Some(("result", "folded"))) >= 1.0)
+            .then_some(after)
+    })
+    .await;
+    assert!(
+        grew(&after, "tandem_fanout_deliveries_total", None) >= 5.0,
+        "bob got alice's cursor and three updates, alice bob's join"
+    );
+    assert!(
+        grew(&after, "tandem_relay_seconds", None) >= 4.0,
+        "a relay time per cursor move and update"
+    );
+    assert!(grew(&after, "tandem_session_rows_written_total", None) >= 2.0);
+    assert!(grew(&after, "tandem_sessions_swept_total", Some(("reason", "stale"))) >= 1.0);
+    assert!(
+        after.samples.iter().any(|s| s.metric == "tandem_write_backlog"),
+        "the write-behind backlog gauge"
+    );
+    drop((alice, bob));
+}
