@@ -1,0 +1,444 @@
+// The socket: connecting with a token, reconnecting with backoff,
+// heartbeats and dead-socket detection, token refresh, and routing each
+// server message to the room it concerns.
+
+import { Emitter } from './emitter.js'
+import { tokenTimes } from './jwt.js'
+import { Room } from './room.js'
+
+const DEFAULTS = {
+  minReconnectDelayMs: 500,
+  maxReconnectDelayMs: 30_000,
+  stableConnectionMs: 60_000,
+  connectTimeoutMs: 10_000,
+  refreshBeforeExpiryMs: 90_000,
+  refreshRetryMs: 5_000,
+  fallbackHeartbeatIntervalMs: 30_000,
+}
+
+/** Close codes after which reconnecting cannot help. */
+const NO_RECONNECT = new Set([4005])
+
+export class TandemClient extends Emitter {
+  /**
+   * @param {string} url the gateway's /ws URL (ws:// or wss://)
+   * @param {object} options see index.d.ts
+   */
+  constructor(url, options = {}) {
+    super()
+    if (typeof url !== 'string' && !(url instanceof URL)) throw new TypeError('url must be a string')
+    if (options.token === undefined) throw new TypeError('options.token is required (a string or a function returning one)')
+    this.url = String(url)
+    this.options = { ...DEFAULTS, ...options }
+    /** 'connecting' | 'connected' | 'disconnected' */
+    this.status = 'disconnected'
+    this.connectionId = null
+    this.sessionId = null
+    this.userId = null
+    this.heartbeatIntervalMs = null
+    /** The JSON payload of the `connected` message (unknown fields included). */
+    this.connection = null
+    this.token = null
+
+    /** @type {Map<string, Room>} */
+    this.rooms = new Map()
+    /** @type {Map<string, { room: Room | null, kind: string }>} message id -> who waits for its reply */
+    this._routes = new Map()
+    this._idCounter = 0
+    this._socket = null
+    this._closed = false
+    this._attempt = 0
+    this._timers = {}
+    this._lastHeardAt = 0
+    this._refreshing = null
+
+    if (options.autoConnect !== false) queueMicrotask(() => this.connect())
+  }
+
+  /** The role claim of the current token ('editor' when absent). */
+  get role() {
+    return (this.token && tokenTimes(this.token).role) || 'editor'
+  }
+
+  /**
+   * Join a document (or return the room already joining it).
+   * @param {string} documentId
+   * @param {{ doc?: import('yjs').Doc, awareness?: import('y-protocols/awareness').Awareness, readOnly?: boolean }} [options]
+   */
+  join(documentId, options = {}) {
+    if (typeof documentId !== 'string' || documentId.length === 0) throw new TypeError('documentId must be a non-empty string')
+    const existing = this.rooms.get(documentId)
+    if (existing) {
+      if (options.doc && options.doc !== existing.doc) throw new Error(`document ${JSON.stringify(documentId)} is already joined with another Y.Doc`)
+      return existing
+    }
+    const room = new Room(this, documentId, options)
+    this.rooms.set(documentId, room)
+    if (this.status === 'connected') room._connected()
+    return room
+  }
+
+  /** Open the socket (done by the constructor unless autoConnect: false). Also restarts a closed client. */
+  connect() {
+    this._closed = false
+    if (this._socket || this._timers.reconnect) return
+    this._open()
+  }
+
+  /** Close the socket for good (no reconnect) and leave every room. */
+  close() {
+    this._closed = true
+    for (const room of [...this.rooms.values()]) room.leave()
+    this._clearTimers()
+    const socket = this._socket
+    this._socket = null
+    if (socket) {
+      detach(socket)
+      try {
+        socket.close(1000, 'client closed')
+      } catch {
+        // already closing
+      }
+    }
+    this._lost({ code: 1000, reason: 'client closed' })
+  }
+
+  /** Send a raw protocol message; false when the socket is not open. */
+  send(message) {
+    return this._send(message)
+  }
+
+  // ---- connection lifecycle ----------------------------------------------
+
+  async _open() {
+    this._setStatus('connecting')
+    let token
+    try {
+      token = await this._fetchToken()
+    } catch (cause) {
+      this.emit('error', { code: 'token_unavailable', message: `token() failed: ${cause?.message ?? cause}` })
+      return this._scheduleReconnect()
+    }
+    if (this._closed || this._socket) return
+    this.token = token
+    const url = withToken(this.url, token)
+    let socket
+    try {
+      socket = this.options.createWebSocket
+        ? this.options.createWebSocket(url)
+        : new (this.options.WebSocket ?? globalThis.WebSocket)(url)
+    } catch (cause) {
+      this.emit('error', { code: 'socket_failed', message: String(cause?.message ?? cause) })
+      return this._scheduleReconnect()
+    }
+    this._socket = socket
+    this._lastHeardAt = Date.now()
+    this._timers.connect = setTimeout(() => this._abandon(socket, 'no connected message in time'), this.options.connectTimeoutMs)
+    socket.onmessage = (event) => this._receive(socket, event.data)
+    socket.onclose = (event) => this._socketClosed(socket, event.code, event.reason)
+    socket.onerror = () => {
+      // A close event follows; browsers give no detail here.
+    }
+  }
+
+  async _fetchToken() {
+    const { token } = this.options
+    const value = typeof token === 'function' ? await token() : token
+    if (typeof value !== 'string' || value.length === 0) throw new TypeError('token must be a non-empty string')
+    return value
+  }
+
+  _socketClosed(socket, code, reason) {
+    if (socket !== this._socket) return
+    this._socket = null
+    detach(socket)
+    this._lost({ code, reason })
+  }
+
+  /** Treat a socket as dead now: the close may take long to arrive, or never. */
+  _abandon(socket, why) {
+    if (socket !== this._socket) return
+    this._socket = null
+    detach(socket)
+    try {
+      socket.close(4000, why)
+    } catch {
+      // ignore
+    }
+    this._lost({ code: 4000, reason: why })
+  }
+
+  _lost({ code, reason }) {
+    const wasConnected = this.status === 'connected'
+    this._clearTimers()
+    this._routes.clear()
+    this.connectionId = null
+    this._refreshing = null
+    for (const room of this.rooms.values()) room._disconnected()
+    if (wasConnected || this.status === 'connecting') this.emit('close', { code, reason })
+    this._setStatus('disconnected')
+    if (this._closed) return
+    if (NO_RECONNECT.has(code)) {
+      this.emit('error', { code: 'revoked', message: `the server closed the connection with ${code} ${reason ?? ''}; not reconnecting` })
+      this._closed = true
+      return
+    }
+    // An expired token: reconnect at once with a fresh one.
+    if (code === 4004) this._attempt = 0
+    this._scheduleReconnect(code === 4004 ? 0 : undefined)
+  }
+
+  _scheduleReconnect(delay) {
+    if (this._closed) return
+    this._setStatus('disconnected')
+    const { minReconnectDelayMs: min, maxReconnectDelayMs: max } = this.options
+    const ceiling = Math.min(max, min * 2 ** this._attempt)
+    this._attempt++
+    const wait = delay ?? ceiling / 2 + (Math.random() * ceiling) / 2
+    clearTimeout(this._timers.reconnect)
+    this._timers.reconnect = setTimeout(() => {
+      this._timers.reconnect = null
+      if (!this._closed && !this._socket) this._open()
+    }, wait)
+    this.emit('reconnect_scheduled', { delayMs: wait, attempt: this._attempt })
+  }
+
+  _connected(msg) {
+    clearTimeout(this._timers.connect)
+    this.connection = msg
+    this.connectionId = msg.connection_id ?? null
+    this.sessionId = msg.session_id ?? null
+    this.userId = msg.user_id ?? null
+    const interval = Number(msg.heartbeat_interval_ms)
+    this.heartbeatIntervalMs = Number.isFinite(interval) && interval > 0 ? interval : this.options.fallbackHeartbeatIntervalMs
+    this._startHeartbeat()
+    this._timers.stable = setTimeout(() => {
+      this._attempt = 0
+    }, this.options.stableConnectionMs)
+    this._scheduleRefresh()
+    this._setStatus('connected')
+    this.emit('connected', msg)
+    for (const room of [...this.rooms.values()]) room._connected()
+  }
+
+  _startHeartbeat() {
+    const interval = this.options.heartbeatIntervalMs ?? this.heartbeatIntervalMs
+    this._timers.heartbeat = setInterval(() => this._send({ type: 'heartbeat', id: this._nextId('hb') }), interval)
+    // Dead socket: nothing at all heard for two intervals.
+    const socket = this._socket
+    this._timers.liveness = setInterval(() => {
+      if (Date.now() - this._lastHeardAt > 2 * interval) this._abandon(socket, 'nothing heard for two heartbeat intervals')
+    }, Math.max(50, interval / 4))
+  }
+
+  // ---- tokens ------------------------------------------------------------
+
+  _scheduleRefresh() {
+    clearTimeout(this._timers.refresh)
+    if (typeof this.options.token !== 'function') return
+    const { exp, iat } = tokenTimes(this.token)
+    if (!exp) return
+    const now = Date.now()
+    const lifetime = exp - (iat ?? now)
+    const margin = Math.min(this.options.refreshBeforeExpiryMs, Math.max(0, lifetime / 2))
+    const wait = Math.max(0, exp - margin - now)
+    this._timers.refresh = setTimeout(() => this.refreshToken(), wait)
+  }
+
+  /**
+   * Ask token() for a fresh token and send it as refresh_token. Resolves
+   * true once the server accepted it (token_refreshed).
+   */
+  refreshToken() {
+    if (this._refreshing) return this._refreshing
+    if (this.status !== 'connected' || typeof this.options.token !== 'function') return Promise.resolve(false)
+    const socket = this._socket
+    const attempt = (async () => {
+      let token
+      try {
+        token = await this._fetchToken()
+      } catch (cause) {
+        this.emit('error', { code: 'token_unavailable', message: `token() failed: ${cause?.message ?? cause}` })
+        return false
+      }
+      if (socket !== this._socket) return false
+      const id = this._nextId('rt')
+      const reply = new Promise((resolve) => this._routes.set(id, { room: null, kind: 'refresh', resolve, token }))
+      this._send({ type: 'refresh_token', token, id })
+      return reply
+    })()
+    this._refreshing = attempt
+    attempt.then((ok) => {
+      if (this._refreshing === attempt) this._refreshing = null
+      if (!ok && socket === this._socket && this.status === 'connected') {
+        clearTimeout(this._timers.refresh)
+        this._timers.refresh = setTimeout(() => this.refreshToken(), this.options.refreshRetryMs)
+      }
+    })
+    return attempt
+  }
+
+  // ---- messages ----------------------------------------------------------
+
+  _send(message) {
+    const socket = this._socket
+    if (!socket || socket.readyState !== 1) return false
+    try {
+      socket.send(JSON.stringify(message))
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  _receive(socket, data) {
+    if (socket !== this._socket) return
+    this._lastHeardAt = Date.now()
+    const text = typeof data === 'string' ? data : decodeText(data)
+    if (text === null) return
+    // One frame may carry several messages, one per line (/ws?batch=1).
+    for (const line of text.split('\n')) {
+      if (line.trim() === '') continue
+      let msg
+      try {
+        msg = JSON.parse(line)
+      } catch {
+        this.emit('error', { code: 'client_invalid_json', message: 'the server sent a line that is not JSON' })
+        continue
+      }
+      if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') continue
+      try {
+        this._dispatch(msg)
+      } catch (error) {
+        this.emit('error', { code: 'client_internal', message: String(error?.stack ?? error) })
+      }
+      if (socket !== this._socket) return
+    }
+  }
+
+  _dispatch(msg) {
+    this.emit('message', msg)
+    switch (msg.type) {
+      case 'connected':
+        return this._connected(msg)
+      case 'heartbeat_ack':
+        this._unroute(msg.id)
+        return this.emit('heartbeat_ack', msg)
+      case 'ack':
+        return this._onAck(msg)
+      case 'error':
+        return this._onError(msg)
+      case 'token_expiring':
+        this.emit('token_expiring', msg)
+        return this._onTokenExpiring(msg)
+      case 'token_refreshed':
+        return this._onTokenRefreshed(msg)
+    }
+    if (typeof msg.document_id === 'string') {
+      const room = this.rooms.get(msg.document_id)
+      if (room) {
+        if (msg.id !== undefined && msg.type !== 'sync_step2') this._unroute(msg.id)
+        room._handle(msg)
+      }
+      return
+    }
+    // A message type this client does not know: ignored (after the 'message' event).
+  }
+
+  _onAck(msg) {
+    const route = this._routes.get(String(msg.id))
+    if (!route) return
+    this._routes.delete(String(msg.id))
+    route.room?._ack(String(msg.id), route.kind)
+  }
+
+  _onError(msg) {
+    const id = msg.id === undefined || msg.id === null ? undefined : String(msg.id)
+    const route = id === undefined ? undefined : this._routes.get(id)
+    if (route) this._routes.delete(id)
+    const error = {
+      code: msg.code,
+      message: msg.message,
+      id,
+      document_id: route?.room?.documentId ?? msg.document_id,
+      request: route?.kind,
+    }
+    this.emit('error', error)
+    if (route?.kind === 'refresh') return route.resolve(false)
+    const room = route?.room ?? (typeof msg.document_id === 'string' ? this.rooms.get(msg.document_id) : undefined)
+    room?._error(error, route?.kind)
+  }
+
+  _onTokenExpiring(msg) {
+    const expiresAt = Number(msg.expires_at) * 1000
+    const current = tokenTimes(this.token).exp
+    // Already on a token that outlives the warning? Nothing to do.
+    if (current && Number.isFinite(expiresAt) && current > expiresAt) return
+    this.refreshToken()
+  }
+
+  _onTokenRefreshed(msg) {
+    const id = msg.id === undefined ? undefined : String(msg.id)
+    const route = id === undefined ? undefined : this._routes.get(id)
+    if (route) this._routes.delete(id)
+    if (route?.token) this.token = route.token
+    this.emit('token_refreshed', msg)
+    this._scheduleRefresh()
+    route?.resolve?.(true)
+  }
+
+  // ---- for rooms ---------------------------------------------------------
+
+  /** @internal */
+  _nextId(prefix) {
+    return `${prefix}${++this._idCounter}`
+  }
+
+  /** @internal Remember who waits for the reply to message `id`. */
+  _route(id, room, kind) {
+    this._routes.set(id, { room, kind })
+  }
+
+  /** @internal */
+  _unroute(id) {
+    if (id !== undefined) this._routes.delete(String(id))
+  }
+
+  /** @internal A room left, failed or was revoked. */
+  _forget(room) {
+    if (this.rooms.get(room.documentId) === room) this.rooms.delete(room.documentId)
+    for (const [id, route] of this._routes) if (route.room === room) this._routes.delete(id)
+  }
+
+  _setStatus(status) {
+    if (this.status === status) return
+    this.status = status
+    this.emit('status', status)
+  }
+
+  _clearTimers() {
+    for (const key of Object.keys(this._timers)) {
+      clearTimeout(this._timers[key])
+      clearInterval(this._timers[key])
+    }
+    this._timers = {}
+  }
+}
+
+function withToken(url, token) {
+  const separator = url.includes('?') ? '&' : '?'
+  return `${url}${separator}token=${encodeURIComponent(token)}`
+}
+
+function detach(socket) {
+  socket.onmessage = socket.onclose = socket.onerror = socket.onopen = null
+}
+
+function decodeText(data) {
+  try {
+    if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) return new TextDecoder().decode(data)
+  } catch {
+    // fall through
+  }
+  return null
+}
