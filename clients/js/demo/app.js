@@ -157,9 +157,9 @@ function run(name) {
             'data-connection-id': device.connection_id,
             'data-device-type': device.device_type,
           })
-          const label = device.is_self ? `${device.device_type} (this window)` : device.device_type
+          const label = device.is_self ? `${device.device_type}, this window` : device.device_type
           const position = device.cursor ? ` · ${device.cursor.line + 1}:${device.cursor.column + 1}` : ''
-          item.append(document.createTextNode(`${deviceIcon(device.device_type)} ${label}${position}`))
+          item.append(document.createTextNode(`${label}${position}`))
           if (device.is_editing) item.append(Object.assign(el('span', { class: 'editing-badge' }), { textContent: 'editing' }))
           devices.append(item)
         }
@@ -207,8 +207,4 @@ function colorOf(key) {
   let hash = 0
   for (const char of String(key)) hash = (hash * 31 + char.codePointAt(0)) >>> 0
   return `hsl(${hash % 360} 65% 45%)`
-}
-
-function deviceIcon(type) {
-  return { desktop: '🖥', mobile: '📱', tablet: '📱', bot: '🤖' }[type] ?? '💻'
 }
