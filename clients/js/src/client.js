@@ -28,6 +28,9 @@ export class TandemClient extends Emitter {
     super()
     if (typeof url !== 'string' && !(url instanceof URL)) throw new TypeError('url must be a string')
     if (options.token === undefined) throw new TypeError('options.token is required (a string or a function returning one)')
+    if (!options.createWebSocket && !options.WebSocket && typeof globalThis.WebSocket !== 'function') {
+      throw new TypeError('no WebSocket here: pass options.WebSocket (e.g. `import WebSocket from "ws"`) or options.createWebSocket')
+    }
     this.url = String(url)
     this.options = { ...DEFAULTS, ...options }
     /** 'connecting' | 'connected' | 'disconnected' */
@@ -51,6 +54,16 @@ export class TandemClient extends Emitter {
     this._timers = {}
     this._lastHeardAt = 0
     this._refreshing = null
+
+    // Back online (browsers): do not wait for the backoff.
+    this._onOnline = () => {
+      if (this._timers.reconnect && !this._closed) {
+        clearTimeout(this._timers.reconnect)
+        this._timers.reconnect = null
+        this._open()
+      }
+    }
+    globalThis.addEventListener?.('online', this._onOnline)
 
     if (options.autoConnect !== false) queueMicrotask(() => this.connect())
   }
@@ -80,6 +93,7 @@ export class TandemClient extends Emitter {
 
   /** Open the socket (done by the constructor unless autoConnect: false). Also restarts a closed client. */
   connect() {
+    if (this._closed) globalThis.addEventListener?.('online', this._onOnline)
     this._closed = false
     if (this._socket || this._timers.reconnect) return
     this._open()
@@ -88,6 +102,7 @@ export class TandemClient extends Emitter {
   /** Close the socket for good (no reconnect) and leave every room. */
   close() {
     this._closed = true
+    globalThis.removeEventListener?.('online', this._onOnline)
     for (const room of [...this.rooms.values()]) room.leave()
     this._clearTimers()
     const socket = this._socket
@@ -170,6 +185,10 @@ export class TandemClient extends Emitter {
 
   _lost({ code, reason }) {
     const wasConnected = this.status === 'connected'
+    if (this.status === 'connecting' && code !== 1000) {
+      // Never got `connected`: a refused upgrade (401, 429...) or an unreachable server.
+      this.emit('error', { code: 'connect_failed', message: `the connection closed before it was established (${code}${reason ? ` ${reason}` : ''})` })
+    }
     this._clearTimers()
     this._routes.clear()
     this.connectionId = null

@@ -56,6 +56,7 @@ export class Room extends Emitter {
     this._syncId = null
     this._joinRetry = 0
     this._joinRetryTimer = null
+    this._syncRetryTimer = null
 
     this._cursor = null
     this._selection = undefined // undefined: never set; null: cleared
@@ -176,6 +177,8 @@ export class Room extends Emitter {
     this._flushTimer = null
     clearTimeout(this._joinRetryTimer)
     this._joinRetryTimer = null
+    clearTimeout(this._syncRetryTimer)
+    this._syncRetryTimer = null
     this._inFlight.clear()
     this._queued = []
     this.presence.selfConnectionId = null
@@ -238,6 +241,16 @@ export class Room extends Emitter {
   _error(error, kind) {
     this.emit('error', error)
     if (kind === 'join') return this._joinFailed(error)
+    if (kind === 'sync') {
+      // Our sync_step1 failed (the document could not be loaded): ask again.
+      if (error.code === 'document_unavailable' || error.code === 'rate_limited') {
+        clearTimeout(this._syncRetryTimer)
+        this._syncRetryTimer = setTimeout(() => {
+          if (this.joined && !this.isSynced) this._sendSyncStep1()
+        }, 1000)
+      }
+      return
+    }
     if (kind !== 'update') return
     const seqs = this._inFlight.get(error.id)
     if (!seqs) return
@@ -510,7 +523,8 @@ export class Room extends Emitter {
     clearTimeout(this._flushTimer)
     clearTimeout(this._presenceTimer)
     clearTimeout(this._joinRetryTimer)
-    this._flushTimer = this._presenceTimer = this._joinRetryTimer = null
+    clearTimeout(this._syncRetryTimer)
+    this._flushTimer = this._presenceTimer = this._joinRetryTimer = this._syncRetryTimer = null
     this.isSynced = false
     this.doc.off('update', this._onDocUpdate)
     this.doc.off('destroy', this._onDocDestroy)

@@ -16,7 +16,8 @@ export const USER_AGENTS = {
  * @param {object} options TandemClient options, plus userAgent
  */
 export function nodeClient(wsUrl, { userAgent, ...options } = {}) {
-  const createWebSocket = (url) => new WebSocket(url, userAgent ? { headers: { 'User-Agent': userAgent } } : undefined)
+  if (!userAgent) return new TandemClient(wsUrl, { WebSocket, ...options })
+  const createWebSocket = (url) => new WebSocket(url, { headers: { 'User-Agent': userAgent } })
   return new TandemClient(wsUrl, { createWebSocket, ...options })
 }
 
