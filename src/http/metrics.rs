@@ -44,6 +44,23 @@ pub(crate) async fn scrape(Data(state): Data<&AppState>) -> Response {
             .set(by_protocol.get(protocol).copied().unwrap_or(0) as f64);
     }
     let rooms = state.hub.rooms_snapshot();
+    // Send queues of room members, each connection once (a member of several
+    // rooms has one queue).
+    let mut seen = std::collections::HashSet::new();
+    let (mut messages, mut bytes, mut deepest) = (0usize, 0usize, 0usize);
+    for room in &rooms {
+        for member in room.state().members() {
+            if seen.insert(member.presence.connection_id) {
+                let depth = member.outbox.depth();
+                messages += depth;
+                bytes += member.outbox.queued_bytes();
+                deepest = deepest.max(depth);
+            }
+        }
+    }
+    ::metrics::gauge!("tandem_send_queue_messages").set(messages as f64);
+    ::metrics::gauge!("tandem_send_queue_bytes").set(bytes as f64);
+    ::metrics::gauge!("tandem_send_queue_deepest_messages").set(deepest as f64);
     ::metrics::gauge!("tandem_rooms").set(rooms.len() as f64);
     ::metrics::gauge!("tandem_documents_loaded")
         .set(rooms.iter().filter(|room| room.state().doc.is_some()).count() as f64);

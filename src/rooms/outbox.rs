@@ -163,6 +163,16 @@ impl Outbox {
         }
     }
 
+    /// Messages waiting in the queue (for the metrics' queue depths).
+    pub fn depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// Bytes the waiting messages weigh.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.queued()
+    }
+
     pub fn text(&self, text: Encoded) -> bool {
         self.push(Outgoing::Text(text))
     }

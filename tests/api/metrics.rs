@@ -173,9 +173,16 @@ async fn metrics_count_fan_out_relay_time_presence_rows_compactions_and_sweeps()
     );
     assert!(grew(&after, "tandem_session_rows_written_total", None) >= 2.0);
     assert!(grew(&after, "tandem_sessions_swept_total", Some(("reason", "stale"))) >= 1.0);
-    assert!(
-        after.samples.iter().any(|s| s.metric == "tandem_write_backlog"),
-        "the write-behind backlog gauge"
-    );
+    for gauge in [
+        "tandem_write_backlog",
+        "tandem_send_queue_messages",
+        "tandem_send_queue_bytes",
+        "tandem_send_queue_deepest_messages",
+    ] {
+        assert!(
+            after.samples.iter().any(|s| s.metric == gauge),
+            "the {gauge} gauge"
+        );
+    }
     drop((alice, bob));
 }
