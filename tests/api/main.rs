@@ -4,6 +4,7 @@ mod api_keys;
 mod auth;
 mod bad_input;
 mod dashboard;
+mod demo;
 mod documents;
 mod durability;
 mod helpers;
