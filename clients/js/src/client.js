@@ -53,6 +53,8 @@ export class TandemClient extends Emitter {
     this._attempt = 0
     this._timers = {}
     this._lastHeardAt = 0
+    this._lastHeartbeatAt = 0
+    this._unansweredSince = null
     this._refreshing = null
 
     // Back online (browsers): do not wait for the backoff.
@@ -242,11 +244,25 @@ export class TandemClient extends Emitter {
 
   _startHeartbeat() {
     const interval = this.options.heartbeatIntervalMs ?? this.heartbeatIntervalMs
-    this._timers.heartbeat = setInterval(() => this._send({ type: 'heartbeat', id: this._nextId('hb') }), interval)
-    // Dead socket: nothing at all heard for two intervals.
     const socket = this._socket
+    const beat = () => {
+      this._lastHeartbeatAt = Date.now()
+      // The oldest heartbeat that nothing has been heard after (reset by every message).
+      this._unansweredSince ??= this._lastHeartbeatAt
+      this._send({ type: 'heartbeat', id: this._nextId('hb') })
+    }
+    this._lastHeartbeatAt = Date.now()
+    this._unansweredSince = null
+    this._timers.heartbeat = setInterval(beat, interval)
+    // Dead socket: nothing at all heard for two intervals, although a
+    // heartbeat has been waiting for its answer for a whole interval. (A
+    // background tab's timers may fire late: an overdue heartbeat is sent
+    // first, so slow timers alone never look like a dead server.)
     this._timers.liveness = setInterval(() => {
-      if (Date.now() - this._lastHeardAt > 2 * interval) this._abandon(socket, 'nothing heard for two heartbeat intervals')
+      const now = Date.now()
+      if (now - this._lastHeartbeatAt >= interval * 1.5) beat()
+      const unanswered = this._unansweredSince !== null && now - this._unansweredSince >= interval
+      if (unanswered && now - this._lastHeardAt > 2 * interval) this._abandon(socket, 'nothing heard for two heartbeat intervals')
     }, Math.max(50, interval / 4))
   }
 
@@ -313,6 +329,7 @@ export class TandemClient extends Emitter {
   _receive(socket, data) {
     if (socket !== this._socket) return
     this._lastHeardAt = Date.now()
+    this._unansweredSince = null
     const text = typeof data === 'string' ? data : decodeText(data)
     if (text === null) return
     // One frame may carry several messages, one per line (/ws?batch=1).
