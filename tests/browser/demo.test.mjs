@@ -38,7 +38,7 @@ async function timeUntil(page, predicate, arg, timeout = 3_000) {
 
 const editorIncludes = ([text]) => document.querySelector('#editor').value.includes(text)
 
-test('each window sees the other\'s typing within 200 ms, and its name and cursor', async () => {
+test('each window sees the other\'s typing within 200 ms, and its name and cursor', async (t) => {
   await alice.click('#editor')
   await alice.keyboard.type('Hello from Alice.')
   const toBob = await timeUntil(bob, editorIncludes, ['Hello from Alice.'])
@@ -50,6 +50,7 @@ test('each window sees the other\'s typing within 200 ms, and its name and curso
   await bob.keyboard.type('And Bob.')
   const toAlice = await timeUntil(alice, editorIncludes, ['And Bob.'])
   assert.ok(toAlice < 200, `Alice saw Bob's text after ${toAlice} ms`)
+  t.diagnostic(`Alice -> Bob ${toBob} ms, Bob -> Alice ${toAlice} ms`)
   assert.equal(await alice.inputValue('#editor'), 'Hello from Alice.\nAnd Bob.')
   assert.equal(await bob.inputValue('#editor'), 'Hello from Alice.\nAnd Bob.')
 
@@ -76,7 +77,7 @@ test('each window sees the other\'s typing within 200 ms, and its name and curso
   await alice.waitForSelector(`#people [data-user-id="${bobId}"] .editing-badge`, { state: 'detached', timeout: 4_000 })
 })
 
-test("an agent's REST write appears in both windows within 200 ms", async () => {
+test("an agent's REST write appears in both windows within 200 ms", async (t) => {
   const token = gateway.token('agent', { name: 'Agent' })
   const { body } = await restGet(gateway, `/api/v1/documents/${DOC}`, token)
   const agent = new Y.Doc()
@@ -93,11 +94,12 @@ test("an agent's REST write appears in both windows within 200 ms", async () => 
   const elapsed = Date.now() - started
   await posted
   assert.ok(elapsed < 200, `both windows showed the agent's text after ${elapsed} ms`)
+  t.diagnostic(`REST write -> both windows ${elapsed} ms`)
   assert.equal(await alice.inputValue('#editor'), 'Hello from Alice.\nAnd Bob.\n[agent] a summary.')
   assert.equal(await bob.inputValue('#editor'), await alice.inputValue('#editor'))
 })
 
-test("closing a window removes its avatar from the other within 3 s", async () => {
+test("closing a window removes its avatar from the other within 3 s", async (t) => {
   const carol = await openDemo(await newPage(browser), gateway, { name: 'Carol', documentId: DOC })
   const carolId = await carol.evaluate(() => window.tandemDemo.client.userId)
   await alice.waitForSelector(`#people [data-user-id="${carolId}"]`, { timeout: 2_000 })
@@ -106,6 +108,7 @@ test("closing a window removes its avatar from the other within 3 s", async () =
   await alice.waitForSelector(`#people [data-user-id="${carolId}"]`, { state: 'detached', timeout: 3_000 })
   const elapsed = Date.now() - started
   assert.ok(elapsed < 3_000, `avatar gone after ${elapsed} ms`)
+  t.diagnostic(`avatar gone ${elapsed} ms after the window closed`)
   assert.equal(await alice.locator('#people > li').count(), 2)
 })
 

@@ -49,6 +49,7 @@ export class TandemClient extends Emitter {
     this._routes = new Map()
     this._idCounter = 0
     this._socket = null
+    this._opening = false
     this._closed = false
     this._attempt = 0
     this._timers = {}
@@ -97,7 +98,7 @@ export class TandemClient extends Emitter {
   connect() {
     if (this._closed) globalThis.addEventListener?.('online', this._onOnline)
     this._closed = false
-    if (this._socket || this._timers.reconnect) return
+    if (this._socket || this._timers.reconnect || this._opening) return
     this._open()
   }
 
@@ -128,13 +129,17 @@ export class TandemClient extends Emitter {
   // ---- connection lifecycle ----------------------------------------------
 
   async _open() {
+    if (this._opening) return
     this._setStatus('connecting')
     let token
+    this._opening = true
     try {
       token = await this._fetchToken()
     } catch (cause) {
       this.emit('error', { code: 'token_unavailable', message: `token() failed: ${cause?.message ?? cause}` })
       return this._scheduleReconnect()
+    } finally {
+      this._opening = false
     }
     if (this._closed || this._socket) return
     this.token = token
