@@ -445,10 +445,14 @@ export class Room extends Emitter {
   }
 
   _localAwareness({ added, updated, removed }, origin) {
-    if (origin === this || !this.joined) return
+    if (!this.joined) return
     const own = this.awareness.clientID
     // Only our own state: the server refuses an update naming another connection's client id.
     if (![...added, ...updated, ...removed].includes(own)) return
+    // From the server, our own id changes only when it removed our state (our
+    // previous connection ended): y-protocols then keeps the state with a
+    // newer clock, to be sent again, which is what happens here.
+    if (origin === this && this.awareness.getLocalState() === null) return
     this._send({
       type: 'awareness',
       document_id: this.documentId,

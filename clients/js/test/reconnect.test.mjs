@@ -56,14 +56,17 @@ test('edits made while the server is down are sent after the reconnect, and the 
   const alice = await joinedClient(gateway, 'alice', 'offline')
   const bob = await joinedClient(gateway, 'bob', 'offline')
   try {
+    alice.room.awareness.setLocalStateField('user', { name: 'Alice' })
     alice.text.insert(0, 'before.')
     await waitFor(() => bob.text.toString() === 'before.' && alice.room.unsavedUpdates === 0, { what: 'first edit everywhere' })
+    await waitFor(() => bob.room.awareness.getStates().get(alice.doc.clientID)?.user?.name === 'Alice', { what: "Alice's awareness at Bob" })
     await gateway.kill()
     await waitFor(() => alice.client.status !== 'connected' && bob.client.status !== 'connected', { what: 'both disconnected' })
     alice.text.insert(alice.text.length, ' alice offline.')
     bob.text.insert(0, 'bob offline. ')
     assert.equal(alice.room.unsavedUpdates, 1)
     assert.equal(alice.room.presence.size, 0)
+    assert.equal(bob.room.awareness.getStates().has(alice.doc.clientID), false)
     gateway = await gateway.restart()
     await waitFor(() => alice.text.toString() === bob.text.toString() && alice.text.toString().includes('bob offline') && alice.text.toString().includes('alice offline'), {
       timeoutMs: 15_000,
@@ -72,6 +75,8 @@ test('edits made while the server is down are sent after the reconnect, and the 
     await waitFor(() => alice.room.unsavedUpdates === 0 && bob.room.unsavedUpdates === 0, { what: 'all acked' })
     assert.equal(await restText(gateway, 'offline', gateway.token('reader')), alice.text.toString())
     await waitFor(() => alice.room.presence.size === 2, { what: 'presence back' })
+    // Awareness went with the old server and came back with the rejoin.
+    await waitFor(() => bob.room.awareness.getStates().get(alice.doc.clientID)?.user?.name === 'Alice', { what: "Alice's awareness at Bob again" })
   } finally {
     alice.client.close()
     bob.client.close()
