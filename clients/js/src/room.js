@@ -295,13 +295,10 @@ export class Room extends Emitter {
     // What we lack: the reply sync_step2 completes the sync.
     this._sendSyncStep1()
     // Our awareness state, and the presence we had before a reconnect.
-    if (this.awareness.getLocalState() !== null) {
-      this._send({
-        type: 'awareness',
-        document_id: this.documentId,
-        update: toBase64(encodeAwarenessUpdate(this.awareness, [this.awareness.clientID])),
-      })
-    }
+    // With a newer clock: peers that dropped our state while we were away
+    // (as this client does on a disconnect) ignore a repeat of the old one.
+    const local = this.awareness.getLocalState()
+    if (local !== null) this.awareness.setLocalState(local) // sent by _localAwareness
     if (this._cursor) this._presenceDirty.cursor = true
     if (this._selection) this._presenceDirty.selection = true
     this._flushPresence()
