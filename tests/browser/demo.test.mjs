@@ -128,6 +128,35 @@ test('reloading a window brings the whole document back', async () => {
   await alice.waitForSelector('#saved[data-unsaved="0"]', { timeout: 3_000 })
 })
 
+test('the same name in a second window is one person with two devices', async () => {
+  const second = await openDemo(await newPage(browser), gateway, { name: 'Alice', documentId: DOC })
+  const alicePerson = '#people [data-user-id="demo-alice"]'
+  await bob.waitForFunction((sel) => document.querySelectorAll(`${sel} .device`).length === 2, alicePerson, { timeout: 3_000 })
+  assert.equal(await bob.locator('#people > li').count(), 2)
+  assert.equal(await second.locator(`${alicePerson} .device`).count(), 2)
+  assert.match(await second.textContent(`${alicePerson} .name`), /Alice \(you\)/)
+  await second.context().close()
+  await bob.waitForFunction((sel) => document.querySelectorAll(`${sel} .device`).length === 1, alicePerson, { timeout: 3_000 })
+})
+
+test('without ?name= the page asks for a name once and remembers it', async () => {
+  const page = await newPage(browser)
+  await page.goto(`${gateway.url}/demo?doc=${DOC}`)
+  await page.waitForSelector('#name-form:not([hidden])', { timeout: 5_000 })
+  await page.fill('#name-form input[name="name"]', 'Dana')
+  await page.click('#name-form button')
+  await page.waitForSelector('body[data-synced="true"]', { timeout: 10_000 })
+  assert.equal(await page.evaluate(() => window.tandemDemo.client.userId), 'demo-dana')
+  assert.equal(await page.isVisible('#name-form'), false)
+  await bob.waitForSelector('#people [data-user-id="demo-dana"]', { timeout: 3_000 })
+  await page.reload()
+  await page.waitForSelector('body[data-synced="true"]', { timeout: 10_000 })
+  assert.equal(await page.isVisible('#name-form'), false)
+  assert.equal(await page.evaluate(() => window.tandemDemo.name), 'Dana')
+  assert.deepEqual(page.problems, [])
+  await page.context().close()
+})
+
 test('no page errors in either window', async () => {
   assert.deepEqual(alice.problems, [])
   assert.deepEqual(bob.problems, [])
