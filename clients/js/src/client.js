@@ -471,8 +471,15 @@ function withToken(url, token) {
   return `${url}${separator}token=${encodeURIComponent(token)}`
 }
 
+const ignore = () => {}
+
+/**
+ * Stop listening to a socket we are done with. Handlers become no-ops, not
+ * null: an EventEmitter-based socket (ws) throws on an 'error' nobody
+ * listens to, and a socket closed while connecting emits one.
+ */
 function detach(socket) {
-  socket.onmessage = socket.onclose = socket.onerror = socket.onopen = null
+  socket.onmessage = socket.onclose = socket.onerror = socket.onopen = ignore
 }
 
 function decodeText(data) {

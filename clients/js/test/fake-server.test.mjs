@@ -173,3 +173,27 @@ test('reconnect delays grow exponentially with jitter up to the cap, and reset a
     await fake.close()
   }
 })
+
+test('a socket abandoned while still connecting (no connected in time) is retried without crashing the process', async () => {
+  // A TCP server that accepts and never answers the upgrade.
+  const net = await import('node:net')
+  const sockets = []
+  const server = net.createServer((socket) => sockets.push(socket))
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const client = nodeClient(`ws://127.0.0.1:${server.address().port}/ws`, {
+    token: 'tk_test',
+    connectTimeoutMs: 100,
+    minReconnectDelayMs: 20,
+  })
+  const errors = []
+  client.on('error', (e) => errors.push(e.code))
+  try {
+    await waitFor(() => sockets.length >= 3, { timeoutMs: 3_000, what: 'three connection attempts' })
+    assert.ok(errors.filter((c) => c === 'connect_failed').length >= 2, errors.join(','))
+    assert.notEqual(client.status, 'connected')
+  } finally {
+    client.close()
+    for (const socket of sockets) socket.destroy()
+    await new Promise((resolve) => server.close(resolve))
+  }
+})
