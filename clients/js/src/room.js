@@ -171,8 +171,12 @@ export class Room extends Emitter {
   /** @internal The socket is gone. */
   _disconnected() {
     if (this.status === 'left' || this.status === 'revoked' || this.status === 'failed') return
+    const wasJoined = this.status === 'joined'
     this.status = 'joining'
     this.isSynced = false
+    if (wasJoined) this.emit('status', this.status)
+    clearTimeout(this._presenceTimer)
+    this._presenceTimer = null
     clearTimeout(this._flushTimer)
     this._flushTimer = null
     clearTimeout(this._joinRetryTimer)

@@ -60,8 +60,12 @@ test('edits made while the server is down are sent after the reconnect, and the 
     alice.text.insert(0, 'before.')
     await waitFor(() => bob.text.toString() === 'before.' && alice.room.unsavedUpdates === 0, { what: 'first edit everywhere' })
     await waitFor(() => bob.room.awareness.getStates().get(alice.doc.clientID)?.user?.name === 'Alice', { what: "Alice's awareness at Bob" })
+    const roomStatuses = []
+    alice.room.on('status', (s) => roomStatuses.push(s))
     await gateway.kill()
     await waitFor(() => alice.client.status !== 'connected' && bob.client.status !== 'connected', { what: 'both disconnected' })
+    assert.equal(alice.room.status, 'joining')
+    assert.deepEqual(roomStatuses, ['joining'])
     alice.text.insert(alice.text.length, ' alice offline.')
     bob.text.insert(0, 'bob offline. ')
     assert.equal(alice.room.unsavedUpdates, 1)
@@ -75,6 +79,7 @@ test('edits made while the server is down are sent after the reconnect, and the 
     await waitFor(() => alice.room.unsavedUpdates === 0 && bob.room.unsavedUpdates === 0, { what: 'all acked' })
     assert.equal(await restText(gateway, 'offline', gateway.token('reader')), alice.text.toString())
     await waitFor(() => alice.room.presence.size === 2, { what: 'presence back' })
+    assert.deepEqual(roomStatuses, ['joining', 'joined'])
     // Awareness went with the old server and came back with the rejoin.
     await waitFor(() => bob.room.awareness.getStates().get(alice.doc.clientID)?.user?.name === 'Alice', { what: "Alice's awareness at Bob again" })
   } finally {
