@@ -167,6 +167,14 @@ struct Args {
     /// editing: seconds to wait for the last edits before checking convergence.
     #[arg(long, default_value_t = 3.0)]
     settle: f64,
+    /// editing: keep each document's text at about this many characters
+    /// (each edit then also deletes as many as it inserts).
+    #[arg(long)]
+    max_text: Option<u32>,
+    /// editing: type like a person (at one's own cursor; with --max-text,
+    /// deleting one's own oldest text) instead of editing random places.
+    #[arg(long)]
+    typing: bool,
     /// editing: tandem's SQLite file, to report bytes written per second.
     #[arg(long)]
     db_path: Option<PathBuf>,
@@ -300,6 +308,8 @@ async fn run(args: &Args) -> bool {
                 duration: seconds(args.duration),
                 settle: seconds(args.settle),
                 db_path: args.db_path.clone(),
+                max_text: args.max_text,
+                typing: args.typing,
             };
             editing::run(&common, params).await
         }
@@ -343,6 +353,8 @@ async fn smoke(args: &Args) -> bool {
             duration: Duration::from_millis(1500),
             settle: Duration::from_millis(1000),
             db_path: None,
+            max_text: None,
+            typing: false,
         };
         let (a, b, c) = tokio::join!(
             fanout::run(&json, short),

@@ -241,7 +241,7 @@ async fn build_verifier(
     }))
 }
 
-/// The JWKS refresh, the write-behind flusher, the stale-session sweep, the
+/// The metrics upkeep, the JWKS refresh, the write-behind flusher, the stale-session sweep, the
 /// editing-idle sweep and the room reaper: each loops until `stop` and
 /// finishes its work.
 fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &CancellationToken) {
@@ -255,6 +255,21 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => jwks.refresh().await,
+                }
+            }
+        });
+    }
+    if let Some(metrics) = crate::http::metrics::recorder() {
+        // Histogram samples wait in the recorder until upkeep folds them into
+        // buckets: without it (and without scrapes) they pile up for good.
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(crate::http::metrics::UPKEEP_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => metrics.run_upkeep(),
                 }
             }
         });

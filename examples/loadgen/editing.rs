@@ -19,7 +19,10 @@ use std::{
 
 use rand::Rng;
 use tokio::time::MissedTickBehavior;
-use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update, updates::decoder::Decode};
+use yrs::{
+    Assoc, Doc, GetString, IndexedSequence, ReadTxn, StateVector, StickyIndex, Text, Transact, Update,
+    updates::decoder::Decode,
+};
 
 use crate::{
     common::{Common, connect_all},
@@ -46,6 +49,16 @@ pub struct EditingParams {
     pub settle: Duration,
     /// tandem's SQLite file, to report bytes written to storage per second.
     pub db_path: Option<PathBuf>,
+    /// Keep each text at about this many characters: once it is that long,
+    /// every edit also deletes [`EDIT_CHARS`] characters (in the same
+    /// update), so a long run edits documents of a steady size (the soak).
+    pub max_text: Option<u32>,
+    /// Type like a person: each editor inserts at its own cursor (after its
+    /// last edit) and, with `max_text`, deletes its own oldest characters, so
+    /// a document's history stays a few runs per editor however long the
+    /// run. Without it, edits go to random places (a worst case for the
+    /// CRDT's history: it grows by an item or two per edit).
+    pub typing: bool,
 }
 
 /// What an editor holds at the end.
@@ -93,6 +106,9 @@ pub async fn run(common: &Common, params: EditingParams) -> Report {
             window,
             stop_at,
             rate: params.rate,
+            max_text: params.max_text,
+            typing: params.typing,
+            editors: params.editors as u32,
         };
         tasks.spawn(editor.run(client, handshake.step2));
     }
@@ -148,7 +164,9 @@ pub async fn run(common: &Common, params: EditingParams) -> Report {
         let same = editors
             .iter()
             .all(|f| f.text == first.text && f.state_vector == first.state_vector);
-        let complete = first.text.len() as u64 == edits * EDIT_CHARS;
+        // Bounded texts lose characters to deletes (concurrent ones may
+        // overlap): there, identical is the test.
+        let complete = params.max_text.is_some() || first.text.len() as u64 == edits * EDIT_CHARS;
         if same && complete {
             converged += 1;
         } else if problems.len() < 3 {
@@ -185,9 +203,53 @@ struct Editor {
     window: Window,
     stop_at: Instant,
     rate: f64,
+    max_text: Option<u32>,
+    typing: bool,
+    editors: u32,
+}
+
+/// Where a typing editor's text is: after its last edit, and its oldest
+/// character still there.
+#[derive(Default)]
+struct Typist {
+    cursor: Option<StickyIndex>,
+    oldest: Option<StickyIndex>,
+    live: u32,
 }
 
 impl Editor {
+    /// One edit of a typing editor: delete its own oldest characters once it
+    /// holds its share of `max_text`, then insert at its cursor.
+    fn type_chunk(
+        &self,
+        typist: &mut Typist,
+        text: &yrs::TextRef,
+        txn: &mut yrs::TransactionMut,
+        chunk: &str,
+    ) {
+        let share = self
+            .max_text
+            .map(|max| (max / self.editors.max(1)).max(2 * EDIT_CHARS as u32));
+        if share.is_some_and(|share| typist.live >= share)
+            && let Some(oldest) = typist.oldest.as_ref().and_then(|s| s.get_offset(txn))
+        {
+            text.remove_range(txn, oldest.index, EDIT_CHARS as u32);
+            typist.live -= EDIT_CHARS as u32;
+            typist.oldest = text.sticky_index(txn, oldest.index, Assoc::After);
+        }
+        let at = typist
+            .cursor
+            .as_ref()
+            .and_then(|c| c.get_offset(txn))
+            .map_or_else(|| text.len(txn), |offset| offset.index);
+        text.insert(txn, at, chunk);
+        if typist.oldest.is_none() {
+            typist.oldest = text.sticky_index(txn, at, Assoc::After);
+        }
+        typist.live += EDIT_CHARS as u32;
+        typist.cursor = text.sticky_index(txn, at + EDIT_CHARS as u32, Assoc::Before);
+    }
+
     async fn run(self, mut client: Client, step2: Option<Vec<u8>>) -> Final {
         let mut stats = Stats::default();
         let doc = Doc::with_client_id(self.id_base + self.slot);
@@ -203,6 +265,7 @@ impl Editor {
         tokio::pin!(stop);
         let mut pending_acks: VecDeque<(u64, Instant)> = VecDeque::new();
         let mut edits: u64 = 0;
+        let mut typist = Typist::default();
         let mut events = Vec::new();
         let letter = b'a' + (self.slot % 26) as u8;
         let chunk: String = std::iter::repeat_n(letter as char, EDIT_CHARS as usize).collect();
@@ -250,9 +313,18 @@ impl Editor {
                         edits = self.max_edits.max(edits);
                         continue;
                     }
-                    let update = {
+                    let update = if self.typing {
                         let mut txn = doc.transact_mut();
-                        let length = text.len(&txn);
+                        self.type_chunk(&mut typist, &text, &mut txn, &chunk);
+                        txn.encode_update_v1()
+                    } else {
+                        let mut txn = doc.transact_mut();
+                        let mut length = text.len(&txn);
+                        if self.max_text.is_some_and(|max| length >= max.max(EDIT_CHARS as u32)) {
+                            let from = rand::rng().random_range(0..=length - EDIT_CHARS as u32);
+                            text.remove_range(&mut txn, from, EDIT_CHARS as u32);
+                            length -= EDIT_CHARS as u32;
+                        }
                         let at = rand::rng().random_range(0..=length);
                         text.insert(&mut txn, at, &chunk);
                         txn.encode_update_v1()

@@ -75,8 +75,27 @@ fn refused(error: &crate::auth::AuthError) -> Response {
     }
 }
 
+/// Count an upgrade that was answered with anything but 101
+/// (`tandem_upgrades_refused_total`, for the connection success rate).
+fn counted(protocol: &'static str, response: Response) -> Response {
+    let status = response.status();
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        metrics::counter!(
+            "tandem_upgrades_refused_total",
+            "protocol" => protocol,
+            "status" => status.as_u16().to_string()
+        )
+        .increment(1);
+    }
+    response
+}
+
 #[handler]
 pub(crate) async fn ws_upgrade(req: &Request, Data(state): Data<&AppState>) -> Response {
+    counted("json", ws_answer(req, state).await)
+}
+
+async fn ws_answer(req: &Request, state: &AppState) -> Response {
     // Authenticate first, so a bad token is a 401 whatever else is wrong.
     let peer = match authenticate_upgrade(req, state).await {
         Ok(peer) => peer,
@@ -153,6 +172,10 @@ pub(crate) async fn yjs_upgrade(
     poem::web::Path(document_id): poem::web::Path<String>,
     Data(state): Data<&AppState>,
 ) -> Response {
+    counted("yjs", yjs_answer(req, document_id, state).await)
+}
+
+async fn yjs_answer(req: &Request, document_id: String, state: &AppState) -> Response {
     let peer = match authenticate_upgrade(req, state).await {
         Ok(peer) => peer,
         Err(error) => return refused(&error),

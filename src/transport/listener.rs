@@ -81,6 +81,7 @@ impl GatewayAcceptor {
     /// buffer always has room for it, and a refusal must cost no task.
     fn refuse(&self, stream: TcpStream, remote: &RemoteAddr) {
         let _ = stream.try_write(&self.refusal);
+        metrics::counter!("tandem_handshakes_refused_total").increment(1);
         if let Some(suppressed) = self.refusals.ready() {
             tracing::warn!(
                 remote_addr = %remote,

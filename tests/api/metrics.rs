@@ -93,6 +93,14 @@ async fn metrics_count_connections_messages_errors_and_commits() {
         "the commit latency histogram"
     );
 
+    let (status, _) = upgrade_status(&app, "not-a-jwt").await;
+    assert_eq!(status, 401);
+    let refused = scrape_metrics(&app).await;
+    assert!(
+        value(&refused, "tandem_upgrades_refused_total", Some(("status", "401"))) >= 1.0,
+        "a refused upgrade counts against the connection success rate"
+    );
+
     drop(alice);
     eventually("the closed connection is counted", || async {
         let scrape = scrape_metrics(&app).await;
@@ -185,4 +193,52 @@ async fn metrics_count_fan_out_relay_time_presence_rows_compactions_and_sweeps()
         );
     }
     drop((alice, bob));
+}
+
+/// The alert rules in deploy/ name only series the gateway exports, and
+/// every one is there before its first event (a counter at 0), so `rate()`
+/// and `increase()` have a series to work on.
+#[tokio::test]
+async fn every_metric_the_alert_rules_use_is_scraped() {
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    alice.join("doc").await;
+    let update = b64::encode(YPeer::new(5).insert(0, "x"));
+    alice
+        .send(json!({"type": "sync_update", "document_id": "doc", "update": update, "id": "u"}))
+        .await;
+    alice.recv_until("ack").await;
+    let scrape = scrape_metrics(&app).await;
+    let rules = include_str!("../../deploy/alerts.yml");
+    let mut used: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|token| token.starts_with("tandem_"))
+        .map(|token| token.strip_suffix("_bucket").unwrap_or(token))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    assert!(used.len() >= 10, "the rules use {used:?}");
+    for name in used {
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == name),
+            "deploy/alerts.yml uses {name}, which /metrics does not export"
+        );
+    }
+    let sample = |name: &str, label: (&str, &str)| {
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+    };
+    assert!(
+        sample("tandem_compactions_total", ("result", "failed")),
+        "failures at 0 from the start"
+    );
+    assert!(sample("tandem_sessions_swept_total", ("reason", "dead_instance")));
+    assert_eq!(
+        scrape.docs.get("tandem_compactions_total").map(String::as_str),
+        Some("Document compactions, by result"),
+        "series carry HELP text"
+    );
+    drop(alice);
 }
