@@ -2,9 +2,11 @@
 //!
 //! Parsed here rather than with yrs's `AwarenessUpdate`, whose decoder
 //! asserts on client ids above 2^53: a client controls these bytes. Each
-//! client id belongs to the connection that first used it in the room, so
-//! no connection can overwrite or erase another's cursor; when a connection
-//! leaves, its states are removed for everyone at once.
+//! client id belongs to the connection that last used it in the room, and
+//! only connections of the same user may take it over (a client that
+//! reconnects before the server noticed its old socket die): no user can
+//! overwrite or erase another's cursor. When a connection leaves, the states
+//! it holds are removed for everyone at once.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -24,7 +26,7 @@ pub const MAX_CLIENTS_PER_CONNECTION: usize = 8;
 pub enum AwarenessError {
     #[error("not a valid awareness update: {0}")]
     Malformed(&'static str),
-    #[error("awareness client id {0} belongs to another connection")]
+    #[error("awareness client id {0} belongs to another user")]
     NotOwner(u64),
     #[error("a connection may hold at most {MAX_CLIENTS_PER_CONNECTION} awareness client ids")]
     TooManyClients,
@@ -105,21 +107,35 @@ struct State {
     owner: Uuid,
 }
 
+/// Who holds a client id: a connection, and its user (who may move the id
+/// to another of their connections).
+#[derive(Debug, Clone)]
+struct Holder {
+    clock: u32,
+    connection: Uuid,
+    user: Arc<str>,
+}
+
 /// The latest awareness state of every client in one room.
 #[derive(Debug, Default)]
 pub struct AwarenessStates {
     states: HashMap<u64, State>,
-    /// Highest clock seen per client id, kept after removal so a late, stale
-    /// update cannot resurrect a removed state.
-    clocks: HashMap<u64, (u32, Uuid)>,
+    /// Highest clock seen per client id and who holds it, kept after removal
+    /// so a late, stale update cannot resurrect a removed state.
+    clocks: HashMap<u64, Holder>,
 }
 
 impl AwarenessStates {
-    /// Apply an update from the connection `owner`. All or nothing.
-    pub fn apply(&mut self, owner: Uuid, entries: &[AwarenessEntry]) -> Result<(), AwarenessError> {
+    /// Apply an update from the connection `owner` of `user`. All or nothing.
+    pub fn apply(
+        &mut self,
+        owner: Uuid,
+        user: &str,
+        entries: &[AwarenessEntry],
+    ) -> Result<(), AwarenessError> {
         for entry in entries {
-            if let Some((_, holder)) = self.clocks.get(&entry.client_id)
-                && *holder != owner
+            if let Some(holder) = self.clocks.get(&entry.client_id)
+                && *holder.user != *user
             {
                 return Err(AwarenessError::NotOwner(entry.client_id));
             }
@@ -127,25 +143,38 @@ impl AwarenessStates {
         let owned = self
             .clocks
             .values()
-            .filter(|(_, holder)| *holder == owner)
+            .filter(|holder| holder.connection == owner)
             .count();
-        // Client ids, not entries: one id may appear more than once.
+        // Client ids, not entries: one id may appear more than once. Ids taken
+        // over from the user's other connections count as new here.
         let new: std::collections::HashSet<u64> = entries
             .iter()
             .map(|e| e.client_id)
-            .filter(|id| !self.clocks.contains_key(id))
+            .filter(|id| {
+                self.clocks
+                    .get(id)
+                    .is_none_or(|holder| holder.connection != owner)
+            })
             .collect();
         if owned + new.len() > MAX_CLIENTS_PER_CONNECTION {
             return Err(AwarenessError::TooManyClients);
         }
+        let user: Arc<str> = user.into();
         for entry in entries {
-            let (known_clock, _) = self.clocks.get(&entry.client_id).copied().unwrap_or((0, owner));
+            let known_clock = self.clocks.get(&entry.client_id).map_or(0, |holder| holder.clock);
             let current = self.states.contains_key(&entry.client_id);
             // Same rule as y-protocols: newer clock wins; an equal clock may remove.
             if entry.clock < known_clock || (entry.clock == known_clock && current && !entry.is_removal()) {
                 continue;
             }
-            self.clocks.insert(entry.client_id, (entry.clock, owner));
+            self.clocks.insert(
+                entry.client_id,
+                Holder {
+                    clock: entry.clock,
+                    connection: owner,
+                    user: user.clone(),
+                },
+            );
             if entry.is_removal() {
                 self.states.remove(&entry.client_id);
             } else {
@@ -184,12 +213,12 @@ impl AwarenessStates {
         let ids: Vec<u64> = self
             .clocks
             .iter()
-            .filter(|(_, (_, holder))| *holder == owner)
+            .filter(|(_, holder)| holder.connection == owner)
             .map(|(&id, _)| id)
             .collect();
         let mut removals = Vec::new();
         for id in ids {
-            let (clock, _) = self.clocks.remove(&id).unwrap_or_default();
+            let clock = self.clocks.remove(&id).map_or(0, |holder| holder.clock);
             if self.states.remove(&id).is_some() {
                 removals.push(AwarenessEntry {
                     client_id: id,
@@ -239,12 +268,12 @@ mod tests {
             .map(|clock| entry(5, clock, "{}"))
             .collect();
         let mut states = AwarenessStates::default();
-        assert_eq!(states.apply(Uuid::from_u128(1), &repeated), Ok(()));
+        assert_eq!(states.apply(Uuid::from_u128(1), "u1", &repeated), Ok(()));
         let many: Vec<_> = (0..=MAX_CLIENTS_PER_CONNECTION as u64)
             .map(|id| entry(100 + id, 1, "{}"))
             .collect();
         assert_eq!(
-            states.apply(Uuid::from_u128(2), &many),
+            states.apply(Uuid::from_u128(2), "u2", &many),
             Err(AwarenessError::TooManyClients)
         );
     }
@@ -278,12 +307,14 @@ mod tests {
     fn states_are_owned_and_removed_with_their_connection() {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let mut states = AwarenessStates::default();
-        states.apply(a, &[entry(10, 1, r#"{"cursor":1}"#)]).unwrap();
+        states
+            .apply(a, "alice", &[entry(10, 1, r#"{"cursor":1}"#)])
+            .unwrap();
         assert_eq!(
-            states.apply(b, &[entry(10, 5, "null")]),
+            states.apply(b, "bob", &[entry(10, 5, "null")]),
             Err(AwarenessError::NotOwner(10))
         );
-        states.apply(b, &[entry(20, 1, "{}")]).unwrap();
+        states.apply(b, "bob", &[entry(20, 1, "{}")]).unwrap();
         assert_eq!(states.len(), 2);
         let removal = decode(&states.remove_owner(a).unwrap()).unwrap();
         assert_eq!(removal, vec![entry(10, 2, "null")]);
@@ -298,8 +329,8 @@ mod tests {
     fn stale_clocks_are_ignored_and_clients_per_connection_are_bounded() {
         let a = Uuid::now_v7();
         let mut states = AwarenessStates::default();
-        states.apply(a, &[entry(1, 5, r#"{"v":5}"#)]).unwrap();
-        states.apply(a, &[entry(1, 4, r#"{"v":4}"#)]).unwrap();
+        states.apply(a, "alice", &[entry(1, 5, r#"{"v":5}"#)]).unwrap();
+        states.apply(a, "alice", &[entry(1, 4, r#"{"v":4}"#)]).unwrap();
         assert_eq!(
             decode(&states.snapshot().unwrap()).unwrap()[0].json.as_ref(),
             r#"{"v":5}"#
@@ -307,6 +338,28 @@ mod tests {
         let many: Vec<_> = (100..100 + MAX_CLIENTS_PER_CONNECTION as u64)
             .map(|id| entry(id, 1, "{}"))
             .collect();
-        assert_eq!(states.apply(a, &many), Err(AwarenessError::TooManyClients));
+        assert_eq!(
+            states.apply(a, "alice", &many),
+            Err(AwarenessError::TooManyClients)
+        );
+    }
+
+    #[test]
+    fn the_same_user_on_another_connection_takes_a_client_id_over() {
+        let (old, new) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut states = AwarenessStates::default();
+        states.apply(old, "alice", &[entry(7, 1, r#"{"v":1}"#)]).unwrap();
+        states.apply(new, "alice", &[entry(7, 2, r#"{"v":2}"#)]).unwrap();
+        assert_eq!(states.states_of(new).count(), 1);
+        assert_eq!(states.states_of(old).count(), 0);
+        assert_eq!(
+            states.remove_owner(old),
+            None,
+            "the old connection holds nothing now"
+        );
+        assert_eq!(
+            decode(&states.remove_owner(new).unwrap()).unwrap(),
+            vec![entry(7, 3, "null")]
+        );
     }
 }

@@ -287,7 +287,7 @@ impl Documents {
     ) -> Result<Vec<awareness::AwarenessEntry>, DocError> {
         let entries = awareness::decode(update)?;
         let mut state = room.state();
-        state.awareness.apply(owner, &entries)?;
+        state.awareness.apply(owner, user_id, &entries)?;
         state.fan_out(&room.id, DocEvent::Awareness { update, user_id }, Some(owner));
         self.cluster.publish(
             &room.id,
@@ -336,7 +336,7 @@ impl Documents {
     ) -> Result<(), DocError> {
         let entries = awareness::decode(update)?;
         let mut state = room.state();
-        state.awareness.apply(owner, &entries)?;
+        state.awareness.apply(owner, user_id, &entries)?;
         state.fan_out(&room.id, DocEvent::Awareness { update, user_id }, None);
         Ok(())
     }

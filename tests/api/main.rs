@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod auth;
+mod awareness;
 mod bad_input;
 mod dashboard;
 mod demo;
