@@ -124,12 +124,16 @@ pub enum ServerMessage<'a> {
     UserJoined {
         document_id: &'a DocumentId,
         user: &'a Presence,
+        /// No other connection of this user is in the document (any instance).
+        first_device: bool,
     },
     UserLeft {
         document_id: &'a DocumentId,
         user_id: &'a str,
         connection_id: Uuid,
         reason: LeaveReason,
+        /// No connection of this user remains in the document (any instance).
+        last_device: bool,
     },
     CursorMove {
         document_id: &'a DocumentId,

@@ -86,6 +86,7 @@ impl RoomState {
             &ServerMessage::UserJoined {
                 document_id,
                 user: &member.presence,
+                first_device: self.devices_of(&member.presence.user_id) == 0,
             }
             .encode(),
             None,
@@ -127,6 +128,7 @@ impl RoomState {
                 user_id,
                 connection_id,
                 reason,
+                last_device: self.devices_of(user_id) == 0,
             }
             .encode(),
             None,

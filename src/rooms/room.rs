@@ -130,6 +130,19 @@ impl RoomState {
             .collect()
     }
 
+    /// Connections of `user_id` in the room, here and on other instances.
+    pub fn devices_of(&self, user_id: &str) -> usize {
+        self.members
+            .iter()
+            .filter(|m| *m.presence.user_id == *user_id)
+            .count()
+            + self
+                .remote
+                .iter()
+                .filter(|r| *r.presence.user_id == *user_id)
+                .count()
+    }
+
     pub fn contains(&self, connection_id: Uuid) -> bool {
         self.members
             .iter()
@@ -214,6 +227,7 @@ impl RoomState {
         let joined = ServerMessage::UserJoined {
             document_id,
             user: &member.presence,
+            first_device: self.devices_of(&member.presence.user_id) == 0,
         }
         .encode();
         self.broadcast(&joined, None);
@@ -314,6 +328,7 @@ impl RoomState {
             user_id: &member.presence.user_id,
             connection_id,
             reason,
+            last_device: self.devices_of(&member.presence.user_id) == 0,
         }
         .encode();
         self.broadcast(&left, None);

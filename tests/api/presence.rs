@@ -257,3 +257,44 @@ async fn a_silent_session_times_out_and_the_others_see_reason_timeout() {
     let close = silent.recv_close().await.expect("close frame");
     assert_eq!(u16::from(close.code), 4000);
 }
+
+#[tokio::test]
+async fn user_joined_and_user_left_say_whether_it_is_the_first_and_last_device() {
+    let app = spawn_app().await;
+    let mut bob = app.connect("bob").await;
+    bob.join("doc").await;
+    let mut devices = Vec::new();
+    for (n, user_agent) in [DESKTOP_UA, PHONE_UA, DESKTOP_UA].into_iter().enumerate() {
+        let mut device = app
+            .connect_with(&app.token("alice"), Some(user_agent))
+            .await
+            .unwrap();
+        device.join("doc").await;
+        let joined = bob.recv_type("user_joined").await;
+        assert_eq!(
+            joined["user"]["connection_id"].as_str(),
+            Some(device.connection_id.as_str())
+        );
+        assert_eq!(joined["first_device"], n == 0, "device {n}: {joined}");
+        devices.push(device);
+    }
+    // Two leave (one by leave_document, one by dropping), then the last.
+    devices[1]
+        .send(json!({"type": "leave_document", "document_id": "doc"}))
+        .await;
+    let left = bob.recv_type("user_left").await;
+    assert_eq!(
+        (left["reason"].as_str(), left["last_device"].as_bool()),
+        (Some("left"), Some(false))
+    );
+    devices.remove(0).stream.close(None).await.unwrap();
+    let left = bob.recv_type("user_left").await;
+    assert_eq!(
+        (left["reason"].as_str(), left["last_device"].as_bool()),
+        (Some("disconnected"), Some(false))
+    );
+    devices.remove(1).stream.close(None).await.unwrap();
+    let left = bob.recv_type("user_left").await;
+    assert_eq!(left["last_device"], true, "{left}");
+    assert_eq!(left["user_id"], "alice");
+}

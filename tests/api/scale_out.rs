@@ -108,17 +108,35 @@ async fn one_user_with_a_device_on_each_instance_shows_both_everywhere() {
     let mut laptop = a.connect("alice").await;
     laptop.join("doc").await;
     wait_members(&b, "doc", 1).await;
+    let mut bob = b.connect("bob").await;
+    bob.join("doc").await;
+    assert_eq!(
+        laptop.recv_type("user_joined").await["first_device"],
+        true,
+        "bob's first device"
+    );
     let mut phone = b.connect_with(&b.token("alice"), Some(PHONE_UA)).await.unwrap();
     phone.join("doc").await;
-    laptop.recv_type("user_joined").await;
+    let joined = laptop.recv_type("user_joined").await;
+    assert_eq!(joined["user"]["device_type"], "mobile");
+    assert_eq!(
+        joined["first_device"], false,
+        "alice's laptop on the other instance counts"
+    );
+    let joined = bob.recv_type("user_joined").await;
+    assert_eq!(
+        joined["first_device"], false,
+        "seen the same way on the phone's instance"
+    );
     for app in [&a, &b] {
         let (status, body) = app
             .get("/api/v1/presence/document/doc", Some(&app.token("alice")))
             .await;
         assert_eq!(status, 200);
         let groups = body["by_user"].as_array().unwrap();
-        assert_eq!(groups.len(), 1, "{body}");
-        let mut devices: Vec<_> = groups[0]["devices"]
+        assert_eq!(groups.len(), 2, "alice and bob: {body}");
+        let alice = groups.iter().find(|g| g["user_id"] == "alice").unwrap();
+        let mut devices: Vec<_> = alice["devices"]
             .as_array()
             .unwrap()
             .iter()
@@ -135,6 +153,16 @@ async fn one_user_with_a_device_on_each_instance_shows_both_everywhere() {
         2,
         "both devices, from the shared database"
     );
+    laptop
+        .send(serde_json::json!({"type": "leave_document", "document_id": "doc"}))
+        .await;
+    let left = bob.recv_type("user_left").await;
+    assert_eq!(left["last_device"], false, "alice's phone is still here");
+    phone
+        .send(serde_json::json!({"type": "leave_document", "document_id": "doc"}))
+        .await;
+    let left = bob.recv_type("user_left").await;
+    assert_eq!(left["last_device"], true);
 }
 
 #[tokio::test]
