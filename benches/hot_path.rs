@@ -34,6 +34,7 @@ use uuid::Uuid;
 const LIMITS: DecodeLimits = DecodeLimits {
     max_message_bytes: 64 * 1024,
     max_update_bytes: 1024 * 1024,
+    max_broadcast_bytes: 16 * 1024,
 };
 
 /// What a client sends when its cursor moves.

@@ -237,6 +237,11 @@ pub struct Config {
     #[arg(long, env = "TANDEM_MAX_UPDATE_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_update_bytes: usize,
 
+    /// Largest `data` of an app message (`broadcast`, `send_to_user` and their
+    /// REST forms), in bytes of JSON.
+    #[arg(long, env = "TANDEM_MAX_BROADCAST_BYTES", default_value_t = 16 * 1024, global = true)]
+    pub max_broadcast_bytes: usize,
+
     /// Messages each connection may send per second, sustained.
     #[arg(
         long,
@@ -436,6 +441,7 @@ impl Config {
         for (name, value) in [
             ("max message bytes", self.max_message_bytes),
             ("max update bytes", self.max_update_bytes),
+            ("max broadcast bytes", self.max_broadcast_bytes),
             ("send queue capacity", self.send_queue_capacity),
             ("max documents per connection", self.max_documents_per_connection),
             ("max queued bytes", self.max_queued_bytes),

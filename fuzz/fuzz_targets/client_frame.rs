@@ -18,10 +18,12 @@ use tandem::{crdt::awareness, protocol::json::{ClientFrame, ClientMessage, Decod
 const LIMITS: DecodeLimits = DecodeLimits {
     max_message_bytes: 512,
     max_update_bytes: 256,
+    max_broadcast_bytes: 16 * 1024,
 };
 const ROOMY: DecodeLimits = DecodeLimits {
     max_message_bytes: 1 << 20,
     max_update_bytes: 256,
+    max_broadcast_bytes: 16 * 1024,
 };
 
 fn cursor(c: &Cursor) -> Value {

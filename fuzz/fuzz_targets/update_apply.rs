@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = DecodeLimits {
         max_message_bytes: 1024,
         max_update_bytes: data.len(),
+        max_broadcast_bytes: 16 * 1024,
     };
     match decode_client_frame(&frame, limits) {
         Ok(decoded) => match decoded.message {

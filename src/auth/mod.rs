@@ -138,6 +138,11 @@ impl Identity {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
+
+    /// An API key's identity (JWTs carry a fingerprint of the token).
+    pub fn is_api_key(&self) -> bool {
+        self.fingerprint.is_none()
+    }
 }
 
 /// Why a credential was refused. The message is safe to send to the client.

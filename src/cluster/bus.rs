@@ -341,7 +341,10 @@ async fn publish_batch(
                     dirty.insert((document_id.clone(), presence.connection_id), value);
                 }
             }
-            RoomEvent::Update { .. } | RoomEvent::Awareness { .. } => {}
+            RoomEvent::Update { .. }
+            | RoomEvent::Awareness { .. }
+            | RoomEvent::Broadcast { .. }
+            | RoomEvent::Direct { .. } => {}
         }
         let envelope = Envelope {
             instance: bus.instance_id.to_string(),

@@ -218,6 +218,24 @@ async fn deliver(state: &Delivery, envelope: Envelope) {
     let Ok(document_id) = DocumentId::parse(&envelope.document_id) else {
         return;
     };
+    if let RoomEvent::Direct {
+        to_user_id,
+        event,
+        data,
+        from_user_id,
+        from_connection_id,
+    } = &envelope.event
+    {
+        // For a user, not a room: delivered whether or not the room is open here.
+        if let Ok(data) = crate::protocol::json::AppData::parse(data, usize::MAX) {
+            let from = crate::rooms::app_messages::Sender {
+                user_id: from_user_id,
+                connection_id: *from_connection_id,
+            };
+            crate::rooms::app_messages::direct_here(&state.hub, to_user_id, event, &data, from);
+        }
+        return;
+    }
     let Some(room) = state.hub.room(&document_id) else {
         return;
     };
@@ -259,6 +277,19 @@ async fn deliver(state: &Delivery, envelope: Envelope) {
                     .apply_remote_awareness(&room, connection_id, &user_id, &bytes);
             }
         }
+        RoomEvent::Broadcast {
+            event,
+            data,
+            user_id,
+            connection_id,
+        } => {
+            // Checked by its origin; parsed again because nothing from the
+            // bus is trusted blindly (no size limit: the origin applied its own).
+            if let Ok(data) = crate::protocol::json::AppData::parse(&data, usize::MAX) {
+                crate::rooms::app_messages::broadcast_here(&room, &event, &data, &user_id, connection_id);
+            }
+        }
+        RoomEvent::Direct { .. } => {}
     }
 }
 

@@ -8,6 +8,10 @@
 //! a session knows its token's fingerprint). Deny entries are also kept in
 //! Redis (`{prefix}:deny:<hash>`, expiring with the entry), so an instance
 //! started later, or back from a Redis outage, loads them.
+//!
+//! The control channel also carries backends' direct messages to a user
+//! (`POST /api/v1/users/{id}/messages`): they concern no room, so they
+//! cannot ride a document's channel.
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -23,8 +27,19 @@ use crate::{
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
-    Revoke { revocation: Revocation },
-    Deny { entries: Vec<DenyEntry> },
+    Revoke {
+        revocation: Revocation,
+    },
+    Deny {
+        entries: Vec<DenyEntry>,
+    },
+    /// An app event for every connection of a user, from a backend (REST).
+    Direct {
+        to_user_id: String,
+        event: String,
+        data: String,
+        from_user_id: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +88,30 @@ pub async fn revoke_everywhere(
     (targeted, published)
 }
 
+/// A backend's direct message to `to_user_id`, for the other instances;
+/// whether it was published.
+pub async fn publish_direct(
+    bus: &Bus,
+    to_user_id: &str,
+    event: &str,
+    data: &str,
+    from_user_id: &str,
+) -> bool {
+    let Some(redis) = bus.redis_side() else {
+        return false;
+    };
+    publish(
+        &redis,
+        Control::Direct {
+            to_user_id: to_user_id.to_owned(),
+            event: event.to_owned(),
+            data: data.to_owned(),
+            from_user_id: from_user_id.to_owned(),
+        },
+    )
+    .await
+}
+
 /// Publish a revocation of `user_id` from outside a gateway (the CLI
 /// revoking an API key): every running instance applies it.
 pub async fn publish_from_outside(redis_url: &str, prefix: &str, user_id: String) -> anyhow::Result<()> {
@@ -109,6 +148,20 @@ pub(crate) async fn receive(hub: &Hub, verifier: &Verifier, redis: &RedisBus, en
             let (_, entries) = apply_here(hub, verifier, &revocation);
             share_entries(redis, entries).await;
         }
+        Control::Direct {
+            to_user_id,
+            event,
+            data,
+            from_user_id,
+        } => {
+            if let Ok(data) = crate::protocol::json::AppData::parse(&data, usize::MAX) {
+                let from = crate::rooms::app_messages::Sender {
+                    user_id: &from_user_id,
+                    connection_id: None,
+                };
+                crate::rooms::app_messages::direct_here(hub, &to_user_id, &event, &data, from);
+            }
+        }
         Control::Deny { entries } => {
             for entry in &entries {
                 verifier.deny_list().add(entry);
@@ -129,7 +182,8 @@ async fn share_entries(redis: &RedisBus, entries: Vec<DenyEntry>) {
     publish(redis, Control::Deny { entries }).await;
 }
 
-async fn publish(redis: &RedisBus, control: Control) -> bool {
+/// Send `control` to the other instances; whether Redis took it.
+pub(crate) async fn publish(redis: &RedisBus, control: Control) -> bool {
     let envelope = ControlEnvelope {
         instance: redis.instance_id.to_string(),
         control,

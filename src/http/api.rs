@@ -467,6 +467,7 @@ pub fn routes(state: AppState) -> impl Endpoint {
             Api { state: state.clone() },
             crate::http::admin::AdminApi { state: state.clone() },
             crate::http::dashboard::DashboardApi { state: state.clone() },
+            crate::http::messages::MessagesApi { state: state.clone() },
         ),
         "tandem",
         env!("CARGO_PKG_VERSION"),

@@ -62,6 +62,19 @@ pub enum ClientMessage {
     RefreshToken {
         token: String,
     },
+    /// An app event for the document's other members (never stored).
+    Broadcast {
+        document_id: DocumentId,
+        event: String,
+        data: AppData,
+    },
+    /// An app event for every connection of a user who shares a document
+    /// with the sender (never stored).
+    SendToUser {
+        user_id: String,
+        event: String,
+        data: AppData,
+    },
 }
 
 impl ClientMessage {
@@ -79,6 +92,8 @@ impl ClientMessage {
             Self::SyncUpdate { .. } => "sync_update",
             Self::Awareness { .. } => "awareness",
             Self::RefreshToken { .. } => "refresh_token",
+            Self::Broadcast { .. } => "broadcast",
+            Self::SendToUser { .. } => "send_to_user",
         }
     }
 
@@ -92,8 +107,9 @@ impl ClientMessage {
             | Self::EditingStop { document_id }
             | Self::SyncStep1 { document_id, .. }
             | Self::SyncUpdate { document_id, .. }
-            | Self::Awareness { document_id, .. } => Some(document_id),
-            Self::Heartbeat | Self::RefreshToken { .. } => None,
+            | Self::Awareness { document_id, .. }
+            | Self::Broadcast { document_id, .. } => Some(document_id),
+            Self::Heartbeat | Self::RefreshToken { .. } | Self::SendToUser { .. } => None,
         }
     }
 }
@@ -211,9 +227,28 @@ pub enum ServerMessage<'a> {
     DocumentRevoked {
         document_id: &'a DocumentId,
     },
+    /// Another member's app event (`connection_id` is null when a backend
+    /// sent it over REST).
+    Broadcast {
+        document_id: &'a DocumentId,
+        event: &'a str,
+        data: &'a AppData,
+        user_id: &'a str,
+        connection_id: Option<Uuid>,
+    },
+    /// An app event addressed to this user.
+    Direct {
+        from_user_id: &'a str,
+        from_connection_id: Option<Uuid>,
+        event: &'a str,
+        data: &'a AppData,
+    },
 }
 
+pub mod app;
 mod encode;
+
+pub use app::AppData;
 pub use encode::{Base64, Encoded, encode_error};
 
 /// Limits applied while decoding a frame.
@@ -223,6 +258,8 @@ pub struct DecodeLimits {
     pub max_message_bytes: usize,
     /// Largest decoded Yjs payload, in bytes.
     pub max_update_bytes: usize,
+    /// Largest `data` of an app message, in bytes of JSON.
+    pub max_broadcast_bytes: usize,
 }
 
 /// The flat shape every client frame is read into in one pass; validation
@@ -244,6 +281,12 @@ struct WireFrame<'a> {
     update: Option<Cow<'a, str>>,
     #[serde(borrow)]
     token: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "raw_present")]
+    data: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +310,15 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// A present field as its raw JSON, `null` included (an `Option` would read
+/// `null` as absent).
+fn raw_present<'de, D>(deserializer: D) -> Result<Option<&'de serde_json::value::RawValue>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    <&serde_json::value::RawValue>::deserialize(deserializer).map(Some)
+}
+
 /// Only what is needed to answer a frame that failed to decode.
 #[derive(Deserialize)]
 struct WireProbe {
@@ -287,6 +339,8 @@ const KNOWN_TYPES: &[&str] = &[
     "sync_update",
     "awareness",
     "refresh_token",
+    "broadcast",
+    "send_to_user",
 ];
 
 fn is_yjs_type(kind: &str) -> bool {
@@ -379,6 +433,17 @@ fn validate(
             token: token.into_owned(),
         });
     }
+    if kind == "send_to_user" {
+        let user_id = frame
+            .user_id
+            .filter(|id| !id.is_empty() && id.len() <= 256)
+            .ok_or_else(|| ProtocolError::invalid("\"user_id\" must be 1-256 bytes"))?;
+        return Ok(ClientMessage::SendToUser {
+            user_id: user_id.into_owned(),
+            event: app::validate_event(frame.event.as_deref())?,
+            data: app::validate_data(frame.data, limits.max_broadcast_bytes)?,
+        });
+    }
     let document_id = DocumentId::parse(
         frame
             .document_id
@@ -431,6 +496,11 @@ fn validate(
             document_id,
             update: payload(frame.update, "update")?,
         },
+        "broadcast" => ClientMessage::Broadcast {
+            document_id,
+            event: app::validate_event(frame.event.as_deref())?,
+            data: app::validate_data(frame.data, limits.max_broadcast_bytes)?,
+        },
         _ => unreachable!("every known type is matched above"),
     })
 }
@@ -482,6 +552,7 @@ mod tests {
     const LIMITS: DecodeLimits = DecodeLimits {
         max_message_bytes: 1024,
         max_update_bytes: 64,
+        max_broadcast_bytes: 16 * 1024,
     };
 
     fn decode(text: &str) -> Result<ClientFrame, FrameError> {

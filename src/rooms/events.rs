@@ -62,6 +62,22 @@ pub enum RoomEvent {
         user_id: String,
         connection_id: Uuid,
     },
+    /// An app event for the room's JSON members; `data` is its JSON text.
+    Broadcast {
+        event: String,
+        data: String,
+        user_id: String,
+        connection_id: Option<Uuid>,
+    },
+    /// An app event for every connection of `to_user_id`, wherever it is
+    /// (sent on a document both users are in).
+    Direct {
+        to_user_id: String,
+        event: String,
+        data: String,
+        from_user_id: String,
+        from_connection_id: Option<Uuid>,
+    },
 }
 
 /// An applied and persisted update, for other instances.

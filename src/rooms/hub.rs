@@ -47,6 +47,9 @@ pub struct ConnectionHandle {
     pub revoke: Arc<RevokeSignal>,
     /// The credential it holds now (a refresh replaces it), for the deny list.
     pub credential: Arc<Mutex<Credential>>,
+    /// Its send queue, for messages to the user rather than to a room
+    /// (`direct`); `None` for `/yjs` connections, which speak no JSON.
+    pub outbox: Option<crate::rooms::outbox::Outbox>,
 }
 
 impl ConnectionHandle {
@@ -132,6 +135,17 @@ impl Hub {
     pub fn register(&self, handle: ConnectionHandle) {
         self.counters.connections_opened.fetch_add(1, Ordering::Relaxed);
         self.connections().insert(handle.session_id, handle);
+    }
+
+    /// Queue `text` for every local JSON connection of `user_id`; how many.
+    pub fn send_to_user(&self, user_id: &str, text: &crate::protocol::json::Encoded) -> usize {
+        let outboxes: Vec<crate::rooms::outbox::Outbox> = self
+            .connections()
+            .values()
+            .filter(|c| *c.user_id == *user_id)
+            .filter_map(|c| c.outbox.clone())
+            .collect();
+        outboxes.iter().filter(|outbox| outbox.text(text.clone())).count()
     }
 
     pub fn unregister(&self, session_id: Uuid) {

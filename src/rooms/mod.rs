@@ -5,6 +5,7 @@
 //! `model::presence`, and what they tell other instances through
 //! [`events::Publish`].
 
+pub mod app_messages;
 pub mod documents;
 pub mod events;
 pub mod fanout;

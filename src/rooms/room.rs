@@ -156,15 +156,16 @@ impl RoomState {
     }
 
     /// Send a JSON message to every JSON member except `except`.
-    pub fn broadcast(&self, text: &Encoded, except: Option<Uuid>) {
+    /// Returns how many members it was queued for.
+    pub fn broadcast(&self, text: &Encoded, except: Option<Uuid>) -> usize {
         let mut delivered = 0;
         for member in &self.members {
             if member.kind == MemberKind::Json && Some(member.presence.connection_id) != except {
-                member.outbox.text(text.clone());
-                delivered += 1;
+                delivered += usize::from(member.outbox.text(text.clone()));
             }
         }
-        DELIVERIES.increment(delivered);
+        DELIVERIES.increment(delivered as u64);
+        delivered
     }
 
     /// Send a binary frame to every y-websocket member except `except`.

@@ -115,6 +115,7 @@ impl Connection {
         let revoke = Arc::new(RevokeSignal::default());
         let credential = Arc::new(std::sync::Mutex::new(peer.identity.credential()));
         let last_heard = Arc::new(AtomicU64::new(state.hub.clock_ms()));
+        let outbox = Outbox::new(queue, overflowed.clone(), queued_bytes.clone());
         state.hub.register(ConnectionHandle {
             session_id: record.session_id,
             connection_id: record.connection_id,
@@ -124,6 +125,7 @@ impl Connection {
             protocol,
             revoke: revoke.clone(),
             credential: credential.clone(),
+            outbox: (protocol == "json").then(|| outbox.clone()),
         });
         // A revocation that came between the upgrade's check and now missed
         // this connection: check again, now that it is registered.
@@ -148,7 +150,6 @@ impl Connection {
             protocol,
             "session opened"
         );
-        let outbox = Outbox::new(queue, overflowed.clone(), queued_bytes);
         (
             record,
             Self {

@@ -43,6 +43,7 @@ use crate::{
     },
 };
 
+mod app_messages;
 mod credentials;
 
 /// Serve one upgraded `/ws` socket until it closes or the server stops.
@@ -74,6 +75,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
         limits: DecodeLimits {
             max_message_bytes: config.max_message_bytes,
             max_update_bytes: config.max_update_bytes,
+            max_broadcast_bytes: config.max_broadcast_bytes,
         },
         end: connection.end.clone(),
         record,
@@ -212,7 +214,14 @@ static RELAY_SECONDS: std::sync::LazyLock<metrics::Histogram> =
 fn fans_out(kind: &str) -> bool {
     matches!(
         kind,
-        "cursor_move" | "selection_change" | "editing_start" | "editing_stop" | "sync_update" | "awareness"
+        "cursor_move"
+            | "selection_change"
+            | "editing_start"
+            | "editing_stop"
+            | "sync_update"
+            | "awareness"
+            | "broadcast"
+            | "send_to_user"
     )
 }
 
@@ -334,6 +343,14 @@ impl JsonHandler {
                 Ok(())
             }
             ClientMessage::RefreshToken { token } => self.refresh_token(&token, id).await,
+            ClientMessage::Broadcast {
+                document_id,
+                event,
+                data,
+            } => self.broadcast(&document_id, &event, &data, id),
+            ClientMessage::SendToUser { user_id, event, data } => {
+                self.send_to_user(&user_id, &event, &data, id)
+            }
             ClientMessage::Heartbeat => {
                 self.touch(false);
                 self.reply(

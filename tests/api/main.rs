@@ -1,6 +1,7 @@
 //! Integration tests: the real gateway on port 0, real sockets and HTTP.
 
 mod api_keys;
+mod app_messages;
 mod auth;
 mod awareness;
 mod bad_input;

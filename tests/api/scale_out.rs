@@ -573,3 +573,76 @@ async fn presence_is_the_same_everywhere_soon_after_redis_returns() {
     assert_eq!(members(&b).await, everyone);
     pa1.assert_alive().await;
 }
+
+#[tokio::test]
+async fn app_messages_cross_instances_on_the_socket_and_over_rest() {
+    let Some((redis, postgres)) = scale_out_services() else {
+        return;
+    };
+    let (a, b) = two_instances(&redis, &postgres).await;
+    let mut alice = a.connect("alice").await;
+    alice.join("doc").await;
+    let mut bob_laptop = b.connect("bob").await;
+    bob_laptop.join("doc").await;
+    // Bob's phone is on alice's instance and in no document.
+    let mut bob_phone = a.connect_with(&a.token("bob"), Some(PHONE_UA)).await.unwrap();
+    wait_members(&a, "doc", 2).await;
+    wait_members(&b, "doc", 2).await;
+
+    alice
+        .send(serde_json::json!({"type": "broadcast", "document_id": "doc", "event": "typing", "data": {"on": true}}))
+        .await;
+    let message = bob_laptop.recv_until("broadcast").await;
+    assert_eq!(
+        (message["user_id"].as_str(), message["data"]["on"].as_bool()),
+        (Some("alice"), Some(true))
+    );
+    assert_eq!(
+        message["connection_id"].as_str(),
+        Some(alice.connection_id.as_str())
+    );
+
+    alice
+        .send(serde_json::json!({"type": "send_to_user", "user_id": "bob", "event": "follow_me", "data": 7, "id": 1}))
+        .await;
+    assert_eq!(alice.recv_until("ack").await["id"], 1);
+    for bob in [&mut bob_laptop, &mut bob_phone] {
+        let direct = bob.recv_until("direct").await;
+        assert_eq!(
+            (direct["from_user_id"].as_str(), direct["data"].as_i64()),
+            (Some("alice"), Some(7))
+        );
+    }
+
+    let admin = a.token_with("ops", |c| c.role = tandem::auth::Role::Admin);
+    let (status, body) = a
+        .post(
+            "/api/v1/users/bob/messages",
+            Some(&admin),
+            &serde_json::json!({"event": "notice", "data": "hi"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"delivered": 1, "published": true}),
+        "the phone here, the laptop there"
+    );
+    assert_eq!(bob_laptop.recv_until("direct").await["event"], "notice");
+    assert_eq!(bob_phone.recv_until("direct").await["event"], "notice");
+
+    let (status, body) = b
+        .post(
+            "/api/v1/documents/doc/broadcast",
+            Some(&b.token("agent")),
+            &serde_json::json!({"event": "saved", "data": null}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({"delivered": 1, "published": true}));
+    let message = alice.recv_until("broadcast").await;
+    assert_eq!(
+        (message["user_id"].as_str(), message["event"].as_str()),
+        (Some("agent"), Some("saved"))
+    );
+}
