@@ -10,6 +10,7 @@ pub mod documents;
 pub mod events;
 pub mod fanout;
 pub mod hub;
+pub mod latest;
 pub mod member;
 pub mod outbox;
 pub mod remote;

@@ -25,6 +25,10 @@ pub enum Outgoing {
     Parts(Box<MessageParts>),
     Ping,
     Close(crate::protocol::codes::CloseCode),
+    /// A presence message a newer one may still replace (see
+    /// [`crate::rooms::latest`]); the writer takes its content when it
+    /// gets to it.
+    Latest(Arc<crate::rooms::latest::Slot>),
 }
 
 /// The parts of an [`Outgoing::Parts`] message, in order.
@@ -43,7 +47,8 @@ impl Outgoing {
             Self::Text(text) => text.len(),
             Self::Binary(bytes) => bytes.len(),
             Self::Parts(message) => message.parts.iter().map(bytes::Bytes::len).sum(),
-            Self::Ping | Self::Close(_) => 0,
+            // Counted as they are replaced; the writer releases what it writes.
+            Self::Ping | Self::Close(_) | Self::Latest(_) => 0,
         }
     }
 }
@@ -110,6 +115,8 @@ pub struct Outbox {
     overflowed: CancellationToken,
     /// What the queued messages weigh; the writer releases what it writes.
     bytes: Arc<QueuedBytes>,
+    /// Queued presence messages a newer one may replace.
+    latest: Arc<crate::rooms::latest::Pending>,
 }
 
 impl Outbox {
@@ -122,6 +129,49 @@ impl Outbox {
             queue,
             overflowed,
             bytes,
+            latest: Arc::default(),
+        }
+    }
+
+    /// The replaceable messages, for the writer.
+    pub fn latest(&self) -> Arc<crate::rooms::latest::Pending> {
+        self.latest.clone()
+    }
+
+    /// Queue a presence message that replaces a still-queued one of the
+    /// same member, stream and document (latest wins). With nothing queued
+    /// it is an ordinary push. Returns false if it was not queued.
+    pub fn push_latest(&self, key: &crate::rooms::latest::LatestKey, message: Outgoing) -> bool {
+        use crate::rooms::latest::Replaced;
+        if self.depth() == 0 {
+            return self.push(message);
+        }
+        let len = message.byte_len();
+        match self.latest.replace_or_enqueue(key, message, |slot| {
+            if !self.reserve(len) {
+                return false;
+            }
+            if self.queue.try_send(slot).is_ok() {
+                return true;
+            }
+            // Full: too slow even with presence coalesced; closed: gone.
+            self.bytes.release(len);
+            if !self.queue.is_closed() {
+                self.overflowed.cancel();
+            }
+            false
+        }) {
+            Replaced::Replaced(old) => {
+                if len >= old {
+                    // Over the byte bound only by growth of one message: mark slow.
+                    self.reserve(len - old)
+                } else {
+                    self.bytes.release(old - len);
+                    true
+                }
+            }
+            Replaced::Queued => true,
+            Replaced::NotQueued => false,
         }
     }
 

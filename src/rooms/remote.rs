@@ -176,7 +176,24 @@ impl RoomState {
             },
         }
         .encode();
-        self.broadcast(&message, None);
+        let stream = match change {
+            RemoteChange::Cursor => Some(crate::rooms::latest::Stream::Cursor),
+            RemoteChange::Selection => Some(crate::rooms::latest::Stream::Selection),
+            _ => None,
+        };
+        match stream {
+            Some(stream) => {
+                let key = crate::rooms::latest::LatestKey {
+                    sender: connection_id,
+                    document: document_id.clone(),
+                    stream,
+                };
+                self.broadcast_latest(&message, &key);
+            }
+            None => {
+                self.broadcast(&message, None);
+            }
+        }
         let entry = match self
             .remote
             .iter_mut()

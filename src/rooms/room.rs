@@ -25,6 +25,7 @@ use crate::{
     model::presence::Presence,
     model::presence::Selection,
     protocol::json::{Encoded, ServerMessage},
+    rooms::latest::{LatestKey, Stream},
     rooms::member::{Member, MemberKind, RemoteMember, synthesized_awareness},
     rooms::outbox::Outgoing,
 };
@@ -168,6 +169,20 @@ impl RoomState {
         delivered
     }
 
+    /// [`Self::broadcast`] for one member's presence stream: in a reader's
+    /// queue, a still-unsent message of the same stream is replaced by this
+    /// one (latest wins, see [`crate::rooms::latest`]).
+    pub fn broadcast_latest(&self, text: &Encoded, key: &LatestKey) -> usize {
+        let mut delivered = 0;
+        for member in &self.members {
+            if member.kind == MemberKind::Json && member.presence.connection_id != key.sender {
+                delivered += usize::from(member.outbox.push_latest(key, Outgoing::Text(text.clone())));
+            }
+        }
+        DELIVERIES.increment(delivered as u64);
+        delivered
+    }
+
     /// Send a binary frame to every y-websocket member except `except`.
     pub fn broadcast_binary(&self, bytes: &Arc<[u8]>, except: Option<Uuid>) {
         let mut delivered = 0;
@@ -191,6 +206,30 @@ impl RoomState {
                 crate::protocol::yjs::awareness(&crate::crdt::awareness::encode(&[entry])).into();
             self.broadcast_binary(&frame, None);
         }
+    }
+
+    /// [`Self::publish_json_member_awareness`] for a cursor or selection
+    /// move: latest wins in slow `/yjs` readers' queues.
+    pub(super) fn publish_json_member_awareness_latest(
+        &self,
+        document_id: &DocumentId,
+        sender: Uuid,
+        entry: crate::crdt::awareness::AwarenessEntry,
+    ) {
+        let frame: Arc<[u8]> =
+            crate::protocol::yjs::awareness(&crate::crdt::awareness::encode(&[entry])).into();
+        let key = LatestKey {
+            sender,
+            document: document_id.clone(),
+            stream: Stream::Awareness,
+        };
+        let mut delivered = 0;
+        for member in &self.members {
+            if member.kind == MemberKind::Yjs {
+                delivered += usize::from(member.outbox.push_latest(&key, Outgoing::Binary(frame.clone())));
+            }
+        }
+        DELIVERIES.increment(delivered as u64);
     }
 
     /// Every awareness state a y-websocket newcomer should see: the real
@@ -396,6 +435,11 @@ impl RoomState {
                 None
             }
         };
+        let stream = match change {
+            PresenceChange::Cursor(_) => Some(Stream::Cursor),
+            PresenceChange::Selection(_) => Some(Stream::Selection),
+            _ => None,
+        };
         let encoded = message.map(|m| m.encode());
         let presence = member.presence.clone();
         let kind = member.kind;
@@ -408,11 +452,26 @@ impl RoomState {
         let awareness = (changed_json_member && self.has_yjs_members())
             .then(|| self.member_mut(connection_id).map(|m| m.awareness_entry()))
             .flatten();
-        if let Some(encoded) = encoded {
-            self.broadcast(&encoded, Some(connection_id));
+        match (encoded, stream) {
+            (Some(encoded), Some(stream)) => {
+                let key = LatestKey {
+                    sender: connection_id,
+                    document: document_id.clone(),
+                    stream,
+                };
+                self.broadcast_latest(&encoded, &key);
+            }
+            (Some(encoded), None) => {
+                self.broadcast(&encoded, Some(connection_id));
+            }
+            (None, _) => {}
         }
         if let Some(entry) = awareness {
-            self.publish_json_member_awareness(entry);
+            if stream.is_some() {
+                self.publish_json_member_awareness_latest(document_id, connection_id, entry);
+            } else {
+                self.publish_json_member_awareness(entry);
+            }
         }
         Some((presence, kind))
     }
@@ -643,6 +702,7 @@ mod tests {
         let alice_id = alice.presence.connection_id;
         let (slow, _slow_rx, slow_overflow) = member("slow", 1);
         let (fast, mut fast_rx, fast_overflow) = member("fast", 64);
+        let fast_pending = fast.outbox.latest();
         room.join(&doc, slow, None);
         room.join(&doc, fast, None);
         room.join(&doc, alice, None);
@@ -654,12 +714,34 @@ mod tests {
                 Utc::now(),
             );
         }
-        assert!(slow_overflow.is_cancelled());
+        assert!(
+            slow_overflow.is_cancelled(),
+            "its queue is full of other messages"
+        );
         assert!(!fast_overflow.is_cancelled());
+        let mut seen = Vec::new();
+        while let Ok(message) = fast_rx.try_recv() {
+            let message = match message {
+                Outgoing::Latest(slot) => fast_pending.take(&slot).unwrap(),
+                other => other,
+            };
+            let Outgoing::Text(text) = message else {
+                panic!("text expected")
+            };
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            seen.push((
+                value["type"].as_str().unwrap().to_owned(),
+                value["cursor"]["line"].as_u64(),
+            ));
+        }
         assert_eq!(
-            texts(&mut fast_rx).len(),
-            12,
-            "its list, alice joining, ten cursor moves"
+            seen,
+            [
+                ("presence_list".to_owned(), None),
+                ("user_joined".to_owned(), None),
+                ("cursor_move".to_owned(), Some(9)),
+            ],
+            "its list, alice joining, and alice's latest cursor: the older ones, still queued, were replaced"
         );
     }
 

@@ -141,6 +141,7 @@ impl Connection {
             queue_rx,
             overflowed.clone(),
             queued_bytes.clone(),
+            outbox.latest(),
         ));
         metrics::counter!("tandem_connections_opened_total", "protocol" => protocol).increment(1);
         tracing::info!(
@@ -237,6 +238,7 @@ pub(crate) async fn write_loop(
     mut queue: mpsc::Receiver<Outgoing>,
     overflowed: CancellationToken,
     queued_bytes: Arc<QueuedBytes>,
+    latest: Arc<crate::rooms::latest::Pending>,
 ) {
     'queue: loop {
         let next = tokio::select! {
@@ -245,6 +247,13 @@ pub(crate) async fn write_loop(
             next = queue.recv() => next,
         };
         let Some(next) = next else { break };
+        let next = match next {
+            Outgoing::Latest(slot) => match latest.take(&slot) {
+                Some(message) => message,
+                None => continue,
+            },
+            other => other,
+        };
         if let Outgoing::Close(code) = next {
             let _ =
                 tokio::time::timeout(CLOSE_GRACE, sink.send(crate::transport::ws::close_message(code))).await;

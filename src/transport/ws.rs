@@ -198,6 +198,8 @@ pub fn frames(outgoing: Outgoing) -> Vec<Message> {
         Outgoing::Parts(message) => (message.text, message.parts),
         Outgoing::Ping => return vec![Message::Ping(Bytes::new())],
         Outgoing::Close(code) => return vec![close_message(code)],
+        // Resolved by the writer before framing (its latest content).
+        Outgoing::Latest(_) => return Vec::new(),
     };
     fragments(text, &parts)
 }

@@ -20,6 +20,7 @@ mod provider;
 mod rest;
 mod revocation;
 mod scale_out;
+mod slow_readers;
 mod storage;
 mod token_lifetime;
 mod yjs_endpoint;
