@@ -106,12 +106,13 @@ impl Application {
             config.rest_rate_limit_per_second,
             config.rest_rate_limit_burst,
         ));
+        let presence_max_hz = config.presence_max_hz;
         let state = AppState {
             docs,
             store,
             verifier,
             config: Arc::new(config),
-            hub: Arc::new(Hub::new(writer.clone(), cluster)),
+            hub: Arc::new(Hub::new(writer.clone(), cluster).with_presence_max_hz(presence_max_hz)),
             writer,
             bus,
             db,
@@ -241,7 +242,7 @@ async fn build_verifier(
     }))
 }
 
-/// The metrics upkeep, the JWKS refresh, the write-behind flusher, the stale-session sweep, the
+/// The presence trailing edge, the metrics upkeep, the JWKS refresh, the write-behind flusher, the stale-session sweep, the
 /// editing-idle sweep and the room reaper: each loops until `stop` and
 /// finishes its work.
 fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &CancellationToken) {
@@ -255,6 +256,20 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => jwks.refresh().await,
+                }
+            }
+        });
+    }
+    if let Some(tick) = state.hub.presence_tick() {
+        // The trailing edge of --presence-max-hz.
+        let (hub, stop) = (state.hub.clone(), stop.clone());
+        tracker.spawn(async move {
+            let mut ticker = tokio::time::interval(tick);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = ticker.tick() => hub.relay_deferred_presence(),
                 }
             }
         });

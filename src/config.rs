@@ -229,6 +229,12 @@ pub struct Config {
     #[arg(long, env = "TANDEM_PRESENCE_FLUSH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
     pub presence_flush_interval: Duration,
 
+    /// A member's cursor and selection changes are relayed to the others at
+    /// most this often (the last change in every interval always is); 0
+    /// relays every change.
+    #[arg(long, env = "TANDEM_PRESENCE_MAX_HZ", default_value_t = 30, global = true)]
+    pub presence_max_hz: u32,
+
     /// Largest JSON control message, in bytes.
     #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, global = true)]
     pub max_message_bytes: usize,

@@ -101,6 +101,10 @@ pub struct Hub {
     pub cluster: Arc<dyn Publish>,
     pub counters: Counters,
     started: Instant,
+    /// Least time between relays of one member's cursor or selection.
+    presence_interval: Option<Duration>,
+    /// Rooms with presence held back for its trailing edge.
+    deferred: Mutex<std::collections::HashSet<DocumentId>>,
 }
 
 impl Hub {
@@ -112,6 +116,48 @@ impl Hub {
             cluster,
             counters: Counters::default(),
             started: Instant::now(),
+            presence_interval: None,
+            deferred: Mutex::default(),
+        }
+    }
+
+    /// Relay each member's cursor and selection at most `hz` times a second
+    /// (the last change in every interval is always relayed).
+    pub fn with_presence_max_hz(mut self, hz: u32) -> Self {
+        self.presence_interval = (hz > 0).then(|| Duration::from_secs(1) / hz);
+        self
+    }
+
+    /// How often [`Hub::relay_deferred_presence`] should run.
+    pub fn presence_tick(&self) -> Option<Duration> {
+        self.presence_interval
+            .map(|interval| (interval / 2).max(Duration::from_millis(1)))
+    }
+
+    fn deferred_rooms(&self) -> MutexGuard<'_, std::collections::HashSet<DocumentId>> {
+        self.deferred.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The trailing edge: relay the held-back cursors and selections whose
+    /// interval has passed, here and to the other instances.
+    pub fn relay_deferred_presence(&self) {
+        let ids: Vec<DocumentId> = self.deferred_rooms().drain().collect();
+        for id in ids {
+            let Some(room) = self.room(&id) else { continue };
+            let (relayed, still_waiting) = room.state().relay_deferred(&id, Instant::now());
+            if still_waiting {
+                self.deferred_rooms().insert(id.clone());
+            }
+            for (presence, change, yjs) in relayed {
+                self.cluster.publish(
+                    &id,
+                    RoomEvent::Presence {
+                        presence,
+                        change,
+                        yjs,
+                    },
+                );
+            }
         }
     }
 
@@ -223,7 +269,11 @@ impl Hub {
         let mut rooms = self.rooms();
         let room = rooms
             .entry(document_id.clone())
-            .or_insert_with(|| Arc::new(Room::new(document_id.clone())))
+            .or_insert_with(|| {
+                let room = Room::new(document_id.clone());
+                room.state().presence_interval = self.presence_interval;
+                Arc::new(room)
+            })
             .clone();
         room.begin_join();
         room
@@ -278,7 +328,14 @@ impl Hub {
             .state()
             .change_presence(&room.id, connection_id, change, Utc::now());
         match presence {
-            Some((presence, kind)) => {
+            Some((presence, _, false)) => {
+                // Held back by --presence-max-hz: relayed (and published) on
+                // the trailing edge; the row follows as ever.
+                self.presence_rows.presence(&room.id, &presence, true, urgent);
+                self.deferred_rooms().insert(room.id.clone());
+                true
+            }
+            Some((presence, kind, true)) => {
                 let yjs = kind == crate::rooms::member::MemberKind::Yjs;
                 let remote = match change {
                     PresenceChange::Cursor(_) => Some(RemoteChange::Cursor),

@@ -35,6 +35,10 @@ pub struct Member {
     pub kind: MemberKind,
     /// Clock of the awareness state y-websocket members see for a JSON member.
     pub awareness_clock: u32,
+    /// When its cursor and its selection were last relayed, and whether a
+    /// newer one waits for the trailing edge (see [`crate::rooms::throttle`]).
+    pub relayed: [Option<Instant>; 2],
+    pub deferred: [bool; 2],
 }
 
 impl Member {
@@ -45,6 +49,8 @@ impl Member {
             last_editing_activity: Instant::now(),
             kind,
             awareness_clock: FIRST_AWARENESS_CLOCK,
+            relayed: [None; 2],
+            deferred: [false; 2],
         }
     }
 

@@ -16,3 +16,4 @@ pub mod outbox;
 pub mod remote;
 pub mod room;
 pub mod room_document;
+pub mod throttle;

@@ -78,6 +78,9 @@ pub struct RoomState {
     /// Remote members that left recently, so a slower read of the presence
     /// hash cannot bring them back as ghosts.
     pub(super) recently_left: Vec<(Uuid, Instant)>,
+    /// Least time between two relays of one member's cursor (or selection):
+    /// `--presence-max-hz`; `None` relays every change.
+    pub presence_interval: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for RoomState {
@@ -105,6 +108,7 @@ impl Default for RoomState {
             remote: Vec::new(),
             pending_remote_updates: Vec::new(),
             recently_left: Vec::new(),
+            presence_interval: None,
         }
     }
 }
@@ -378,17 +382,30 @@ impl RoomState {
         Some(member)
     }
 
-    /// Apply a presence change from `connection_id` and broadcast it to the others.
-    /// Returns the member's presence after the change.
+    /// Apply a presence change from `connection_id` and broadcast it to the
+    /// others, or, for a cursor or selection within `presence_interval` of
+    /// the last one relayed, keep it for the trailing edge. Returns the
+    /// member's presence after the change and whether it was relayed now.
     pub fn change_presence(
         &mut self,
         document_id: &DocumentId,
         connection_id: Uuid,
         change: PresenceChange,
         now: DateTime<Utc>,
-    ) -> Option<(Presence, MemberKind)> {
+    ) -> Option<(Presence, MemberKind, bool)> {
         let instant = Instant::now();
+        let interval = self.presence_interval;
         let member = self.member_mut(connection_id)?;
+        if let Some(stream) = super::throttle::stream_of(change)
+            && !super::throttle::due(member, stream, interval, instant)
+        {
+            // Too soon after the last relay: keep it for the trailing edge.
+            super::throttle::defer(member, change, now, instant);
+            return Some((member.presence.clone(), member.kind, false));
+        }
+        if let Some(stream) = super::throttle::stream_of(change) {
+            super::throttle::relaying(member, stream, instant);
+        }
         let presence = &mut member.presence;
         presence.last_seen_at = now;
         let message = match change {
@@ -473,7 +490,7 @@ impl RoomState {
                 self.publish_json_member_awareness(entry);
             }
         }
-        Some((presence, kind))
+        Some((presence, kind, true))
     }
 
     /// Stop editing for members idle longer than `timeout`; returns who stopped.

@@ -131,3 +131,54 @@ async fn a_reader_ten_times_slower_than_a_200_member_room_stays_connected_with_t
     slow.assert_alive().await;
     drop(members);
 }
+
+#[tokio::test]
+async fn cursors_are_relayed_at_most_presence_max_hz_and_the_last_one_always_is() {
+    let app = spawn_app_with(&Backend::Sqlite, |config| config.presence_max_hz = 10).await;
+    let mut alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    alice.join("doc").await;
+    bob.join("doc").await;
+    alice.recv_type("user_joined").await;
+    // 100 moves in about a second: ten times the allowed rate.
+    let started = Instant::now();
+    for line in 0..100u32 {
+        alice
+            .send(json!({"type": "cursor_move", "document_id": "doc", "cursor": {"line": line, "column": 0}}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sending = started.elapsed();
+    let mut lines = Vec::new();
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_millis(500), bob.stream.next()).await
+    {
+        let message: Value = serde_json::from_str(&text).unwrap();
+        if message["type"] == "cursor_move" {
+            lines.push(message["cursor"]["line"].as_u64().unwrap());
+        }
+    }
+    let allowed = (sending.as_secs_f64() * 10.0).ceil() as usize + 2;
+    assert!(
+        (5..=allowed).contains(&lines.len()),
+        "{} moves relayed in {sending:?} at 10 Hz: {lines:?}",
+        lines.len()
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&99),
+        "the trailing edge sends the last position"
+    );
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "in order: {lines:?}");
+    // REST sees the latest at once, relayed or not.
+    let (_, body) = app
+        .get("/api/v1/presence/document/doc", Some(&app.token("bob")))
+        .await;
+    let alice_row = body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user_id"] == "alice")
+        .unwrap();
+    assert_eq!(alice_row["cursor"]["line"], 99);
+}
