@@ -108,9 +108,11 @@ start_server() {
       [ "$name" = tandem-before ] && bin=${TANDEM_BEFORE_BIN:?set TANDEM_BEFORE_BIN to the binary to compare}
       PORT=18080
       # Rate limit raised: the knee steps past 100 messages/s per connection.
+      # Presence rate unlimited: the knee measures relaying every move, as the
+      # floor relay does (the default 30 Hz cap would drop the moves between).
       # A short room grace period lets the cold join storm find its document unloaded.
       TANDEM_BIND=127.0.0.1:$PORT DATABASE_URL="sqlite://$dir/tandem.db?mode=rwc" \
-        TANDEM_RATE_LIMIT_PER_SECOND=100000 TANDEM_RATE_LIMIT_BURST=100000 \
+        TANDEM_RATE_LIMIT_PER_SECOND=100000 TANDEM_RATE_LIMIT_BURST=100000 TANDEM_PRESENCE_MAX_HZ=0 \
         TANDEM_ROOM_GRACE_PERIOD=1s RUST_LOG=warn \
         "${PRIO[@]}" taskset -c "$SERVER_CPU" "$bin" >"$dir/server.log" 2>&1 &
       PID=$!
@@ -130,7 +132,7 @@ start_server() {
       for port in 18081 18082; do
         TANDEM_BIND=127.0.0.1:$port DATABASE_URL="$pg/tandem_bench" \
           REDIS_URL=${BENCH_REDIS:-redis://127.0.0.1:6379} TANDEM_REDIS_PREFIX=$prefix \
-          TANDEM_RATE_LIMIT_PER_SECOND=100000 TANDEM_RATE_LIMIT_BURST=100000 RUST_LOG=warn \
+          TANDEM_RATE_LIMIT_PER_SECOND=100000 TANDEM_RATE_LIMIT_BURST=100000 TANDEM_PRESENCE_MAX_HZ=0 RUST_LOG=warn \
           "${PRIO[@]}" taskset -c "$SERVER_CPU" "$TARGET"/release/tandem >"$dir/server-$port.log" 2>&1 &
         if [ "$port" = 18081 ]; then PID=$!; wait_port 18081; else PID2=$!; fi
       done
