@@ -9,6 +9,14 @@ use crate::{http::error::json_error, model::ids::DocumentId, state::AppState, tr
 #[derive(serde::Deserialize)]
 struct UpgradeQuery {
     token: Option<String>,
+    batch: Option<String>,
+}
+
+/// `?batch=1`: the client reads newline-delimited JSON (several messages in
+/// one frame) and may send it.
+fn wants_batch(req: &Request) -> bool {
+    req.params::<UpgradeQuery>()
+        .is_ok_and(|query| matches!(query.batch.as_deref(), Some("1" | "true")))
 }
 
 /// The token from `?token=` or `Authorization: Bearer`.
@@ -62,6 +70,7 @@ pub async fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Pee
         identity,
         user_agent: user_agent(req),
         ip_address: client_ip(req, state.config.trust_proxy),
+        batch: wants_batch(req),
     })
 }
 

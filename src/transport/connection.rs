@@ -54,6 +54,9 @@ pub struct Peer {
     pub identity: Identity,
     pub user_agent: Option<String>,
     pub ip_address: Option<String>,
+    /// `/ws?batch=1`: several queued messages go out in one text frame,
+    /// newline-delimited, and the client may send frames that way too.
+    pub batch: bool,
 }
 
 /// What every connection, JSON or y-websocket, owns besides its protocol:
@@ -142,6 +145,7 @@ impl Connection {
             overflowed.clone(),
             queued_bytes.clone(),
             outbox.latest(),
+            peer.batch && protocol == "json",
         ));
         metrics::counter!("tandem_connections_opened_total", "protocol" => protocol).increment(1);
         tracing::info!(
@@ -239,27 +243,40 @@ pub(crate) async fn write_loop(
     overflowed: CancellationToken,
     queued_bytes: Arc<QueuedBytes>,
     latest: Arc<crate::rooms::latest::Pending>,
+    batch: bool,
 ) {
+    // With `batch`, a message taken from the queue while batching that
+    // cannot join the batch (not text) goes out next.
+    let mut carried: Option<Outgoing> = None;
     'queue: loop {
-        let next = tokio::select! {
-            biased;
-            _ = overflowed.cancelled() => break,
-            next = queue.recv() => next,
+        let next = match carried.take() {
+            Some(next) => Some(next),
+            None => tokio::select! {
+                biased;
+                _ = overflowed.cancelled() => break,
+                next = queue.recv() => next,
+            },
         };
         let Some(next) = next else { break };
-        let next = match next {
-            Outgoing::Latest(slot) => match latest.take(&slot) {
-                Some(message) => message,
-                None => continue,
-            },
-            other => other,
+        let Some(next) = resolve(next, &latest) else {
+            continue;
+        };
+        let (next, len) = match next {
+            Outgoing::Text(first) if batch && !queue.is_empty() => {
+                let (text, len, rest) = batch_texts(first, &mut queue, &latest);
+                carried = rest;
+                (Outgoing::Text(text), len)
+            }
+            other => {
+                let len = other.byte_len();
+                (other, len)
+            }
         };
         if let Outgoing::Close(code) = next {
             let _ =
                 tokio::time::timeout(CLOSE_GRACE, sink.send(crate::transport::ws::close_message(code))).await;
             break;
         }
-        let len = next.byte_len();
         for frame in crate::transport::ws::frames(next) {
             let sent = tokio::select! {
                 biased;
@@ -272,7 +289,7 @@ pub(crate) async fn write_loop(
         }
         queued_bytes.release(len);
         // Flush once the queue is drained, so a burst costs one write.
-        if queue.is_empty() {
+        if queue.is_empty() && carried.is_none() {
             let flushed = tokio::select! {
                 biased;
                 _ = overflowed.cancelled() => break,
@@ -295,6 +312,44 @@ pub(crate) async fn write_loop(
     }
 }
 
+/// Most bytes of messages one batched frame holds: a burst of small
+/// messages shares frames, a large one still goes alone.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// A queued message as it is written: a replaceable one's latest content.
+fn resolve(message: Outgoing, latest: &crate::rooms::latest::Pending) -> Option<Outgoing> {
+    match message {
+        Outgoing::Latest(slot) => latest.take(&slot),
+        other => Some(other),
+    }
+}
+
+/// `first` and the text messages queued right behind it, newline-delimited
+/// in one text (up to [`BATCH_BYTES`]); the queued bytes they weighed; and
+/// the message that ended the batch if it could not join it.
+fn batch_texts(
+    first: crate::protocol::json::Encoded,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    latest: &crate::rooms::latest::Pending,
+) -> (crate::protocol::json::Encoded, usize, Option<Outgoing>) {
+    let mut text = String::with_capacity(first.len() * 4);
+    text.push_str(&first);
+    let mut len = first.len();
+    while text.len() < BATCH_BYTES {
+        let Ok(message) = queue.try_recv() else { break };
+        match resolve(message, latest) {
+            Some(Outgoing::Text(more)) => {
+                text.push('\n');
+                text.push_str(&more);
+                len += more.len();
+            }
+            Some(other) => return (text.into(), len, Some(other)),
+            None => {}
+        }
+    }
+    (text.into(), len, None)
+}
+
 /// The join sequence both protocols share: announce the joiner (a room with
 /// joiners is never unloaded), load the document (a failed load undoes the
 /// join and is logged), seed the mirror of other instances' members, then add
@@ -315,4 +370,36 @@ pub(crate) async fn join_room(
     state.bus.seed_room(&room).await;
     hub.finish_join(&room, member, id);
     Ok(room)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_texts_share_a_frame_until_something_else_comes() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let latest = crate::rooms::latest::Pending::default();
+        for message in [
+            Outgoing::Text("b".into()),
+            Outgoing::Text("c".into()),
+            Outgoing::Binary(Arc::from(&b"bin"[..])),
+            Outgoing::Text("d".into()),
+        ] {
+            tx.try_send(message).unwrap();
+        }
+        let (text, len, rest) = batch_texts("a".into(), &mut rx, &latest);
+        assert_eq!(&*text, "a\nb\nc");
+        assert_eq!(
+            len, 3,
+            "what the three weighed in the queue, without the newlines"
+        );
+        assert!(
+            matches!(rest, Some(Outgoing::Binary(_))),
+            "the binary frame goes out next, alone"
+        );
+        let (text, _, rest) = batch_texts("d0".into(), &mut rx, &latest);
+        assert_eq!(&*text, "d0\nd");
+        assert!(rest.is_none());
+    }
 }

@@ -80,6 +80,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
         end: connection.end.clone(),
         record,
         replies: Vec::new(),
+        batch: peer.batch,
     };
     let limiter = rate_limiter(&config);
     let exit = read_loop(
@@ -122,6 +123,8 @@ struct JsonHandler {
     /// backpressure: a client that pipelines requests waits for its answers
     /// instead of overflowing its queue.
     replies: Vec<Outgoing>,
+    /// `?batch=1`: frames may hold several newline-delimited messages.
+    batch: bool,
 }
 
 impl Protocol for JsonHandler {
@@ -129,8 +132,20 @@ impl Protocol for JsonHandler {
         self.record_dirty = true;
     }
 
+    fn messages_in(&self, frame: &DataFrame) -> u32 {
+        match frame {
+            DataFrame::Text(text) if self.batch => batch_lines(text).count().try_into().unwrap_or(u32::MAX),
+            _ => 1,
+        }
+    }
+
     async fn frame(&mut self, frame: DataFrame) {
         match frame {
+            DataFrame::Text(text) if self.batch => {
+                for line in batch_lines(&text) {
+                    self.handle_text(line).await;
+                }
+            }
             DataFrame::Text(text) => self.handle_text(&text).await,
             DataFrame::Binary(_) => self.reject(
                 ProtocolError::new(
@@ -209,6 +224,12 @@ impl Protocol for JsonHandler {
 /// handle, resolved after the application installed its recorder.
 static RELAY_SECONDS: std::sync::LazyLock<metrics::Histogram> =
     std::sync::LazyLock::new(|| metrics::histogram!("tandem_relay_seconds"));
+
+/// The messages of a newline-delimited frame (`?batch=1`); blank lines are
+/// skipped.
+fn batch_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n').filter(|line| !line.trim().is_empty())
+}
 
 /// Whether handling a message of this kind queues it for other members.
 fn fans_out(kind: &str) -> bool {

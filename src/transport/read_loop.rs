@@ -41,6 +41,11 @@ pub(crate) enum DataFrame {
 pub(crate) trait Protocol {
     /// Any frame arrived, control frames included (the client is alive).
     fn heard(&mut self) {}
+    /// How many messages a data frame holds, each counted by the rate limit
+    /// (several when the client sends newline-delimited batches).
+    fn messages_in(&self, _frame: &DataFrame) -> u32 {
+        1
+    }
     /// A data frame within the rate limit (already counted as processed).
     async fn frame(&mut self, frame: DataFrame);
     /// A data frame over the rate limit (counted as rejected, not handled).
@@ -205,9 +210,14 @@ where
                     Message::Close(_) => return Exit { close: None, reason: LeaveReason::Disconnected },
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 };
-                counters.messages_processed.fetch_add(1, Ordering::Relaxed);
-                if rules.limiter.check().is_err() {
-                    counters.messages_rejected.fetch_add(1, Ordering::Relaxed);
+                let messages = handler.messages_in(&data).max(1);
+                counters.messages_processed.fetch_add(u64::from(messages), Ordering::Relaxed);
+                let allowed = match std::num::NonZeroU32::new(messages) {
+                    Some(n) if messages > 1 => matches!(rules.limiter.check_n(n), Ok(Ok(()))),
+                    _ => rules.limiter.check().is_ok(),
+                };
+                if !allowed {
+                    counters.messages_rejected.fetch_add(u64::from(messages), Ordering::Relaxed);
                     metrics::counter!("tandem_rate_limited_total").increment(1);
                     handler.rate_limited().await;
                     continue;

@@ -5,6 +5,7 @@ mod app_messages;
 mod auth;
 mod awareness;
 mod bad_input;
+mod batch;
 mod dashboard;
 mod demo;
 mod documents;
