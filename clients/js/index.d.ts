@@ -48,8 +48,66 @@ export interface TandemError {
   id?: string
   /** The document the failed message was about, when known. */
   document_id?: string
-  /** What the failed message was: 'join', 'update', 'sync', 'step2', 'refresh'... */
+  /** What the failed message was: 'join', 'update', 'sync', 'step2', 'refresh', 'broadcast', 'send_to_user'... */
   request?: string
+}
+
+/**
+ * What `room.broadcast()` and `client.sendToUser()` reject with: an Error with
+ * the server's `code` (`invalid_message`, `too_large`, `not_joined`,
+ * `forbidden`, `rate_limited`...) or the client's own: `not_connected`
+ * (nothing was sent: app messages are never queued), `not_joined` (the room
+ * is not joined on this connection yet), `disconnected` (the socket closed
+ * before the reply; it may or may not have been delivered), `timeout` (no
+ * reply within `requestTimeoutMs`, e.g. a frame dropped by the rate limit).
+ */
+export interface TandemRequestError extends Error {
+  code: string
+  /** 'broadcast' | 'send_to_user' */
+  request: string
+  id?: string
+  document_id?: string
+}
+
+/** Any JSON value: what an app message's `data` may be. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
+
+/** A `broadcast` from another member of the document (protocol.md, "App messages"). */
+export interface BroadcastMessage {
+  document_id: string
+  event: string
+  data: JsonValue
+  /** The sender (for a backend's REST broadcast: its token's user). */
+  user_id: string
+  /** The sender's connection; null when a backend sent it over REST. */
+  connection_id: string | null
+  [field: string]: unknown
+}
+
+/** A `direct` message (send_to_user) addressed to this client's user. */
+export interface DirectMessage {
+  from_user_id: string
+  /** null when a backend sent it over REST. */
+  from_connection_id: string | null
+  event: string
+  data: JsonValue
+  [field: string]: unknown
+}
+
+/** The `user_joined` event: the new member, and whether it is that user's first connection in the document. */
+export interface JoinedMember extends PresenceMember {
+  /** No other connection of this user is in the document (on any instance): a new person, not only a new device. */
+  first_device: boolean
+}
+
+/** The `user_left` event. */
+export interface LeftMember {
+  user_id: string
+  connection_id: string
+  /** 'left' | 'disconnected' | 'timeout' | 'expired' | 'revoked' */
+  reason: string
+  /** No connection of this user remains in the document (on any instance): the person is gone, not only a device. */
+  last_device: boolean
 }
 
 export interface CloseInfo {
@@ -97,6 +155,8 @@ export interface TandemClientOptions {
   refreshRetryMs?: number
   /** Override the heartbeat interval the server announces (tests). */
   heartbeatIntervalMs?: number
+  /** broadcast() / sendToUser() reject with `timeout` after this without an ack or error (default 10 000 ms). */
+  requestTimeoutMs?: number
 }
 
 export interface ClientEvents {
@@ -109,14 +169,18 @@ export interface ClientEvents {
   token_expiring: (message: ServerMessage & { expires_at: number }) => void
   token_refreshed: (message: ServerMessage & { expires_at: number }) => void
   reconnect_scheduled: (info: { delayMs: number; attempt: number }) => void
+  /** A send_to_user addressed to this user (every connection of the user gets it). */
+  direct: (message: DirectMessage) => void
 }
 
 export interface RoomEvents {
   status: (status: RoomStatus) => void
   synced: () => void
   presence: (members: PresenceMember[]) => void
-  user_joined: (member: PresenceMember) => void
-  user_left: (info: { user_id: string; connection_id: string; reason: string }) => void
+  user_joined: (member: JoinedMember) => void
+  user_left: (info: LeftMember) => void
+  /** An app message from another member (never this connection's own). */
+  broadcast: (message: BroadcastMessage) => void
   saved: () => void
   unsaved: (count: number) => void
   error: (error: TandemError) => void
@@ -171,6 +235,15 @@ export declare class Room extends Emitter<RoomEvents> {
   setSelection(selection: Selection | null): void
   startEditing(): void
   stopEditing(): void
+  /**
+   * Send an app message to the document's other members (viewers may too).
+   * Resolves on the server's ack; rejects with a TandemRequestError, at once
+   * with `not_connected` while disconnected (never queued). Throws TypeError
+   * for an event that is not a string or data JSON cannot carry.
+   * @param event 1-64 bytes
+   * @param data any JSON value, at most 16 KiB and 32 levels deep (default null)
+   */
+  broadcast(event: string, data?: unknown): Promise<void>
   leave(): void
 }
 
@@ -195,6 +268,15 @@ export declare class TandemClient extends Emitter<ClientEvents> {
   refreshToken(): Promise<boolean>
   /** Send a raw protocol message; false when the socket is not open. */
   send(message: { type: string; [field: string]: unknown }): boolean
+  /**
+   * Send an app message to every connection of `userId` (a `direct` event
+   * there). Resolves on the server's ack; rejects with a TandemRequestError:
+   * `forbidden` unless this connection and that user share a joined
+   * document, at once `not_connected` while disconnected (never queued).
+   * @param event 1-64 bytes
+   * @param data any JSON value, at most 16 KiB and 32 levels deep (default null)
+   */
+  sendToUser(userId: string, event: string, data?: unknown): Promise<void>
 }
 
 export declare function toBase64(bytes: Uint8Array): string

@@ -2,6 +2,7 @@
 // heartbeats and dead-socket detection, token refresh, and routing each
 // server message to the room it concerns.
 
+import { checkEvent, rejected, requestError } from './app-messages.js'
 import { Emitter } from './emitter.js'
 import { tokenTimes } from './jwt.js'
 import { Room } from './room.js'
@@ -14,6 +15,7 @@ const DEFAULTS = {
   refreshBeforeExpiryMs: 90_000,
   refreshRetryMs: 5_000,
   fallbackHeartbeatIntervalMs: 30_000,
+  requestTimeoutMs: 10_000,
 }
 
 /** Close codes after which reconnecting cannot help. */
@@ -126,6 +128,23 @@ export class TandemClient extends Emitter {
     return this._send(message)
   }
 
+  /**
+   * An app message to every connection of `userId` (send_to_user; they get
+   * a `direct`). Resolves on the server's ack; rejects with the server's
+   * error (`forbidden` unless you share a joined document with that user,
+   * `invalid_message`, `too_large`...), or at once with `not_connected`
+   * while disconnected: app messages are ephemeral and never queued.
+   * @param {string} userId
+   * @param {string} event 1-64 bytes
+   * @param {unknown} [data] any JSON value (default null)
+   * @returns {Promise<void>}
+   */
+  sendToUser(userId, event, data = null) {
+    if (typeof userId !== 'string' || userId.length === 0) throw new TypeError('userId must be a non-empty string')
+    checkEvent(event)
+    return this._request({ type: 'send_to_user', user_id: userId, event, data }, null, 'send_to_user')
+  }
+
   // ---- connection lifecycle ----------------------------------------------
 
   async _open() {
@@ -197,7 +216,11 @@ export class TandemClient extends Emitter {
       this.emit('error', { code: 'connect_failed', message: `the connection closed before it was established (${code}${reason ? ` ${reason}` : ''})` })
     }
     this._clearTimers()
+    const routes = [...this._routes.values()]
     this._routes.clear()
+    for (const route of routes) {
+      route.settle?.fail({ code: 'disconnected', message: 'the connection closed before the server acknowledged the message (it may or may not have been delivered)' })
+    }
     this.connectionId = null
     this._refreshing = null
     for (const room of this.rooms.values()) room._disconnected()
@@ -323,8 +346,14 @@ export class TandemClient extends Emitter {
   _send(message) {
     const socket = this._socket
     if (!socket || socket.readyState !== 1) return false
+    return this._sendText(JSON.stringify(message))
+  }
+
+  _sendText(text) {
+    const socket = this._socket
+    if (!socket || socket.readyState !== 1) return false
     try {
-      socket.send(JSON.stringify(message))
+      socket.send(text)
       return true
     } catch {
       return false
@@ -374,6 +403,10 @@ export class TandemClient extends Emitter {
         return this._onTokenExpiring(msg)
       case 'token_refreshed':
         return this._onTokenRefreshed(msg)
+      case 'direct': {
+        const { type: _type, ...direct } = msg
+        return this.emit('direct', direct)
+      }
     }
     if (typeof msg.document_id === 'string') {
       const room = this.rooms.get(msg.document_id)
@@ -390,6 +423,7 @@ export class TandemClient extends Emitter {
     const route = this._routes.get(String(msg.id))
     if (!route) return
     this._routes.delete(String(msg.id))
+    if (route.settle) return route.settle.done()
     route.room?._ack(String(msg.id), route.kind)
   }
 
@@ -406,6 +440,10 @@ export class TandemClient extends Emitter {
     }
     this.emit('error', error)
     if (route?.kind === 'refresh') return route.resolve(false)
+    if (route?.settle) {
+      if (route.room) route.room.emit('error', error)
+      return route.settle.fail(error)
+    }
     const room = route?.room ?? (typeof msg.document_id === 'string' ? this.rooms.get(msg.document_id) : undefined)
     room?._error(error, route?.kind)
   }
@@ -440,6 +478,51 @@ export class TandemClient extends Emitter {
     this._routes.set(id, { room, kind })
   }
 
+  /**
+   * @internal Send an app message with an id; the promise settles on its
+   * ack or error (or disconnect, or requestTimeoutMs: a frame dropped by the
+   * server's rate limit gets no reply of its own). Never an unhandled
+   * rejection: awaiting it is optional.
+   */
+  _request(message, room, kind) {
+    const base = { request: kind, ...(room ? { document_id: room.documentId } : {}) }
+    if (this.status !== 'connected') {
+      return rejected({ ...base, code: 'not_connected', message: `not connected (${this.status}): ${kind} is ephemeral and is not queued until the connection is back` })
+    }
+    if (room && !room.joined) {
+      return rejected({ ...base, code: 'not_joined', message: `document ${JSON.stringify(room.documentId)} is not joined (room status ${room.status}); await room.synced first` })
+    }
+    const id = this._nextId(kind === 'broadcast' ? 'b' : 'm')
+    // Throws (synchronously) for data JSON cannot carry: a BigInt, a cycle.
+    const text = JSON.stringify({ ...message, id })
+    let settle
+    const promise = new Promise((resolve, reject) => {
+      const finish = () => {
+        clearTimeout(timer)
+        if (this._routes.get(id)?.settle === settle) this._routes.delete(id)
+      }
+      settle = {
+        done() {
+          finish()
+          resolve()
+        },
+        fail(fields) {
+          finish()
+          reject(requestError({ ...base, id, ...fields }))
+        },
+      }
+      const timer = setTimeout(
+        () => settle.fail({ code: 'timeout', message: `no reply from the server within ${this.options.requestTimeoutMs} ms (a frame over the rate limit is dropped without one)` }),
+        this.options.requestTimeoutMs,
+      )
+      timer.unref?.()
+    })
+    promise.catch(() => {}) // rejection is for those who await it, never "unhandled"
+    this._routes.set(id, { room, kind, settle })
+    if (!this._sendText(text)) settle.fail({ code: 'not_connected', message: `the socket is not open: ${kind} is ephemeral and is not queued` })
+    return promise
+  }
+
   /** @internal */
   _unroute(id) {
     if (id !== undefined) this._routes.delete(String(id))
@@ -448,7 +531,8 @@ export class TandemClient extends Emitter {
   /** @internal A room left, failed or was revoked. */
   _forget(room) {
     if (this.rooms.get(room.documentId) === room) this.rooms.delete(room.documentId)
-    for (const [id, route] of this._routes) if (route.room === room) this._routes.delete(id)
+    // App messages already sent still get their ack or error.
+    for (const [id, route] of this._routes) if (route.room === room && !route.settle) this._routes.delete(id)
   }
 
   _setStatus(status) {

@@ -10,6 +10,7 @@ import {
 } from 'y-protocols/awareness'
 
 import { fromBase64, toBase64 } from './base64.js'
+import { checkEvent } from './app-messages.js'
 import { Emitter } from './emitter.js'
 import { Presence } from './presence.js'
 
@@ -139,6 +140,22 @@ export class Room extends Emitter {
     if (this._patchSelf({ is_editing: false })) this._emitPresence()
   }
 
+  /**
+   * An app message to the document's other members (broadcast; each gets a
+   * `broadcast` event, the sender does not). Viewers may broadcast too.
+   * Resolves on the server's ack; rejects with the server's error
+   * (`invalid_message`, `too_large`...), or at once with `not_connected`
+   * while disconnected and `not_joined` before the room is joined:
+   * broadcasts are ephemeral and never queued across reconnects.
+   * @param {string} event 1-64 bytes
+   * @param {unknown} [data] any JSON value (default null)
+   * @returns {Promise<void>}
+   */
+  broadcast(event, data = null) {
+    checkEvent(event)
+    return this.client._request({ type: 'broadcast', document_id: this.documentId, event, data }, this, 'broadcast')
+  }
+
   /** Leave the document (leave_document) and stop syncing it. Idempotent. */
   leave() {
     if (this.status === 'left') return
@@ -206,16 +223,25 @@ export class Room extends Emitter {
         return this._applyRemote(msg)
       case 'awareness':
         return this._applyAwareness(msg)
-      case 'user_joined':
-        this.presence._add(msg.user)
-        this.emit('user_joined', msg.user)
+      case 'user_joined': {
+        const user = msg.user ?? {}
+        // The server's first_device counts every instance; the local guess is for a server without it.
+        const firstDevice = typeof msg.first_device === 'boolean' ? msg.first_device : !this._hasDevice(user.user_id, user.connection_id)
+        this.presence._add(user)
+        this.emit('user_joined', { ...(this.presence.get(user.connection_id) ?? user), first_device: firstDevice })
         return this._emitPresence()
+      }
       case 'user_left':
         if (this.presence._remove(msg.connection_id)) {
-          this.emit('user_left', { user_id: msg.user_id, connection_id: msg.connection_id, reason: msg.reason })
+          const lastDevice = typeof msg.last_device === 'boolean' ? msg.last_device : !this._hasDevice(msg.user_id)
+          this.emit('user_left', { user_id: msg.user_id, connection_id: msg.connection_id, reason: msg.reason, last_device: lastDevice })
           this._emitPresence()
         }
         return
+      case 'broadcast': {
+        const { type: _type, ...broadcast } = msg
+        return this.emit('broadcast', broadcast)
+      }
       case 'cursor_move':
         return this._remotePresence(msg, { cursor: msg.cursor ?? null })
       case 'selection_change':
@@ -368,6 +394,11 @@ export class Room extends Emitter {
 
   _remotePresence(msg, fields) {
     if (this.presence._patch(msg.connection_id, fields)) this._emitPresence()
+  }
+
+  /** Whether a connection of `userId` (other than `exceptConnectionId`) is in the presence list. */
+  _hasDevice(userId, exceptConnectionId) {
+    return this.presence.list().some((m) => m.user_id === userId && m.connection_id !== exceptConnectionId)
   }
 
   _patchSelf(fields) {

@@ -88,7 +88,7 @@ test('presence events follow joins, cursors, selections, editing and leaves', as
     bob.room.leave()
     await waitFor(() => events.at(-1).length === 1, { what: 'Bob gone from the list' })
     assert.deepEqual(events.at(-1).map((m) => m.user_id), ['alice'])
-    assert.deepEqual(left, [{ user_id: 'bob', connection_id: bobConnection, reason: 'left' }])
+    assert.deepEqual(left, [{ user_id: 'bob', connection_id: bobConnection, reason: 'left', last_device: true }])
     assert.equal(bob.room.status, 'left')
     assert.equal(bob.client.rooms.size, 0)
   } finally {

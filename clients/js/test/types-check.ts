@@ -1,6 +1,6 @@
 // Compiled by `npm run typecheck` (never run): the README's usage type-checks against index.d.ts.
 import * as Y from 'yjs'
-import { TandemClient, type PresenceMember, type Status } from 'tandem-client'
+import { TandemClient, type BroadcastMessage, type DirectMessage, type PresenceMember, type Status, type TandemRequestError } from 'tandem-client'
 
 const client = new TandemClient('ws://127.0.0.1:8080/ws', { token: async () => 'jwt' })
 client.on('status', (s: Status) => void s)
@@ -19,6 +19,14 @@ export async function usage(): Promise<void> {
   room.stopEditing()
   const unsaved: number = room.unsavedUpdates
   room.on('saved', () => {})
+  room.on('user_joined', (m) => void (m.first_device ? m.user_id : m.connection_id))
+  room.on('user_left', ({ user_id, last_device, reason }) => void [user_id, last_device, reason])
+  room.on('broadcast', ({ event, data, user_id, connection_id }: BroadcastMessage) => void [event, data, user_id, connection_id?.length])
+  client.on('direct', ({ from_user_id, from_connection_id, event, data }: DirectMessage) => void [from_user_id, from_connection_id, event, data])
+  await room.broadcast('typing', { typing: true })
+  await room.broadcast('ping')
+  const sent: Promise<void> = client.sendToUser('bob', 'follow_me', { line: 12 })
+  await sent.catch((e: TandemRequestError) => void [e.code, e.request, e.message])
   room.leave()
   client.close()
   void list, devices, unsaved
