@@ -112,6 +112,10 @@ struct Args {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
+    /// tandem JSON: connect with `?batch=1` (several messages per frame when
+    /// queued, newline-delimited).
+    #[arg(long)]
+    batch: bool,
     /// Runtime worker threads (1: a single-threaded runtime, for one pinned core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -234,12 +238,19 @@ fn seconds(value: f64) -> Duration {
 }
 
 fn common(args: &Args, protocol: Protocol, url: Option<&str>) -> Common {
-    let url = url.map_or_else(|| protocol.default_url(&args.addr), str::to_owned);
+    let batched = |url: String| {
+        if args.batch && protocol == Protocol::TandemJson {
+            format!("{url}&batch=1")
+        } else {
+            url
+        }
+    };
+    let url = batched(url.map_or_else(|| protocol.default_url(&args.addr), str::to_owned));
     let mut rng = rand::rng();
     let target2 = args.addr2.as_deref().map(|addr| {
         Arc::new(Target::new(
             protocol,
-            protocol.default_url(addr),
+            batched(protocol.default_url(addr)),
             args.jwt_secret.as_deref(),
         ))
     });

@@ -428,7 +428,12 @@ impl Client {
     /// Malformed input becomes [`Event::Error`], never a panic.
     pub fn decode(&self, frame: &Message, want_seq: bool, out: &mut Vec<Event>) {
         match frame {
-            Message::Text(text) => self.decode_text(text, want_seq, out),
+            // Newline-delimited with tandem's `?batch=1` (JSON never holds a raw newline).
+            Message::Text(text) => {
+                for line in text.split('\n').filter(|line| !line.is_empty()) {
+                    self.decode_text(line, want_seq, out);
+                }
+            }
             Message::Binary(bytes) if self.protocol.is_binary() => {
                 if let Err(error) = self.decode_binary(bytes, want_seq, out) {
                     out.push(Event::Error(format!("undecodable binary frame: {error}")));
