@@ -246,6 +246,13 @@ test('direct works on a client with no room, as long as the sender shares a docu
     await alice.client.sendToUser('bob', 'nudge', null)
     await waitFor(() => atBare.length === 1, { what: 'the direct message on the roomless connection' })
     assert.deepEqual(atBare[0], { from_user_id: 'alice', from_connection_id: alice.client.connectionId, event: 'nudge', data: null })
+    // A connection in no document shares none with anyone.
+    await assert.rejects(bobBare.sendToUser('alice', 'hi'), { code: 'forbidden' })
+    // To one's own user: every connection of it, the sender's included (unlike broadcast).
+    const atBob = record(bobInRoom.client, 'direct')
+    await bobInRoom.client.sendToUser('bob', 'note-to-self', 1)
+    await waitFor(() => atBob.length === 1 && atBare.length === 2, { what: 'the note on both of Bob\'s connections' })
+    assert.equal(atBob[0].from_connection_id, bobInRoom.client.connectionId)
   } finally {
     closeAll(alice, bobInRoom)
     bobBare.close()
