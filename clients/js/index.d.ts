@@ -157,6 +157,8 @@ export interface TandemClientOptions {
   heartbeatIntervalMs?: number
   /** broadcast() / sendToUser() reject with `timeout` after this without an ack or error (default 10 000 ms). */
   requestTimeoutMs?: number
+  /** Connect with `?batch=1`: several messages per frame, newline-delimited, under load (default true). */
+  batch?: boolean
 }
 
 export interface ClientEvents {

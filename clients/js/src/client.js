@@ -162,7 +162,7 @@ export class TandemClient extends Emitter {
     }
     if (this._closed || this._socket) return
     this.token = token
-    const url = withToken(this.url, token)
+    const url = withToken(this.url, token, this.options.batch !== false)
     let socket
     try {
       socket = this.options.createWebSocket
@@ -550,9 +550,13 @@ export class TandemClient extends Emitter {
   }
 }
 
-function withToken(url, token) {
+// The token, and `batch=1` (the server may put several messages in one
+// frame, newline-delimited: fewer frames under load) unless turned off or
+// already in the URL.
+function withToken(url, token, batch = true) {
   const separator = url.includes('?') ? '&' : '?'
-  return `${url}${separator}token=${encodeURIComponent(token)}`
+  const batched = batch && !/[?&]batch=/.test(url) ? '&batch=1' : ''
+  return `${url}${separator}token=${encodeURIComponent(token)}${batched}`
 }
 
 const ignore = () => {}

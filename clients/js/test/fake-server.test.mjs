@@ -98,7 +98,7 @@ test('unknown message types and fields are ignored, batched frames parsed, and t
     assert.equal(client.status, 'connected')
     assert.equal(room.presence.list()[0].is_self, true)
     const messages = fake.connections[0].messages
-    assert.match(fake.connections[0].url, /[?&]token=tk_test$/)
+    assert.match(fake.connections[0].url, /[?&]token=tk_test&batch=1$/, "it opts in to batched frames")
     // It answered the server's sync_step1 and still sends local edits, which get acked.
     assert.ok(messages.some((m) => m.type === 'sync_step2'))
     room.doc.getText('content').insert(0, '> ')
