@@ -12,8 +12,12 @@ use std::{
 
 use uuid::Uuid;
 
-use super::outbox::Outgoing;
 use crate::model::ids::DocumentId;
+
+/// A queued message's weight against its connection's byte bound.
+pub trait Weighed {
+    fn byte_len(&self) -> usize;
+}
 
 /// Which presence stream of a member a message belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,16 +39,22 @@ pub struct LatestKey {
 /// A queued message that a newer one of the same key may replace until the
 /// writer takes it.
 #[derive(Debug)]
-pub struct Slot {
+pub struct Slot<M> {
     key: LatestKey,
-    message: Mutex<Option<Outgoing>>,
+    message: Mutex<Option<M>>,
 }
 
-/// One connection's replaceable queued messages, by key.
-#[derive(Debug, Default)]
-pub struct Pending(Mutex<HashMap<LatestKey, Arc<Slot>>>);
+/// One connection's replaceable queued messages (of type `M`), by key.
+#[derive(Debug)]
+pub struct Pending<M>(Mutex<HashMap<LatestKey, Arc<Slot<M>>>>);
 
-impl Pending {
+impl<M> Default for Pending<M> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<M: Weighed> Pending<M> {
     /// Replace the waiting message of `key` with `message`: the replaced
     /// message's byte length, or `message` back if none of that key waits.
     /// Otherwise `enqueue` is called (with the map locked, so the writer
@@ -52,8 +62,8 @@ impl Pending {
     pub fn replace_or_enqueue(
         &self,
         key: &LatestKey,
-        message: Outgoing,
-        enqueue: impl FnOnce(Outgoing) -> bool,
+        message: M,
+        enqueue: impl FnOnce(Arc<Slot<M>>) -> bool,
     ) -> Replaced {
         let mut slots = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = slots.get(key) {
@@ -66,7 +76,7 @@ impl Pending {
             message: Mutex::new(Some(message)),
         });
         slots.insert(key.clone(), slot.clone());
-        if enqueue(Outgoing::Latest(slot)) {
+        if enqueue(slot) {
             Replaced::Queued
         } else {
             slots.remove(key);
@@ -76,7 +86,7 @@ impl Pending {
 
     /// The writer's turn for `slot`: its latest message. From now on a
     /// message of its key is queued anew.
-    pub fn take(&self, slot: &Arc<Slot>) -> Option<Outgoing> {
+    pub fn take(&self, slot: &Arc<Slot<M>>) -> Option<M> {
         let mut slots = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if slots
             .get(&slot.key)
@@ -98,76 +108,4 @@ pub enum Replaced {
     Queued,
     /// The queue refused the new slot (full or closed).
     NotQueued,
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio_util::sync::CancellationToken;
-
-    use super::*;
-    use crate::rooms::outbox::{Outbox, QueuedBytes};
-
-    fn key(sender: u128, stream: Stream) -> LatestKey {
-        LatestKey {
-            sender: Uuid::from_u128(sender),
-            document: DocumentId::parse("d").unwrap(),
-            stream,
-        }
-    }
-
-    /// What a writer would write, in order.
-    fn drain(rx: &mut tokio::sync::mpsc::Receiver<Outgoing>, pending: &Pending) -> Vec<String> {
-        let mut written = Vec::new();
-        while let Ok(message) = rx.try_recv() {
-            let message = match message {
-                Outgoing::Latest(slot) => match pending.take(&slot) {
-                    Some(message) => message,
-                    None => continue,
-                },
-                other => other,
-            };
-            if let Outgoing::Text(text) = message {
-                written.push(text.to_string());
-            }
-        }
-        written
-    }
-
-    #[test]
-    fn a_queued_cursor_is_replaced_by_the_same_members_newer_one() {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        let bytes = Arc::new(QueuedBytes::new(1 << 20));
-        let outbox = Outbox::new(tx, CancellationToken::new(), bytes.clone());
-        // An empty queue is written at once: nothing to coalesce with.
-        assert!(outbox.push_latest(&key(1, Stream::Cursor), Outgoing::Text("a0".into())));
-        for n in 1..1000 {
-            assert!(outbox.push_latest(&key(1, Stream::Cursor), Outgoing::Text(format!("a{n}").into())));
-            assert!(outbox.push_latest(&key(2, Stream::Cursor), Outgoing::Text(format!("b{n}").into())));
-        }
-        assert!(outbox.push_latest(&key(1, Stream::Selection), Outgoing::Text("s1".into())));
-        assert!(outbox.text("update".into()), "other messages queue as ever");
-        assert_eq!(outbox.depth(), 5, "2,000 moves took 4 slots of 8");
-        assert_eq!(
-            bytes.queued(),
-            "a0a999b999s1update".len(),
-            "replaced bytes are released"
-        );
-        let pending = outbox.latest();
-        assert_eq!(drain(&mut rx, &pending), ["a0", "a999", "b999", "s1", "update"]);
-        // Taken slots are forgotten: the next move queues anew.
-        assert!(outbox.text("x".into()));
-        assert!(outbox.push_latest(&key(1, Stream::Cursor), Outgoing::Text("a1000".into())));
-        assert_eq!(drain(&mut rx, &pending), ["x", "a1000"]);
-    }
-
-    #[test]
-    fn a_full_queue_still_marks_the_reader_too_slow() {
-        let (tx, _rx) = tokio::sync::mpsc::channel(2);
-        let overflowed = CancellationToken::new();
-        let outbox = Outbox::new(tx, overflowed.clone(), Arc::new(QueuedBytes::new(1 << 20)));
-        assert!(outbox.text("one".into()));
-        assert!(outbox.text("two".into()));
-        assert!(!outbox.push_latest(&key(1, Stream::Cursor), Outgoing::Text("c".into())));
-        assert!(overflowed.is_cancelled());
-    }
 }

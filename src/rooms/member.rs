@@ -7,7 +7,14 @@ use std::{sync::Arc, time::Instant};
 
 use uuid::Uuid;
 
-use crate::{model::presence::Presence, rooms::outbox::Outbox};
+use crate::{
+    model::presence::Presence,
+    rooms::{
+        latest::Stream,
+        outbox::Outbox,
+        presence_change::{PresenceChange, stream_index, stream_of},
+    },
+};
 
 /// Which protocol a member speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +43,43 @@ pub struct Member {
     /// Clock of the awareness state y-websocket members see for a JSON member.
     pub awareness_clock: u32,
     /// When its cursor and its selection were last relayed, and whether a
-    /// newer one waits for the trailing edge (see [`crate::rooms::throttle`]).
+    /// newer one waits for the trailing edge (see [`crate::rooms::throttle`]),
+    /// by [`stream_index`].
     pub relayed: [Option<Instant>; 2],
     pub deferred: [bool; 2],
 }
 
 impl Member {
+    /// Whether its `stream` may be relayed at `now` under `interval`
+    /// (`--presence-max-hz`).
+    pub fn relay_due(&self, stream: Stream, interval: Option<std::time::Duration>, now: Instant) -> bool {
+        match (interval, self.relayed[stream_index(stream)]) {
+            (Some(interval), Some(last)) => now.duration_since(last) >= interval,
+            _ => true,
+        }
+    }
+
+    /// Apply a held-back change to its presence and mark it waiting for
+    /// the trailing edge.
+    pub fn defer(&mut self, change: PresenceChange, now: chrono::DateTime<chrono::Utc>, instant: Instant) {
+        match change {
+            PresenceChange::Cursor(cursor) => self.presence.cursor = Some(cursor),
+            PresenceChange::Selection(selection) => self.presence.selection = selection,
+            _ => return,
+        }
+        self.presence.last_seen_at = now;
+        self.last_editing_activity = instant;
+        if let Some(stream) = stream_of(change) {
+            self.deferred[stream_index(stream)] = true;
+        }
+    }
+
+    /// Its `stream` is being relayed now.
+    pub fn relaying(&mut self, stream: Stream, now: Instant) {
+        self.relayed[stream_index(stream)] = Some(now);
+        self.deferred[stream_index(stream)] = false;
+    }
+
     pub fn new(presence: Presence, outbox: Outbox, kind: MemberKind) -> Self {
         Self {
             presence,

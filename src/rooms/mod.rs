@@ -13,6 +13,7 @@ pub mod hub;
 pub mod latest;
 pub mod member;
 pub mod outbox;
+pub mod presence_change;
 pub mod remote;
 pub mod room;
 pub mod room_document;

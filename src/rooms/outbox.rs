@@ -28,7 +28,7 @@ pub enum Outgoing {
     /// A presence message a newer one may still replace (see
     /// [`crate::rooms::latest`]); the writer takes its content when it
     /// gets to it.
-    Latest(Arc<crate::rooms::latest::Slot>),
+    Latest(Arc<crate::rooms::latest::Slot<Outgoing>>),
 }
 
 /// The parts of an [`Outgoing::Parts`] message, in order.
@@ -38,6 +38,15 @@ pub struct MessageParts {
     pub text: bool,
     pub parts: Vec<bytes::Bytes>,
 }
+
+impl crate::rooms::latest::Weighed for Outgoing {
+    fn byte_len(&self) -> usize {
+        Outgoing::byte_len(self)
+    }
+}
+
+/// A connection's queued presence messages that a newer one may replace.
+pub type LatestMessages = crate::rooms::latest::Pending<Outgoing>;
 
 impl Outgoing {
     /// The payload bytes this message keeps alive while queued. Shared bytes
@@ -116,7 +125,7 @@ pub struct Outbox {
     /// What the queued messages weigh; the writer releases what it writes.
     bytes: Arc<QueuedBytes>,
     /// Queued presence messages a newer one may replace.
-    latest: Arc<crate::rooms::latest::Pending>,
+    latest: Arc<LatestMessages>,
 }
 
 impl Outbox {
@@ -134,7 +143,7 @@ impl Outbox {
     }
 
     /// The replaceable messages, for the writer.
-    pub fn latest(&self) -> Arc<crate::rooms::latest::Pending> {
+    pub fn latest(&self) -> Arc<LatestMessages> {
         self.latest.clone()
     }
 
@@ -151,7 +160,7 @@ impl Outbox {
             if !self.reserve(len) {
                 return false;
             }
-            if self.queue.try_send(slot).is_ok() {
+            if self.queue.try_send(Outgoing::Latest(slot)).is_ok() {
                 return true;
             }
             // Full: too slow even with presence coalesced; closed: gone.
@@ -249,5 +258,81 @@ impl Outbox {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod latest_wins {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::{
+        model::ids::DocumentId,
+        rooms::latest::{LatestKey, Stream},
+    };
+    use uuid::Uuid;
+
+    fn key(sender: u128, stream: Stream) -> LatestKey {
+        LatestKey {
+            sender: Uuid::from_u128(sender),
+            document: DocumentId::parse("d").unwrap(),
+            stream,
+        }
+    }
+
+    /// What a writer would write, in order.
+    fn drain(rx: &mut tokio::sync::mpsc::Receiver<Outgoing>, pending: &LatestMessages) -> Vec<String> {
+        let mut written = Vec::new();
+        while let Ok(message) = rx.try_recv() {
+            let message = match message {
+                Outgoing::Latest(slot) => match pending.take(&slot) {
+                    Some(message) => message,
+                    None => continue,
+                },
+                other => other,
+            };
+            if let Outgoing::Text(text) = message {
+                written.push(text.to_string());
+            }
+        }
+        written
+    }
+
+    #[test]
+    fn a_queued_cursor_is_replaced_by_the_same_members_newer_one() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let bytes = Arc::new(QueuedBytes::new(1 << 20));
+        let outbox = Outbox::new(tx, CancellationToken::new(), bytes.clone());
+        // An empty queue is written at once: nothing to coalesce with.
+        assert!(outbox.push_latest(&key(1, Stream::Cursor), Outgoing::Text("a0".into())));
+        for n in 1..1000 {
+            assert!(outbox.push_latest(&key(1, Stream::Cursor), Outgoing::Text(format!("a{n}").into())));
+            assert!(outbox.push_latest(&key(2, Stream::Cursor), Outgoing::Text(format!("b{n}").into())));
+        }
+        assert!(outbox.push_latest(&key(1, Stream::Selection), Outgoing::Text("s1".into())));
+        assert!(outbox.text("update".into()), "other messages queue as ever");
+        assert_eq!(outbox.depth(), 5, "2,000 moves took 4 slots of 8");
+        assert_eq!(
+            bytes.queued(),
+            "a0a999b999s1update".len(),
+            "replaced bytes are released"
+        );
+        let pending = outbox.latest();
+        assert_eq!(drain(&mut rx, &pending), ["a0", "a999", "b999", "s1", "update"]);
+        // Taken slots are forgotten: the next move queues anew.
+        assert!(outbox.text("x".into()));
+        assert!(outbox.push_latest(&key(1, Stream::Cursor), Outgoing::Text("a1000".into())));
+        assert_eq!(drain(&mut rx, &pending), ["x", "a1000"]);
+    }
+
+    #[test]
+    fn a_full_queue_still_marks_the_reader_too_slow() {
+        let (tx, _rx) = tokio::sync::mpsc::channel(2);
+        let overflowed = CancellationToken::new();
+        let outbox = Outbox::new(tx, overflowed.clone(), Arc::new(QueuedBytes::new(1 << 20)));
+        assert!(outbox.text("one".into()));
+        assert!(outbox.text("two".into()));
+        assert!(!outbox.push_latest(&key(1, Stream::Cursor), Outgoing::Text("c".into())));
+        assert!(overflowed.is_cancelled());
     }
 }

@@ -19,16 +19,17 @@ use uuid::Uuid;
 use crate::{
     model::ids::DocumentId,
     model::ids::MessageId,
-    model::presence::Cursor,
     model::presence::EditingStopReason,
     model::presence::LeaveReason,
     model::presence::Presence,
-    model::presence::Selection,
     protocol::json::{Encoded, ServerMessage},
     rooms::latest::{LatestKey, Stream},
     rooms::member::{Member, MemberKind, RemoteMember, synthesized_awareness},
     rooms::outbox::Outgoing,
+    rooms::presence_change::stream_of,
 };
+
+pub use super::presence_change::PresenceChange;
 
 /// Messages pushed to members' outboxes by broadcasts
 /// (`tandem_fanout_deliveries_total`). A cached handle: one atomic add per
@@ -396,15 +397,15 @@ impl RoomState {
         let instant = Instant::now();
         let interval = self.presence_interval;
         let member = self.member_mut(connection_id)?;
-        if let Some(stream) = super::throttle::stream_of(change)
-            && !super::throttle::due(member, stream, interval, instant)
+        if let Some(stream) = stream_of(change)
+            && !member.relay_due(stream, interval, instant)
         {
             // Too soon after the last relay: keep it for the trailing edge.
-            super::throttle::defer(member, change, now, instant);
+            member.defer(change, now, instant);
             return Some((member.presence.clone(), member.kind, false));
         }
-        if let Some(stream) = super::throttle::stream_of(change) {
-            super::throttle::relaying(member, stream, instant);
+        if let Some(stream) = stream_of(change) {
+            member.relaying(stream, instant);
         }
         let presence = &mut member.presence;
         presence.last_seen_at = now;
@@ -531,17 +532,6 @@ impl RoomState {
     }
 }
 
-/// A change a member makes to its own presence.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum PresenceChange {
-    Cursor(Cursor),
-    Selection(Option<Selection>),
-    EditingStart,
-    EditingStop(EditingStopReason),
-    /// Editing activity that is not itself a presence message (a document update).
-    Activity,
-}
-
 /// A document room.
 #[derive(Debug)]
 pub struct Room {
@@ -596,6 +586,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::presence::Cursor;
     use crate::rooms::outbox::{Outbox, QueuedBytes};
     use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;

@@ -5,64 +5,19 @@
 //! interval has passed: the last position is always sent, the ones between
 //! are not. The hub runs the trailing edge for the rooms that hold some.
 
-use std::time::{Duration, Instant};
-
-use chrono::{DateTime, Utc};
+use std::time::Instant;
 
 use super::{
     events::RemoteChange,
     latest::{LatestKey, Stream},
-    member::{Member, MemberKind},
-    room::{PresenceChange, RoomState},
+    member::MemberKind,
+    presence_change::stream_index,
+    room::RoomState,
 };
 use crate::{
     model::{ids::DocumentId, presence::Presence},
     protocol::json::ServerMessage,
 };
-
-/// The throttled stream a change belongs to (cursor or selection).
-pub(super) fn stream_of(change: PresenceChange) -> Option<Stream> {
-    match change {
-        PresenceChange::Cursor(_) => Some(Stream::Cursor),
-        PresenceChange::Selection(_) => Some(Stream::Selection),
-        _ => None,
-    }
-}
-
-fn index(stream: Stream) -> usize {
-    match stream {
-        Stream::Cursor => 0,
-        _ => 1,
-    }
-}
-
-/// Whether `member`'s `stream` may be relayed at `now`.
-pub(super) fn due(member: &Member, stream: Stream, interval: Option<Duration>, now: Instant) -> bool {
-    match (interval, member.relayed[index(stream)]) {
-        (Some(interval), Some(last)) => now.duration_since(last) >= interval,
-        _ => true,
-    }
-}
-
-/// Apply a held-back change to the member's presence and mark it waiting.
-pub(super) fn defer(member: &mut Member, change: PresenceChange, now: DateTime<Utc>, instant: Instant) {
-    match change {
-        PresenceChange::Cursor(cursor) => member.presence.cursor = Some(cursor),
-        PresenceChange::Selection(selection) => member.presence.selection = selection,
-        _ => return,
-    }
-    member.presence.last_seen_at = now;
-    member.last_editing_activity = instant;
-    if let Some(stream) = stream_of(change) {
-        member.deferred[index(stream)] = true;
-    }
-}
-
-/// `member`'s `stream` is being relayed now.
-pub(super) fn relaying(member: &mut Member, stream: Stream, now: Instant) {
-    member.relayed[index(stream)] = Some(now);
-    member.deferred[index(stream)] = false;
-}
 
 impl RoomState {
     /// Relay the held-back cursors and selections whose interval has passed.
@@ -78,11 +33,11 @@ impl RoomState {
         let mut still_waiting = false;
         for member in &mut self.members {
             for stream in [Stream::Cursor, Stream::Selection] {
-                if !member.deferred[index(stream)] {
+                if !member.deferred[stream_index(stream)] {
                     continue;
                 }
-                if due(member, stream, interval, now) {
-                    relaying(member, stream, now);
+                if member.relay_due(stream, interval, now) {
+                    member.relaying(stream, now);
                     if member.kind == MemberKind::Json {
                         member.awareness_clock = member.awareness_clock.wrapping_add(1);
                     }

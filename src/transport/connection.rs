@@ -242,7 +242,7 @@ pub(crate) async fn write_loop(
     mut queue: mpsc::Receiver<Outgoing>,
     overflowed: CancellationToken,
     queued_bytes: Arc<QueuedBytes>,
-    latest: Arc<crate::rooms::latest::Pending>,
+    latest: Arc<crate::rooms::outbox::LatestMessages>,
     batch: bool,
 ) {
     // With `batch`, a message taken from the queue while batching that
@@ -317,7 +317,7 @@ pub(crate) async fn write_loop(
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// A queued message as it is written: a replaceable one's latest content.
-fn resolve(message: Outgoing, latest: &crate::rooms::latest::Pending) -> Option<Outgoing> {
+fn resolve(message: Outgoing, latest: &crate::rooms::outbox::LatestMessages) -> Option<Outgoing> {
     match message {
         Outgoing::Latest(slot) => latest.take(&slot),
         other => Some(other),
@@ -330,7 +330,7 @@ fn resolve(message: Outgoing, latest: &crate::rooms::latest::Pending) -> Option<
 fn batch_texts(
     first: crate::protocol::json::Encoded,
     queue: &mut mpsc::Receiver<Outgoing>,
-    latest: &crate::rooms::latest::Pending,
+    latest: &crate::rooms::outbox::LatestMessages,
 ) -> (crate::protocol::json::Encoded, usize, Option<Outgoing>) {
     let mut text = String::with_capacity(first.len() * 4);
     text.push_str(&first);
@@ -379,7 +379,7 @@ mod tests {
     #[test]
     fn queued_texts_share_a_frame_until_something_else_comes() {
         let (tx, mut rx) = mpsc::channel(8);
-        let latest = crate::rooms::latest::Pending::default();
+        let latest = crate::rooms::outbox::LatestMessages::default();
         for message in [
             Outgoing::Text("b".into()),
             Outgoing::Text("c".into()),
