@@ -6,6 +6,7 @@
 //! [`events::Publish`].
 
 pub mod app_messages;
+pub mod broadcast;
 pub mod documents;
 pub mod events;
 pub mod fanout;

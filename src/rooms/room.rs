@@ -22,21 +22,14 @@ use crate::{
     model::presence::EditingStopReason,
     model::presence::LeaveReason,
     model::presence::Presence,
-    protocol::json::{Encoded, ServerMessage},
+    protocol::json::ServerMessage,
     rooms::latest::{LatestKey, Stream},
-    rooms::member::{Member, MemberKind, RemoteMember, synthesized_awareness},
+    rooms::member::{Member, MemberKind, RemoteMember},
     rooms::outbox::Outgoing,
     rooms::presence_change::stream_of,
 };
 
 pub use super::presence_change::PresenceChange;
-
-/// Messages pushed to members' outboxes by broadcasts
-/// (`tandem_fanout_deliveries_total`). A cached handle: one atomic add per
-/// broadcast, no registry lookup on the hot path. Resolved on first use,
-/// after the application installed its recorder.
-static DELIVERIES: std::sync::LazyLock<metrics::Counter> =
-    std::sync::LazyLock::new(|| metrics::counter!("tandem_fanout_deliveries_total"));
 
 /// A sync step 2 answer shared by the peers that asked with the same state vector.
 #[derive(Debug, Clone)]
@@ -159,103 +152,6 @@ impl RoomState {
         self.members
             .iter_mut()
             .find(|m| m.presence.connection_id == connection_id)
-    }
-
-    /// Send a JSON message to every JSON member except `except`.
-    /// Returns how many members it was queued for.
-    pub fn broadcast(&self, text: &Encoded, except: Option<Uuid>) -> usize {
-        let mut delivered = 0;
-        for member in &self.members {
-            if member.kind == MemberKind::Json && Some(member.presence.connection_id) != except {
-                delivered += usize::from(member.outbox.text(text.clone()));
-            }
-        }
-        DELIVERIES.increment(delivered as u64);
-        delivered
-    }
-
-    /// [`Self::broadcast`] for one member's presence stream: in a reader's
-    /// queue, a still-unsent message of the same stream is replaced by this
-    /// one (latest wins, see [`crate::rooms::latest`]).
-    pub fn broadcast_latest(&self, text: &Encoded, key: &LatestKey) -> usize {
-        let mut delivered = 0;
-        for member in &self.members {
-            if member.kind == MemberKind::Json && member.presence.connection_id != key.sender {
-                delivered += usize::from(member.outbox.push_latest(key, Outgoing::Text(text.clone())));
-            }
-        }
-        DELIVERIES.increment(delivered as u64);
-        delivered
-    }
-
-    /// Send a binary frame to every y-websocket member except `except`.
-    pub fn broadcast_binary(&self, bytes: &Arc<[u8]>, except: Option<Uuid>) {
-        let mut delivered = 0;
-        for member in &self.members {
-            if member.kind == MemberKind::Yjs && Some(member.presence.connection_id) != except {
-                member.outbox.push(Outgoing::Binary(bytes.clone()));
-                delivered += 1;
-            }
-        }
-        DELIVERIES.increment(delivered);
-    }
-
-    pub(super) fn has_yjs_members(&self) -> bool {
-        self.members.iter().any(|m| m.kind == MemberKind::Yjs)
-    }
-
-    /// Tell y-websocket members about a JSON member's presence (or its removal).
-    pub(super) fn publish_json_member_awareness(&self, entry: crate::crdt::awareness::AwarenessEntry) {
-        if self.has_yjs_members() {
-            let frame: Arc<[u8]> =
-                crate::protocol::yjs::awareness(&crate::crdt::awareness::encode(&[entry])).into();
-            self.broadcast_binary(&frame, None);
-        }
-    }
-
-    /// [`Self::publish_json_member_awareness`] for a cursor or selection
-    /// move: latest wins in slow `/yjs` readers' queues.
-    pub(super) fn publish_json_member_awareness_latest(
-        &self,
-        document_id: &DocumentId,
-        sender: Uuid,
-        entry: crate::crdt::awareness::AwarenessEntry,
-    ) {
-        let frame: Arc<[u8]> =
-            crate::protocol::yjs::awareness(&crate::crdt::awareness::encode(&[entry])).into();
-        let key = LatestKey {
-            sender,
-            document: document_id.clone(),
-            stream: Stream::Awareness,
-        };
-        let mut delivered = 0;
-        for member in &self.members {
-            if member.kind == MemberKind::Yjs {
-                delivered += usize::from(member.outbox.push_latest(&key, Outgoing::Binary(frame.clone())));
-            }
-        }
-        DELIVERIES.increment(delivered as u64);
-    }
-
-    /// Every awareness state a y-websocket newcomer should see: the real
-    /// ones plus one per JSON member.
-    pub(super) fn binary_awareness_snapshot(&self) -> Option<Vec<u8>> {
-        let mut entries: Vec<_> = self
-            .members
-            .iter()
-            .filter(|m| m.kind == MemberKind::Json)
-            .map(Member::awareness_entry)
-            .collect();
-        entries.extend(
-            self.remote
-                .iter()
-                .filter(|r| !r.yjs)
-                .map(|r| synthesized_awareness(&r.presence, r.awareness_clock)),
-        );
-        if let Some(real) = self.awareness.snapshot() {
-            entries.extend(crate::crdt::awareness::decode(&real).unwrap_or_default());
-        }
-        (!entries.is_empty()).then(|| crate::crdt::awareness::encode(&entries))
     }
 
     /// Add a member, tell the others, and welcome the joiner. A JSON joiner
