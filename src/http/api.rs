@@ -381,11 +381,7 @@ impl Api {
         Json(StatsResponse {
             rooms,
             connections: hub.connection_count() as u64,
-            connections_by_protocol: hub
-                .connection_counts_by_protocol()
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v as u64))
-                .collect(),
+            connections_by_protocol: crate::http::views::connections_by_protocol(hub),
             connections_opened: hub.counters.connections_opened.load(Ordering::Relaxed),
             messages_processed: hub.counters.messages_processed.load(Ordering::Relaxed),
             messages_rejected: hub.counters.messages_rejected.load(Ordering::Relaxed),

@@ -90,11 +90,7 @@ impl DashboardApi {
             uptime_seconds: hub.uptime().as_secs(),
             redis: self.state.bus.state().as_str().to_owned(),
             connections: hub.connection_count() as u64,
-            connections_by_protocol: hub
-                .connection_counts_by_protocol()
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v as u64))
-                .collect(),
+            connections_by_protocol: crate::http::views::connections_by_protocol(hub),
             messages_processed: counters
                 .messages_processed
                 .load(std::sync::atomic::Ordering::Relaxed),

@@ -84,6 +84,14 @@ pub struct UserDevices {
     pub devices: Vec<PresenceView>,
 }
 
+/// Open connections per protocol (`json`, `yjs`), as REST reports them.
+pub fn connections_by_protocol(hub: &crate::rooms::hub::Hub) -> BTreeMap<String, u64> {
+    hub.connections_by_protocol()
+        .into_iter()
+        .map(|(protocol, count)| (protocol.to_owned(), count as u64))
+        .collect()
+}
+
 /// Members grouped per user, in the order given (sort by user first).
 pub fn group_by_user(members: &[Presence]) -> Vec<UserDevices> {
     let mut by_user: Vec<UserDevices> = Vec::new();

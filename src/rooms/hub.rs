@@ -255,14 +255,6 @@ impl Hub {
         self.connections().len()
     }
 
-    pub fn connection_counts_by_protocol(&self) -> HashMap<&'static str, usize> {
-        let mut counts = HashMap::new();
-        for handle in self.connections().values() {
-            *counts.entry(handle.protocol).or_insert(0) += 1;
-        }
-        counts
-    }
-
     /// The room for `document_id`, created if needed, with a join registered
     /// so it is not unloaded until [`Hub::finish_join`] or [`Hub::abort_join`].
     pub fn begin_join(&self, document_id: &DocumentId) -> Arc<Room> {

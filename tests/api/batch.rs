@@ -5,33 +5,9 @@
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
-
-async fn connect_batched(app: &TestApp, user: &str, small_buffer: bool) -> Client {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    if small_buffer {
-        socket.set_recv_buffer_size(4096).unwrap();
-    }
-    let stream = socket.connect(app.addr).await.unwrap();
-    let request = app
-        .ws_url(&format!("/ws?token={}&batch=1", app.token(user)))
-        .into_client_request()
-        .unwrap();
-    let (stream, _) =
-        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
-    let mut client = Client {
-        stream,
-        connection_id: String::new(),
-        session_id: String::new(),
-    };
-    let connected = client.recv_type("connected").await;
-    client.connection_id = connected["connection_id"].as_str().unwrap().to_owned();
-    client
-}
 
 /// Every message of the next text frame.
 async fn next_frame(client: &mut Client) -> Vec<Value> {
@@ -57,7 +33,7 @@ async fn a_batching_reader_gets_queued_messages_in_shared_frames_and_in_order() 
         config.rate_limit_burst = 100_000;
     })
     .await;
-    let mut alice = connect_batched(&app, "alice", true).await;
+    let mut alice = app.connect_tuned("alice", "&batch=1", Some(4096)).await;
     alice
         .stream
         .send(Message::text(
@@ -100,7 +76,7 @@ async fn a_batching_reader_gets_queued_messages_in_shared_frames_and_in_order() 
 #[tokio::test]
 async fn a_batching_client_may_send_several_messages_in_one_frame() {
     let app = spawn_app().await;
-    let mut alice = connect_batched(&app, "alice", false).await;
+    let mut alice = app.connect_tuned("alice", "&batch=1", None).await;
     let frame = [
         json!({"type": "join_document", "document_id": "doc", "id": 1}),
         json!({"type": "cursor_move", "document_id": "doc", "cursor": {"line": 1, "column": 2}, "id": 2}),

@@ -221,15 +221,27 @@ impl TestApp {
                 .insert("user-agent", user_agent.parse().unwrap());
         }
         let (stream, _) = tokio_tungstenite::connect_async(request).await?;
-        let mut client = Client {
-            stream,
-            connection_id: String::new(),
-            session_id: String::new(),
-        };
-        let connected = client.recv_type("connected").await;
-        client.connection_id = connected["connection_id"].as_str().unwrap().to_owned();
-        client.session_id = connected["session_id"].as_str().unwrap().to_owned();
-        Ok(client)
+        Ok(Client::connected(stream).await)
+    }
+
+    /// Connect as `user` to `/ws?token=..` plus `query` (e.g. `&batch=1`),
+    /// over a socket whose receive buffer is `recv_buffer` bytes: a small
+    /// one keeps what the client has not read in the server's queue rather
+    /// than in the kernel's.
+    pub async fn connect_tuned(&self, user: &str, query: &str, recv_buffer: Option<u32>) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes).unwrap();
+        }
+        let stream = socket.connect(self.addr).await.unwrap();
+        let request = self
+            .ws_url(&format!("/ws?token={}{query}", self.token(user)))
+            .into_client_request()
+            .unwrap();
+        let (stream, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+        Client::connected(stream).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -304,6 +316,19 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client on an upgraded socket, once `connected` arrived.
+    async fn connected(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        let mut client = Client {
+            stream,
+            connection_id: String::new(),
+            session_id: String::new(),
+        };
+        let connected = client.recv_type("connected").await;
+        client.connection_id = connected["connection_id"].as_str().unwrap().to_owned();
+        client.session_id = connected["session_id"].as_str().unwrap().to_owned();
+        client
+    }
+
     pub async fn send(&mut self, value: Value) {
         self.stream
             .send(Message::text(value.to_string()))

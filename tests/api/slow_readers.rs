@@ -11,32 +11,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
-/// A client whose socket takes little in flight (4 KiB receive buffer), so
-/// what it has not read waits in the server's queue, not in the kernel's.
-async fn connect_with_a_small_receive_buffer(app: &TestApp, user: &str) -> Client {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(app.addr).await.unwrap();
-    let request = app
-        .ws_url(&format!("/ws?token={}", app.token(user)))
-        .into_client_request()
-        .unwrap();
-    let (stream, _) =
-        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .unwrap();
-    let mut client = Client {
-        stream,
-        connection_id: String::new(),
-        session_id: String::new(),
-    };
-    let connected = client.recv_type("connected").await;
-    client.connection_id = connected["connection_id"].as_str().unwrap().to_owned();
-    client.session_id = connected["session_id"].as_str().unwrap().to_owned();
-    client
-}
-
 const MEMBERS: usize = 200;
 const MOVES: u32 = 30;
 
@@ -50,7 +24,7 @@ async fn a_reader_ten_times_slower_than_a_200_member_room_stays_connected_with_t
         config.max_queued_bytes = 256 * 1024;
     })
     .await;
-    let mut slow = connect_with_a_small_receive_buffer(&app, "slow").await;
+    let mut slow = app.connect_tuned("slow", "", Some(4096)).await;
     slow.join("big").await;
     let mut members = Vec::new();
     for n in 0..MEMBERS {
