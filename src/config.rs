@@ -145,6 +145,17 @@ pub struct Config {
     #[arg(long, env = "TANDEM_SESSION_TTL", default_value = "90s", value_parser = humantime::parse_duration, global = true)]
     pub session_ttl: Duration,
 
+    /// A `/ws` socket that drops without a close frame from the client keeps its session
+    /// and presence this long: reconnecting with `?resume=<resume_token>` within it
+    /// resumes the session without a leave or join for anyone. 0 turns resuming off.
+    #[arg(long, env = "TANDEM_RESUME_GRACE", default_value = "15s", value_parser = humantime::parse_duration, global = true)]
+    pub resume_grace: Duration,
+
+    /// Messages kept for a dropped session to replay on resume; past this the client
+    /// gets a fresh `presence_list` (`"resync":true`) per document instead.
+    #[arg(long, env = "TANDEM_RESUME_BUFFER", default_value_t = 1024, global = true)]
+    pub resume_buffer: usize,
+
     /// How often the stale-session sweep runs.
     #[arg(long, env = "TANDEM_CLEANUP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub cleanup_interval: Duration,

@@ -29,6 +29,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub last_seen_at: DateTimeUtc,
     pub disconnected_at: Option<DateTimeUtc>,
+    /// How often the session was resumed after its socket dropped.
+    pub resumed_count: i32,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -7,6 +7,7 @@ mod m20261123_000002_create_document_tables;
 mod m20261125_000001_create_health_probes;
 mod m20261125_000002_create_document_authors;
 mod m20261125_000003_create_api_keys;
+mod m20261207_000001_add_resumed_count;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_health_probes::Migration),
             Box::new(m20261125_000002_create_document_authors::Migration),
             Box::new(m20261125_000003_create_api_keys::Migration),
+            Box::new(m20261207_000001_add_resumed_count::Migration),
         ]
     }
 }

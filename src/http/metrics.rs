@@ -144,6 +144,11 @@ const COUNTERS: &[Series] = &[
         "Sessions ended by the sweep, by reason",
     ),
     (
+        "tandem_sessions_resumed_total",
+        &[],
+        "Sessions taken over by a reconnect with their resume token",
+    ),
+    (
         "tandem_token_refreshes_total",
         &[],
         "Tokens replaced on open connections",
@@ -168,6 +173,10 @@ fn describe() {
         (
             "tandem_write_backlog",
             "Session and presence rows waiting to be written",
+        ),
+        (
+            "tandem_sessions_parked",
+            "Sessions whose socket dropped, waiting to be resumed",
         ),
         (
             "tandem_send_queue_messages",
@@ -212,6 +221,7 @@ pub(crate) async fn scrape(Data(state): Data<&AppState>) -> Response {
         ::metrics::gauge!("tandem_connections", "protocol" => protocol)
             .set(by_protocol.get(protocol).copied().unwrap_or(0) as f64);
     }
+    ::metrics::gauge!("tandem_sessions_parked").set(state.hub.parking.len() as f64);
     let rooms = state.hub.rooms_snapshot();
     // Send queues of room members, each connection once (a member of several
     // rooms has one queue).

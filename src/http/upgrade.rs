@@ -10,6 +10,7 @@ use crate::{http::error::json_error, model::ids::DocumentId, state::AppState, tr
 struct UpgradeQuery {
     token: Option<String>,
     batch: Option<String>,
+    resume: Option<String>,
 }
 
 /// `?batch=1`: the client reads newline-delimited JSON (several messages in
@@ -17,6 +18,16 @@ struct UpgradeQuery {
 fn wants_batch(req: &Request) -> bool {
     req.params::<UpgradeQuery>()
         .is_ok_and(|query| matches!(query.batch.as_deref(), Some("1" | "true")))
+}
+
+/// `?resume=`: a resume token from an earlier `connected`. Anything longer
+/// than a token can be is ignored (a new session, never an error).
+fn resume_token(req: &Request) -> Option<String> {
+    const MAX_RESUME_TOKEN: usize = 128;
+    req.params::<UpgradeQuery>()
+        .ok()?
+        .resume
+        .filter(|token| !token.is_empty() && token.len() <= MAX_RESUME_TOKEN)
 }
 
 /// The token from `?token=` or `Authorization: Bearer`.
@@ -71,6 +82,7 @@ pub async fn authenticate_upgrade(req: &Request, state: &AppState) -> Result<Pee
         user_agent: user_agent(req),
         ip_address: client_ip(req, state.config.trust_proxy),
         batch: wants_batch(req),
+        resume: resume_token(req),
     })
 }
 

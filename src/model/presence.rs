@@ -43,6 +43,8 @@ pub struct SessionRecord {
     pub created_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     pub disconnected_at: Option<DateTime<Utc>>,
+    /// How often this session was resumed after its socket dropped.
+    pub resumed_count: u32,
 }
 
 impl SessionRecord {

@@ -127,12 +127,22 @@ pub enum ServerMessage<'a> {
         session_id: Uuid,
         user_id: &'a str,
         heartbeat_interval_ms: u64,
+        /// Present this session again with `/ws?resume=` after a dropped
+        /// socket (absent when resuming is off).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume_token: Option<&'a str>,
+        /// This connection took over a dropped session (`?resume=`).
+        resumed: bool,
     },
     PresenceList {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a MessageId>,
         document_id: &'a DocumentId,
         users: &'a [Presence],
+        /// Sent on resume instead of the messages missed (they overflowed
+        /// the resume buffer): replace what you know of the room with it.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        resync: bool,
     },
     UserJoined {
         document_id: &'a DocumentId,

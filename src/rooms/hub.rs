@@ -41,7 +41,7 @@ pub struct ConnectionHandle {
     pub end: CancellationToken,
     /// Milliseconds since the hub started when the client was last heard from.
     pub last_heard_ms: Arc<AtomicU64>,
-    /// `json` or `yjs`.
+    /// `json` or `yjs`; [`PARKED`] while its session waits to be resumed.
     pub protocol: &'static str,
     /// Revocations addressed to this connection.
     pub revoke: Arc<RevokeSignal>,
@@ -105,7 +105,12 @@ pub struct Hub {
     presence_interval: Option<Duration>,
     /// Rooms with presence held back for its trailing edge.
     deferred: Mutex<std::collections::HashSet<DocumentId>>,
+    /// Sessions whose socket dropped, waiting to be resumed.
+    pub parking: crate::rooms::parking::Parking,
 }
+
+/// The protocol a parked session's handle shows (it has no socket).
+pub const PARKED: &str = "parked";
 
 impl Hub {
     pub fn new(presence_rows: Arc<dyn PresenceSink>, cluster: Arc<dyn Publish>) -> Self {
@@ -118,6 +123,7 @@ impl Hub {
             started: Instant::now(),
             presence_interval: None,
             deferred: Mutex::default(),
+            parking: Default::default(),
         }
     }
 
@@ -194,6 +200,14 @@ impl Hub {
         outboxes.iter().filter(|outbox| outbox.text(text.clone())).count()
     }
 
+    /// The session's socket is gone and it waits to be resumed: it no
+    /// longer counts as a connection, though its queue still fills.
+    pub fn mark_parked(&self, session_id: Uuid) {
+        if let Some(handle) = self.connections().get_mut(&session_id) {
+            handle.protocol = PARKED;
+        }
+    }
+
     pub fn unregister(&self, session_id: Uuid) {
         self.connections().remove(&session_id);
     }
@@ -251,8 +265,12 @@ impl Hub {
         counts
     }
 
+    /// Open connections (parked sessions are not).
     pub fn connection_count(&self) -> usize {
-        self.connections().len()
+        self.connections()
+            .values()
+            .filter(|handle| handle.protocol != PARKED)
+            .count()
     }
 
     /// The room for `document_id`, created if needed, with a join registered

@@ -126,6 +126,21 @@ pub struct Outbox {
     bytes: Arc<QueuedBytes>,
     /// Queued presence messages a newer one may replace.
     latest: Arc<LatestMessages>,
+    /// Set while the connection's socket is gone and its session waits to
+    /// be resumed (see [`crate::rooms::parking`]).
+    parked: Arc<ParkedQueue>,
+}
+
+/// A parked connection's queue: it keeps every message, in order, for the
+/// replay on resume, up to its own bound. Past that bound, or the byte
+/// bound, messages are dropped and the queue is marked lost (the resumed
+/// client gets a fresh `presence_list` instead): a parked queue never
+/// marks its connection too slow, since nobody is reading it yet.
+#[derive(Debug, Default)]
+struct ParkedQueue {
+    on: std::sync::atomic::AtomicBool,
+    lost: std::sync::atomic::AtomicBool,
+    max_depth: AtomicUsize,
 }
 
 impl Outbox {
@@ -139,7 +154,58 @@ impl Outbox {
             overflowed,
             bytes,
             latest: Arc::default(),
+            parked: Arc::default(),
         }
+    }
+
+    /// Keep what comes for the replay on resume: up to `max_depth`
+    /// messages in all, none of them replaced by a newer one.
+    pub fn park(&self, max_depth: usize) {
+        self.parked.max_depth.store(max_depth, Ordering::Release);
+        self.parked.lost.store(false, Ordering::Release);
+        self.parked.on.store(true, Ordering::Release);
+    }
+
+    /// Back to a live queue; whether messages were dropped while parked.
+    pub fn unpark(&self) -> bool {
+        self.parked.on.store(false, Ordering::Release);
+        self.parked.lost.swap(false, Ordering::AcqRel)
+    }
+
+    fn is_parked(&self) -> bool {
+        self.parked.on.load(Ordering::Acquire)
+    }
+
+    /// The queue cannot take a message: a live connection is too slow and
+    /// is closed; a parked one has lost its replay.
+    fn overflow(&self) {
+        if self.is_parked() {
+            if !self.parked.lost.swap(true, Ordering::AcqRel) {
+                tracing::info!("resume buffer overflowed; the resumed client gets a fresh presence list");
+            }
+        } else {
+            self.overflowed.cancel();
+        }
+    }
+
+    /// Drop everything `queue` (this outbox's receiving side) holds, its
+    /// bytes released: a lost replay is replaced by fresh state.
+    pub fn discard_queued(&self, queue: &mut mpsc::Receiver<Outgoing>) {
+        while let Ok(message) = queue.try_recv() {
+            let message = match message {
+                Outgoing::Latest(slot) => self.latest.take(&slot),
+                other => Some(other),
+            };
+            if let Some(message) = message {
+                self.bytes.release(message.byte_len());
+            }
+        }
+    }
+
+    /// Count bytes of a message that goes out ahead of the queue (the
+    /// writer releases them once written, like any other).
+    pub fn count_unqueued(&self, len: usize) {
+        self.bytes.queued.fetch_add(len, Ordering::AcqRel);
     }
 
     /// The replaceable messages, for the writer.
@@ -147,12 +213,18 @@ impl Outbox {
         self.latest.clone()
     }
 
+    /// What a writer draining this queue watches and releases: the
+    /// overflow signal and the queued bytes.
+    pub fn writer_handles(&self) -> (CancellationToken, Arc<QueuedBytes>) {
+        (self.overflowed.clone(), self.bytes.clone())
+    }
+
     /// Queue a presence message that replaces a still-queued one of the
     /// same member, stream and document (latest wins). With nothing queued
     /// it is an ordinary push. Returns false if it was not queued.
     pub fn push_latest(&self, key: &crate::rooms::latest::LatestKey, message: Outgoing) -> bool {
         use crate::rooms::latest::Replaced;
-        if self.depth() == 0 {
+        if self.depth() == 0 || self.is_parked() {
             return self.push(message);
         }
         let len = message.byte_len();
@@ -166,7 +238,7 @@ impl Outbox {
             // Full: too slow even with presence coalesced; closed: gone.
             self.bytes.release(len);
             if !self.queue.is_closed() {
-                self.overflowed.cancel();
+                self.overflow();
             }
             false
         }) {
@@ -190,20 +262,24 @@ impl Outbox {
         if self.bytes.reserve(len) {
             return true;
         }
-        if !self.overflowed.is_cancelled() {
+        if !self.overflowed.is_cancelled() && !self.is_parked() {
             tracing::info!(
                 queued_bytes = self.bytes.queued(),
                 message_bytes = len,
                 max_queued_bytes = self.bytes.limit(),
                 "send queue over its byte bound"
             );
-            self.overflowed.cancel();
         }
+        self.overflow();
         false
     }
 
     /// Queue a message without waiting. Returns false if it was not queued.
     pub fn push(&self, message: Outgoing) -> bool {
+        if self.is_parked() && self.depth() >= self.parked.max_depth.load(Ordering::Acquire) {
+            self.overflow();
+            return false;
+        }
         let len = message.byte_len();
         if !self.reserve(len) {
             return false;
@@ -212,7 +288,7 @@ impl Outbox {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.bytes.release(len);
-                self.overflowed.cancel();
+                self.overflow();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -254,7 +330,7 @@ impl Outbox {
             }
             Err(_) => {
                 self.bytes.release(len);
-                self.overflowed.cancel();
+                self.overflow();
                 false
             }
         }

@@ -189,6 +189,7 @@ impl RoomState {
                         id,
                         document_id,
                         users: &users,
+                        resync: false,
                     }
                     .encode(),
                 );

@@ -224,6 +224,7 @@ impl WriteBehind {
                             S::InstanceId,
                             S::LastSeenAt,
                             S::DisconnectedAt,
+                            S::ResumedCount,
                         ])
                         .to_owned(),
                 )
@@ -317,6 +318,7 @@ pub fn session_row(record: &SessionRecord) -> user_sessions::Model {
         created_at: record.created_at,
         last_seen_at: record.last_seen_at,
         disconnected_at: record.disconnected_at,
+        resumed_count: i32::try_from(record.resumed_count).unwrap_or(i32::MAX),
     }
 }
 
@@ -363,6 +365,7 @@ mod tests {
             created_at: now,
             last_seen_at: now,
             disconnected_at: None,
+            resumed_count: 0,
         }
     }
 

@@ -32,6 +32,7 @@ use crate::{
         hub::{ConnectionHandle, RevokeSignal},
         member::Member,
         outbox::{Outbox, Outgoing, QueuedBytes},
+        parking::ParkedSession,
         room::Room,
     },
     state::AppState,
@@ -57,6 +58,19 @@ pub struct Peer {
     /// `/ws?batch=1`: several queued messages go out in one text frame,
     /// newline-delimited, and the client may send frames that way too.
     pub batch: bool,
+    /// `/ws?resume=<resume_token>`: take over the session that token names,
+    /// if it is still parked and this identity's.
+    pub resume: Option<String>,
+}
+
+/// A parked session taken over by a new socket.
+pub(crate) struct Resumed {
+    pub record: SessionRecord,
+    /// The rooms it is still a member of.
+    pub rooms: Vec<Arc<Room>>,
+    /// Messages were dropped while parked: the replay is gone.
+    pub lost: bool,
+    pub connection: Connection,
 }
 
 /// What every connection, JSON or y-websocket, owns besides its protocol:
@@ -73,10 +87,13 @@ pub(crate) struct Connection {
     pub revoke: Arc<RevokeSignal>,
     /// The credential it holds now (`refresh_token` replaces it).
     pub credential: Arc<std::sync::Mutex<Credential>>,
-    writer: tokio::task::JoinHandle<()>,
+    /// The writer task; it hands its queue back when stopped.
+    writer: tokio::task::JoinHandle<mpsc::Receiver<Outgoing>>,
+    /// Stops the writer without a close frame (the session is parked).
+    stop_writer: CancellationToken,
 }
 
-type Sink = SplitSink<Socket, Message>;
+pub(crate) type Sink = SplitSink<Socket, Message>;
 pub(crate) type Stream = futures_util::stream::SplitStream<Socket>;
 
 impl Connection {
@@ -106,6 +123,7 @@ impl Connection {
             created_at: now,
             last_seen_at: now,
             disconnected_at: None,
+            resumed_count: 0,
         };
         let generation = state.writer.session(session_row(&record), true);
         if tokio::time::timeout(SESSION_ROW_WAIT, state.writer.wait_flushed(generation))
@@ -114,11 +132,82 @@ impl Connection {
         {
             tracing::warn!(session_id = %record.session_id, "session row not committed yet; continuing");
         }
+        let outbox = Outbox::new(queue, overflowed, queued_bytes);
+        let connection = Self::start(state, sink, peer, protocol, &record, outbox, queue_rx, None);
+        metrics::counter!("tandem_connections_opened_total", "protocol" => protocol).increment(1);
+        tracing::info!(
+            session_id = %record.session_id,
+            user_id = %record.user_id,
+            device_type = record.device_type.as_str(),
+            protocol,
+            "session opened"
+        );
+        (record, connection)
+    }
+
+    /// Take over a parked session (`/ws?resume=`): the same record and
+    /// members, the queue that filled meanwhile drained by a new writer,
+    /// after `connected`. The session row records the resume.
+    pub(crate) fn resume(
+        state: &AppState,
+        sink: Sink,
+        peer: &Peer,
+        parked: ParkedSession,
+        connected: impl FnOnce(&SessionRecord) -> Outgoing,
+    ) -> Resumed {
+        let ParkedSession {
+            mut record,
+            rooms,
+            outbox,
+            mut queue,
+        } = parked;
+        // Live again. A replay that overflowed is dropped: the handler sends
+        // fresh state instead.
+        let lost = outbox.unpark();
+        if lost {
+            outbox.discard_queued(&mut queue);
+        }
+        record.resumed_count = record.resumed_count.saturating_add(1);
+        record.last_seen_at = Utc::now();
+        record.user_agent = peer.user_agent.clone();
+        record.ip_address = peer.ip_address.clone();
+        record.instance_id = state.instance_id.clone();
+        state.writer.session(session_row(&record), true);
+        let connected = connected(&record);
+        outbox.count_unqueued(connected.byte_len());
+        let connection = Self::start(state, sink, peer, "json", &record, outbox, queue, Some(connected));
+        metrics::counter!("tandem_sessions_resumed_total").increment(1);
+        tracing::info!(
+            session_id = %record.session_id,
+            user_id = %record.user_id,
+            resumed_count = record.resumed_count,
+            "session resumed"
+        );
+        Resumed {
+            record,
+            rooms,
+            lost,
+            connection,
+        }
+    }
+
+    /// Register the connection with the hub and start its writer, which
+    /// sends `prelude` (if any) ahead of the queue.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        state: &AppState,
+        sink: Sink,
+        peer: &Peer,
+        protocol: &'static str,
+        record: &SessionRecord,
+        outbox: Outbox,
+        queue: mpsc::Receiver<Outgoing>,
+        prelude: Option<Outgoing>,
+    ) -> Self {
         let end = CancellationToken::new();
         let revoke = Arc::new(RevokeSignal::default());
         let credential = Arc::new(std::sync::Mutex::new(peer.identity.credential()));
         let last_heard = Arc::new(AtomicU64::new(state.hub.clock_ms()));
-        let outbox = Outbox::new(queue, overflowed.clone(), queued_bytes.clone());
         state.hub.register(ConnectionHandle {
             session_id: record.session_id,
             connection_id: record.connection_id,
@@ -139,34 +228,57 @@ impl Connection {
         ) {
             revoke.all.cancel();
         }
+        let (overflowed, queued_bytes) = outbox.writer_handles();
+        let stop_writer = CancellationToken::new();
         let writer = state.tracker.spawn(write_loop(
             sink,
-            queue_rx,
+            Queue {
+                prelude,
+                queue,
+                latest: outbox.latest(),
+                queued_bytes,
+            },
             overflowed.clone(),
-            queued_bytes.clone(),
-            outbox.latest(),
+            stop_writer.clone(),
             peer.batch && protocol == "json",
         ));
-        metrics::counter!("tandem_connections_opened_total", "protocol" => protocol).increment(1);
-        tracing::info!(
-            session_id = %record.session_id,
-            user_id = %record.user_id,
-            device_type = record.device_type.as_str(),
-            protocol,
-            "session opened"
-        );
-        (
-            record,
-            Self {
-                outbox,
-                overflowed,
-                end,
-                last_heard,
-                revoke,
-                credential,
-                writer,
-            },
-        )
+        Self {
+            outbox,
+            overflowed,
+            end,
+            last_heard,
+            revoke,
+            credential,
+            writer,
+            stop_writer,
+        }
+    }
+
+    /// The socket is gone but the session may be resumed: stop the writer
+    /// and take back its queue, so what comes meanwhile is kept for the
+    /// replay. Gives the connection back if that cannot be done (its queue
+    /// overflowed, or the writer would not stop): the session then ends.
+    pub(crate) async fn park(
+        mut self,
+        state: &AppState,
+        session_id: Uuid,
+    ) -> Result<(Outbox, mpsc::Receiver<Outgoing>), Self> {
+        if self.overflowed.is_cancelled() {
+            return Err(self);
+        }
+        self.outbox.park(state.config.resume_buffer);
+        self.stop_writer.cancel();
+        match tokio::time::timeout(CLOSE_GRACE, &mut self.writer).await {
+            Ok(Ok(queue)) => {
+                state.hub.mark_parked(session_id);
+                Ok((self.outbox, queue))
+            }
+            _ => {
+                self.writer.abort();
+                self.outbox.unpark();
+                Err(self)
+            }
+        }
     }
 
     /// The signals that end this connection, with the server's `shutdown`.
@@ -184,19 +296,11 @@ impl Connection {
     pub(crate) async fn close(
         self,
         state: &AppState,
-        mut record: SessionRecord,
+        record: SessionRecord,
         stream: &mut Stream,
         close: Option<CloseCode>,
     ) {
-        let now = Utc::now();
-        record.current_document_id = None;
-        record.last_seen_at = now;
-        record.disconnected_at = Some(now);
-        state.writer.session(session_row(&record), true);
-        state.hub.unregister(record.session_id);
-        tracing::info!(session_id = %record.session_id, ?close, "session closed");
-        let code = close.map_or_else(|| "none".to_owned(), |close| close.code().to_string());
-        metrics::counter!("tandem_connections_closed_total", "code" => code).increment(1);
+        end_session(state, record, close);
         let Self {
             outbox,
             overflowed,
@@ -227,6 +331,20 @@ impl Connection {
     }
 }
 
+/// Record a session's end (its row closed) and unregister it. The caller
+/// has already left its rooms.
+pub(crate) fn end_session(state: &AppState, mut record: SessionRecord, close: Option<CloseCode>) {
+    let now = Utc::now();
+    record.current_document_id = None;
+    record.last_seen_at = now;
+    record.disconnected_at = Some(now);
+    state.writer.session(session_row(&record), true);
+    state.hub.unregister(record.session_id);
+    tracing::info!(session_id = %record.session_id, ?close, "session closed");
+    let code = close.map_or_else(|| "none".to_owned(), |close| close.code().to_string());
+    metrics::counter!("tandem_connections_closed_total", "code" => code).increment(1);
+}
+
 /// The per-connection message rate limiter.
 pub(crate) fn rate_limiter(config: &crate::config::Config) -> DefaultDirectRateLimiter {
     let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(NonZeroU32::MIN);
@@ -234,26 +352,42 @@ pub(crate) fn rate_limiter(config: &crate::config::Config) -> DefaultDirectRateL
     RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
 }
 
-/// Drain the queue onto the socket; stop on close, error, or overflow.
-/// Each message's bytes stop counting against the queue's bound once its
-/// frames are handed to the socket.
+/// What a writer drains: a message to send first, then the queue.
+pub(crate) struct Queue {
+    pub prelude: Option<Outgoing>,
+    pub queue: mpsc::Receiver<Outgoing>,
+    pub latest: Arc<crate::rooms::outbox::LatestMessages>,
+    /// Each message's bytes stop counting against the queue's bound once
+    /// its frames are handed to the socket.
+    pub queued_bytes: Arc<QueuedBytes>,
+}
+
+/// Drain the queue onto the socket; stop on close, error, overflow, or
+/// `stop` (which sends nothing more: the session is parked). Returns the
+/// queue, for a parked session to keep filling.
 pub(crate) async fn write_loop(
     mut sink: Sink,
-    mut queue: mpsc::Receiver<Outgoing>,
+    queue: Queue,
     overflowed: CancellationToken,
-    queued_bytes: Arc<QueuedBytes>,
-    latest: Arc<crate::rooms::outbox::LatestMessages>,
+    stop: CancellationToken,
     batch: bool,
-) {
+) -> mpsc::Receiver<Outgoing> {
+    let Queue {
+        prelude,
+        mut queue,
+        latest,
+        queued_bytes,
+    } = queue;
     // With `batch`, a message taken from the queue while batching that
     // cannot join the batch (not text) goes out next.
-    let mut carried: Option<Outgoing> = None;
+    let mut carried: Option<Outgoing> = prelude;
     'queue: loop {
         let next = match carried.take() {
             Some(next) => Some(next),
             None => tokio::select! {
                 biased;
                 _ = overflowed.cancelled() => break,
+                _ = stop.cancelled() => break,
                 next = queue.recv() => next,
             },
         };
@@ -281,6 +415,7 @@ pub(crate) async fn write_loop(
             let sent = tokio::select! {
                 biased;
                 _ = overflowed.cancelled() => break 'queue,
+                _ = stop.cancelled() => break 'queue,
                 sent = sink.feed(frame) => sent,
             };
             if sent.is_err() {
@@ -293,6 +428,7 @@ pub(crate) async fn write_loop(
             let flushed = tokio::select! {
                 biased;
                 _ = overflowed.cancelled() => break,
+                _ = stop.cancelled() => break,
                 flushed = sink.flush() => flushed,
             };
             if flushed.is_err() {
@@ -300,7 +436,9 @@ pub(crate) async fn write_loop(
             }
         }
     }
-    if overflowed.is_cancelled() {
+    if stop.is_cancelled() {
+        // Parked: the socket is dead; the queue is kept for the resume.
+    } else if overflowed.is_cancelled() {
         // The client is not reading, so the close frame may not get through
         // either; it is worth a try even in the middle of a fragmented message
         // (control frames may be interleaved, RFC 6455 section 5.4).
@@ -310,6 +448,7 @@ pub(crate) async fn write_loop(
         // Sends the reply tungstenite queued for a client's close frame, if any.
         let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
     }
+    queue
 }
 
 /// Most bytes of messages one batched frame holds: a burst of small

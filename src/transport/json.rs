@@ -34,7 +34,7 @@ use crate::{
     state::AppState,
     storage::write_behind::session_row,
     transport::{
-        connection::{Connection, Peer, join_room, rate_limiter},
+        connection::{Peer, join_room, rate_limiter},
         expiry::{Due, Expiry},
         read_loop::{DataFrame, Exit, Heard, Protocol, Rules, read_loop},
         ws::Socket,
@@ -43,24 +43,21 @@ use crate::{
 
 mod app_messages;
 mod credentials;
+mod resume;
 mod sync;
 
 /// Serve one upgraded `/ws` socket until it closes or the server stops.
 pub async fn run(socket: Socket, state: AppState, peer: Peer) {
     let config = state.config.clone();
     let (sink, mut stream) = socket.split();
-    let (record, connection) = // Boxed (as is the close below): run once, they would otherwise
-    // stay part of this connection's state machine for its whole life.
-    Box::pin(Connection::open(&state, sink, &peer, "json", None)).await;
-    connection.outbox.text(
-        ServerMessage::Connected {
-            connection_id: record.connection_id,
-            session_id: record.session_id,
-            user_id: &record.user_id,
-            heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
-        }
-        .encode(),
-    );
+    // Boxed (as is the finish below): run once, they would otherwise stay
+    // part of this connection's state machine for its whole life.
+    let resume::Opened {
+        record,
+        connection,
+        resume_token,
+        resumed,
+    } = Box::pin(resume::open(&state, sink, &peer)).await;
     let mut handler = JsonHandler {
         state: state.clone(),
         expiry: Expiry::new(peer.identity.expires_at, Some(config.token_expiry_warning)),
@@ -80,7 +77,11 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
         record,
         replies: Vec::new(),
         batch: peer.batch,
+        resume_token,
     };
+    if let Some((rooms, lost)) = resumed {
+        handler.rejoin(rooms, lost);
+    }
     let limiter = rate_limiter(&config);
     let exit = read_loop(
         &mut stream,
@@ -95,10 +96,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
         &state.hub.counters,
     )
     .await;
-    handler.leave_all(exit.reason);
-    let record = handler.record.clone();
-    drop(handler);
-    Box::pin(connection.close(&state, record, &mut stream, exit.close)).await;
+    Box::pin(handler.finish(connection, &mut stream, exit)).await;
 }
 
 struct JsonHandler {
@@ -124,6 +122,8 @@ struct JsonHandler {
     replies: Vec<Outgoing>,
     /// `?batch=1`: frames may hold several newline-delimited messages.
     batch: bool,
+    /// Resumes this session if its socket drops (`connected.resume_token`).
+    resume_token: Option<String>,
 }
 
 impl Protocol for JsonHandler {
@@ -209,10 +209,7 @@ impl Protocol for JsonHandler {
             }
             Due::End => {
                 tracing::info!(session_id = %self.record.session_id, "token expired");
-                Some(Exit {
-                    close: Some(CloseCode::TokenExpired),
-                    reason: LeaveReason::Expired,
-                })
+                Some(Exit::closing(CloseCode::TokenExpired, LeaveReason::Expired))
             }
         }
     }
@@ -394,23 +391,7 @@ impl JsonHandler {
     }
 
     async fn join(&mut self, document_id: DocumentId, id: Option<&MessageId>) -> Result<(), ProtocolError> {
-        if !self.identity.may_access(&document_id) {
-            return Err(ProtocolError::new(
-                ErrorCode::Forbidden,
-                format!("this token may not open document {document_id:?}"),
-            ));
-        }
-        if self.state.verifier.deny_list().denies_document(
-            &self.identity.user_id,
-            &self.identity.credential(),
-            document_id.as_str(),
-            jsonwebtoken::get_current_timestamp(),
-        ) {
-            return Err(ProtocolError::new(
-                ErrorCode::Forbidden,
-                format!("access to document {document_id:?} was revoked for this token"),
-            ));
-        }
+        self.may_open(&document_id)?;
         if self.joined.contains_key(&document_id) {
             return Err(ProtocolError::new(
                 ErrorCode::AlreadyJoined,
@@ -443,6 +424,29 @@ impl JsonHandler {
         self.joined.insert(document_id.clone(), room);
         self.record.current_document_id = Some(document_id);
         self.touch(false);
+        Ok(())
+    }
+
+    /// Whether this token may open `document_id` now: its claims, and no
+    /// revocation of the document for it.
+    fn may_open(&self, document_id: &DocumentId) -> Result<(), ProtocolError> {
+        if !self.identity.may_access(document_id) {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                format!("this token may not open document {document_id:?}"),
+            ));
+        }
+        if self.state.verifier.deny_list().denies_document(
+            &self.identity.user_id,
+            &self.identity.credential(),
+            document_id.as_str(),
+            jsonwebtoken::get_current_timestamp(),
+        ) {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                format!("access to document {document_id:?} was revoked for this token"),
+            ));
+        }
         Ok(())
     }
 

@@ -83,6 +83,20 @@ async fn until(deadline: Option<tokio::time::Instant>) {
 pub(crate) struct Exit {
     pub close: Option<CloseCode>,
     pub reason: LeaveReason,
+    /// The socket ended without a close frame from the client (network
+    /// loss, 1006): the session may be parked for a resume.
+    pub dropped: bool,
+}
+
+impl Exit {
+    /// The server ends the connection with `close`.
+    pub(crate) fn closing(close: CloseCode, reason: LeaveReason) -> Self {
+        Self {
+            close: Some(close),
+            reason,
+            dropped: false,
+        }
+    }
 }
 
 /// The signals that end a connection.
@@ -144,9 +158,11 @@ where
     let mut tick = tokio::time::interval(rules.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.reset();
-    let exit = |close, reason| Exit {
-        close: Some(close),
-        reason,
+    let exit = Exit::closing;
+    let dropped = Exit {
+        close: None,
+        reason: LeaveReason::Disconnected,
+        dropped: true,
     };
     loop {
         let deadline = handler.deadline();
@@ -198,16 +214,18 @@ where
                             return exit(close, LeaveReason::Disconnected);
                         }
                         tracing::debug!(%error, "socket error");
-                        return Exit { close: None, reason: LeaveReason::Disconnected };
+                        return dropped;
                     }
-                    None => return Exit { close: None, reason: LeaveReason::Disconnected },
+                    None => return dropped,
                 };
                 heard.last.store((heard.clock)(), Ordering::Relaxed);
                 handler.heard();
                 let data = match frame {
                     Message::Text(text) => DataFrame::Text(text),
                     Message::Binary(bytes) => DataFrame::Binary(bytes),
-                    Message::Close(_) => return Exit { close: None, reason: LeaveReason::Disconnected },
+                    Message::Close(_) => {
+                        return Exit { close: None, reason: LeaveReason::Disconnected, dropped: false };
+                    }
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 };
                 let messages = handler.messages_in(&data).max(1);
@@ -386,6 +404,7 @@ mod tests {
         Exit {
             close: Some(close),
             reason,
+            dropped: false,
         }
     }
 
@@ -422,7 +441,8 @@ mod tests {
             exit,
             Exit {
                 close: None,
-                reason: LeaveReason::Disconnected
+                reason: LeaveReason::Disconnected,
+                dropped: false,
             }
         );
         // Two minutes and more, never 30 s silent; pongs are not data.
@@ -448,8 +468,10 @@ mod tests {
             exit,
             Exit {
                 close: None,
-                reason: LeaveReason::Disconnected
-            }
+                reason: LeaveReason::Disconnected,
+                dropped: true,
+            },
+            "a socket error is a dropped socket (it may be resumed)"
         );
         assert_eq!(handler.frames, ["m0", "m1", "m2"]);
         assert_eq!(handler.rate_limited, 3);
@@ -506,7 +528,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_close_frame_or_the_end_of_the_stream_is_a_disconnect() {
-        for tail in [vec![Ok(Message::Close(None)), text("after close")], vec![]] {
+        // A close frame from the client ends the session; the end of the
+        // stream without one is a dropped socket, which may be resumed.
+        for (tail, dropped) in [(vec![Ok(Message::Close(None)), text("after close")], false), (vec![], true)] {
             let harness = Harness::new(10);
             let mut handler = Recorder::default();
             let mut frames = stream::iter([vec![text("hello")], tail].concat());
@@ -515,7 +539,8 @@ mod tests {
                 exit,
                 Exit {
                     close: None,
-                    reason: LeaveReason::Disconnected
+                    reason: LeaveReason::Disconnected,
+                    dropped,
                 }
             );
             assert_eq!(handler.frames, ["hello"]);

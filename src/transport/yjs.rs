@@ -137,17 +137,13 @@ impl Protocol for YjsHandler {
 
     async fn documents_revoked(&mut self, documents: Vec<DocumentId>) -> Option<Exit> {
         // One document per connection here: leaving it is closing.
-        documents.contains(&self.room.id).then_some(Exit {
-            close: Some(CloseCode::Revoked),
-            reason: LeaveReason::Revoked,
-        })
+        documents
+            .contains(&self.room.id)
+            .then_some(Exit::closing(CloseCode::Revoked, LeaveReason::Revoked))
     }
 
     async fn deadline_passed(&mut self) -> Option<Exit> {
-        (self.expiry.passed()? == Due::End).then_some(Exit {
-            close: Some(CloseCode::TokenExpired),
-            reason: LeaveReason::Expired,
-        })
+        (self.expiry.passed()? == Due::End).then_some(Exit::closing(CloseCode::TokenExpired, LeaveReason::Expired))
     }
 }
 

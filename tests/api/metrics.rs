@@ -154,6 +154,7 @@ async fn metrics_count_fan_out_relay_time_presence_rows_compactions_and_sweeps()
         created_at: stale,
         last_seen_at: stale,
         disconnected_at: None,
+        resumed_count: 0,
     }
     .into_active_model()
     .insert(&app.state.db)

@@ -168,6 +168,7 @@ async fn insert_orphan(
         created_at: now - last_seen_ago,
         last_seen_at: now - last_seen_ago,
         disconnected_at: None,
+        resumed_count: 0,
     }
     .into_active_model()
     .reset_all()
