@@ -150,8 +150,11 @@ pub fn close_message(code: crate::protocol::codes::CloseCode) -> Message {
 pub fn close_for_read_error(
     error: &tokio_tungstenite::tungstenite::Error,
 ) -> Option<crate::protocol::codes::CloseCode> {
-    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::{Error, error::ProtocolError};
     match error {
+        // The socket ended without a close frame (network loss, 1006): no
+        // client to send a close to, and a session that may be resumed.
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         Error::Capacity(_) => Some(crate::protocol::codes::CloseCode::MessageTooBig),
         Error::Protocol(_) => Some(crate::protocol::codes::CloseCode::ProtocolError),
         Error::Utf8(_) => Some(crate::protocol::codes::CloseCode::InvalidPayload),

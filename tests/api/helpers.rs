@@ -318,6 +318,11 @@ pub struct Client {
 impl Client {
     /// A client on an upgraded socket, once `connected` arrived.
     async fn connected(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self::opened(stream).await.0
+    }
+
+    /// A client on an upgraded socket, and the `connected` it got.
+    pub async fn opened(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> (Self, Value) {
         let mut client = Client {
             stream,
             connection_id: String::new(),
@@ -326,7 +331,17 @@ impl Client {
         let connected = client.recv_type("connected").await;
         client.connection_id = connected["connection_id"].as_str().unwrap().to_owned();
         client.session_id = connected["session_id"].as_str().unwrap().to_owned();
-        client
+        (client, connected)
+    }
+
+    /// Connect to `/ws?token=<token><query>` at `addr` (the server, or a
+    /// relay in front of it); returns the `connected` message too.
+    pub async fn open_at(addr: SocketAddr, token: &str, query: &str) -> (Self, Value) {
+        let request = format!("ws://{addr}/ws?token={token}{query}")
+            .into_client_request()
+            .unwrap();
+        let (stream, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+        Self::opened(stream).await
     }
 
     pub async fn send(&mut self, value: Value) {
@@ -587,5 +602,35 @@ pub mod b64 {
 
     pub fn decode(text: &str) -> Vec<u8> {
         STANDARD.decode(text).expect("base64")
+    }
+}
+
+/// A TCP relay in front of the server that can cut the connection like a
+/// network loss: both sockets dropped, no WebSocket close frame.
+pub struct Relay {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Relay {
+    /// Relay one connection at a time to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut pipes = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Ok(mut server) = TcpStream::connect(target).await else { continue };
+                pipes.spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+
+    /// Cut every relayed connection (the pipes die with the task).
+    pub fn cut(self) {
+        self.task.abort();
     }
 }

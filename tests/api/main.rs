@@ -19,6 +19,7 @@ mod node_peers;
 mod presence;
 mod provider;
 mod rest;
+mod resume;
 mod revocation;
 mod scale_out;
 mod slow_readers;
