@@ -106,6 +106,9 @@ pub struct RedisBus {
     /// before any outage): heartbeat keys lost with a Redis restart are not
     /// judged until every instance had time to beat again.
     pub(crate) subscribed_at: Mutex<Option<std::time::Instant>>,
+    /// This instance's claims of sessions parked elsewhere, waiting for
+    /// their handover (see [`crate::cluster::resume`]).
+    pub(crate) claims: crate::cluster::resume::Claims,
 }
 
 /// The queue of events waiting for the publisher.
@@ -138,6 +141,7 @@ impl Bus {
             manager: Mutex::new(None),
             state: AtomicU8::new(2),
             subscribed_at: Mutex::new(None),
+            claims: Default::default(),
         }))))
     }
 
@@ -168,10 +172,8 @@ impl Bus {
 
     /// Queue an event for the other instances. Never waits.
     pub fn publish(&self, document_id: &DocumentId, event: RoomEvent) {
-        if let Some(bus) = &self.0
-            && bus.outbound.try_send((document_id.clone(), event)).is_err()
-        {
-            tracing::debug!(%document_id, "bus queue full; event dropped");
+        if let Some(bus) = &self.0 {
+            bus.publish_event(document_id, event);
         }
     }
 
@@ -205,6 +207,13 @@ impl RedisBus {
     }
 
     /// The channel of control messages (revocations) between instances.
+    /// Queue an event for the other instances. Never waits.
+    pub(crate) fn publish_event(&self, document_id: &DocumentId, event: RoomEvent) {
+        if self.outbound.try_send((document_id.clone(), event)).is_err() {
+            tracing::debug!(%document_id, "bus queue full; event dropped");
+        }
+    }
+
     pub(crate) fn control_channel(&self) -> String {
         format!("{}:control", self.prefix)
     }

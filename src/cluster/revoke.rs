@@ -40,6 +40,11 @@ pub enum Control {
         data: String,
         from_user_id: String,
     },
+    /// A reconnecting client's resume token this instance does not know:
+    /// whichever instance parked that session hands it over.
+    Claim(crate::cluster::resume::Claim),
+    /// The answer to a [`Control::Claim`], for `to_instance` only.
+    Handover(crate::cluster::resume::Handover),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,6 +167,10 @@ pub(crate) async fn receive(hub: &Hub, verifier: &Verifier, redis: &RedisBus, en
                 crate::rooms::app_messages::direct_here(hub, &to_user_id, &event, &data, from);
             }
         }
+        Control::Claim(claim) => {
+            crate::cluster::resume::hand_over(hub, redis, &envelope.instance, claim).await;
+        }
+        Control::Handover(handover) => crate::cluster::resume::handed_over(redis, handover),
         Control::Deny { entries } => {
             for entry in &entries {
                 verifier.deny_list().add(entry);

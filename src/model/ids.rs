@@ -58,6 +58,15 @@ impl Serialize for DocumentId {
     }
 }
 
+/// Validated like [`DocumentId::parse`]: a peer's bytes are not trusted
+/// either.
+impl<'de> Deserialize<'de> for DocumentId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&value).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The `id` a client may attach to any message; echoed on what it causes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

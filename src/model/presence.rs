@@ -28,8 +28,9 @@ pub struct Presence {
 }
 
 /// Everything known about one connection's session, kept by its task and
-/// written behind to `user_sessions`.
-#[derive(Debug, Clone)]
+/// written behind to `user_sessions`. Serialized only to move a parked
+/// session to the instance its client reconnected to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRecord {
     pub session_id: Uuid,
     pub connection_id: Uuid,

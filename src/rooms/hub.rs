@@ -307,6 +307,23 @@ impl Hub {
         list
     }
 
+    /// Add a member that moved here from another instance (a resume) to a
+    /// room obtained from [`Hub::begin_join`]: nobody is told it joined,
+    /// and the other instances learn where it is now.
+    pub fn attach(&self, room: &Room, member: Member) {
+        let presence = member.presence.clone();
+        self.cluster.publish(
+            &room.id,
+            RoomEvent::Joined {
+                presence: presence.clone(),
+                yjs: false,
+            },
+        );
+        room.state().attach(member);
+        room.end_join();
+        self.presence_rows.presence(&room.id, &presence, true, true);
+    }
+
     pub fn abort_join(&self, room: &Room) {
         room.end_join();
     }

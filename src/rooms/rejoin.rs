@@ -4,13 +4,22 @@
 //! `presence_list` (`"resync":true`) and awareness states when the replay
 //! was lost to an overflow, then `sync_step1` so its Yjs state catches up
 //! both ways.
+//!
+//! Across instances the member moves: the instance that parked it turns it
+//! into a remote member ([`RoomState::detach`]), the one the client
+//! reconnected to makes it local ([`RoomState::attach`]), both silently.
+
+use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::{
-    model::ids::DocumentId,
+    model::{ids::DocumentId, presence::Presence},
     protocol::json::{Base64, ServerMessage},
-    rooms::room::RoomState,
+    rooms::{
+        member::{Member, MemberKind, RemoteMember},
+        room::RoomState,
+    },
 };
 
 impl RoomState {
@@ -59,5 +68,37 @@ impl RoomState {
             );
         }
         true
+    }
+}
+
+impl RoomState {
+    /// A parked member moves to `instance`, where its client reconnected:
+    /// it becomes a remote member here, and nobody is told. Its presence,
+    /// or none if it is not a member.
+    pub fn detach(&mut self, connection_id: Uuid, instance: Arc<str>) -> Option<Presence> {
+        let index = self
+            .members
+            .iter()
+            .position(|member| member.presence.connection_id == connection_id)?;
+        let member = self.members.swap_remove(index);
+        if self.members.is_empty() {
+            self.empty_since = Some(std::time::Instant::now());
+        }
+        let presence = member.presence.clone();
+        self.remote
+            .push(RemoteMember::new(instance, member.presence, member.kind == MemberKind::Yjs));
+        Some(presence)
+    }
+
+    /// A member that moved here from another instance: it replaces its
+    /// remote mirror, and nobody is told.
+    pub fn attach(&mut self, member: Member) {
+        let connection_id = member.presence.connection_id;
+        self.remote
+            .retain(|remote| remote.presence.connection_id != connection_id);
+        self.members
+            .retain(|local| local.presence.connection_id != connection_id);
+        self.members.push(member);
+        self.empty_since = None;
     }
 }

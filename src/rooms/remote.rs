@@ -79,7 +79,10 @@ impl RoomState {
     pub fn remote_join(&mut self, document_id: &DocumentId, member: RemoteMember) {
         let id = member.presence.connection_id;
         if let Some(entry) = self.remote.iter_mut().find(|r| r.presence.connection_id == id) {
+            // Known: an update, or a resumed session that moved between
+            // instances (no new join to announce).
             entry.presence = member.presence;
+            entry.instance = member.instance;
             return;
         }
         self.broadcast(

@@ -106,9 +106,6 @@ impl Connection {
         protocol: &'static str,
         current_document_id: Option<DocumentId>,
     ) -> (SessionRecord, Self) {
-        let (queue, queue_rx) = mpsc::channel(state.config.send_queue_capacity);
-        let queued_bytes = Arc::new(QueuedBytes::new(state.config.max_queued_bytes));
-        let overflowed = CancellationToken::new();
         let now = Utc::now();
         let record = SessionRecord {
             session_id: Uuid::now_v7(),
@@ -125,7 +122,40 @@ impl Connection {
             disconnected_at: None,
             resumed_count: 0,
         };
-        let generation = state.writer.session(session_row(&record), true);
+        let connection = Self::open_recorded(state, sink, peer, protocol, &record, None).await;
+        (record, connection)
+    }
+
+    /// Take over a session that moved here from another instance (a resume
+    /// there): its record, a new queue, `connected` first.
+    pub(crate) async fn open_moved(
+        state: &AppState,
+        sink: Sink,
+        peer: &Peer,
+        mut record: SessionRecord,
+        connected: impl FnOnce(&SessionRecord) -> Outgoing,
+    ) -> (SessionRecord, Self) {
+        resumed_here(state, peer, &mut record);
+        let connected = connected(&record);
+        let connection = Self::open_recorded(state, sink, peer, "json", &record, Some(connected)).await;
+        metrics::counter!("tandem_sessions_resumed_total").increment(1);
+        tracing::info!(session_id = %record.session_id, "session resumed from another instance");
+        (record, connection)
+    }
+
+    /// Commit the session row, then start the connection.
+    async fn open_recorded(
+        state: &AppState,
+        sink: Sink,
+        peer: &Peer,
+        protocol: &'static str,
+        record: &SessionRecord,
+        prelude: Option<Outgoing>,
+    ) -> Self {
+        let (queue, queue_rx) = mpsc::channel(state.config.send_queue_capacity);
+        let queued_bytes = Arc::new(QueuedBytes::new(state.config.max_queued_bytes));
+        let overflowed = CancellationToken::new();
+        let generation = state.writer.session(session_row(record), true);
         if tokio::time::timeout(SESSION_ROW_WAIT, state.writer.wait_flushed(generation))
             .await
             .is_err()
@@ -133,7 +163,10 @@ impl Connection {
             tracing::warn!(session_id = %record.session_id, "session row not committed yet; continuing");
         }
         let outbox = Outbox::new(queue, overflowed, queued_bytes);
-        let connection = Self::start(state, sink, peer, protocol, &record, outbox, queue_rx, None);
+        if let Some(prelude) = &prelude {
+            outbox.count_unqueued(prelude.byte_len());
+        }
+        let connection = Self::start(state, sink, peer, protocol, record, outbox, queue_rx, prelude);
         metrics::counter!("tandem_connections_opened_total", "protocol" => protocol).increment(1);
         tracing::info!(
             session_id = %record.session_id,
@@ -142,7 +175,7 @@ impl Connection {
             protocol,
             "session opened"
         );
-        (record, connection)
+        connection
     }
 
     /// Take over a parked session (`/ws?resume=`): the same record and
@@ -167,11 +200,7 @@ impl Connection {
         if lost {
             outbox.discard_queued(&mut queue);
         }
-        record.resumed_count = record.resumed_count.saturating_add(1);
-        record.last_seen_at = Utc::now();
-        record.user_agent = peer.user_agent.clone();
-        record.ip_address = peer.ip_address.clone();
-        record.instance_id = state.instance_id.clone();
+        resumed_here(state, peer, &mut record);
         state.writer.session(session_row(&record), true);
         let connected = connected(&record);
         outbox.count_unqueued(connected.byte_len());
@@ -329,6 +358,16 @@ impl Connection {
             .await;
         }
     }
+}
+
+/// A session resumed on this instance, from the new socket's peer.
+fn resumed_here(state: &AppState, peer: &Peer, record: &mut SessionRecord) {
+    record.resumed_count = record.resumed_count.saturating_add(1);
+    record.last_seen_at = Utc::now();
+    record.user_agent = peer.user_agent.clone();
+    record.ip_address = peer.ip_address.clone();
+    record.device_type = crate::model::device::detect(peer.user_agent.as_deref());
+    record.instance_id = state.instance_id.clone();
 }
 
 /// Record a session's end (its row closed) and unregister it. The caller

@@ -79,8 +79,8 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
         batch: peer.batch,
         resume_token,
     };
-    if let Some((rooms, lost)) = resumed {
-        handler.rejoin(rooms, lost);
+    if let Some(resumed) = resumed {
+        handler.resumed(resumed).await;
     }
     let limiter = rate_limiter(&config);
     let exit = read_loop(

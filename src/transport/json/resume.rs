@@ -9,9 +9,19 @@
 use std::sync::Arc;
 
 use crate::{
-    model::presence::{LeaveReason, SessionRecord},
+    cluster::resume::claim_elsewhere,
+    model::{
+        ids::DocumentId,
+        presence::{LeaveReason, Presence, SessionRecord},
+    },
     protocol::json::ServerMessage,
-    rooms::{outbox::Outgoing, parking::{Parking, ParkedSession}, room::Room},
+    rooms::{
+        events::RoomEvent,
+        member::{Member, MemberKind},
+        outbox::Outgoing,
+        parking::{ParkedSession, Parking},
+        room::Room,
+    },
     state::AppState,
     transport::{
         connection::{Connection, Peer, Sink, Stream, end_session},
@@ -27,8 +37,15 @@ pub(super) struct Opened {
     pub connection: Connection,
     /// This connection's own resume token (none with `--resume-grace 0`).
     pub resume_token: Option<String>,
-    /// Resumed: the rooms it is still in, and whether its replay was lost.
-    pub resumed: Option<(Vec<Arc<Room>>, bool)>,
+    pub resumed: Option<Resumed>,
+}
+
+/// What a resumed session rejoins.
+pub(super) enum Resumed {
+    /// Parked here: the rooms it is still in, and whether its replay was lost.
+    Here { rooms: Vec<Arc<Room>>, lost: bool },
+    /// Moved from another instance: its presence in each document.
+    Moved(Vec<(DocumentId, Presence)>),
 }
 
 /// Open the connection: resume the session `peer.resume` names, if it can,
@@ -63,7 +80,26 @@ pub(super) async fn open(state: &AppState, sink: Sink, peer: &Peer) -> Opened {
             record: resumed.record,
             connection: resumed.connection,
             resume_token,
-            resumed: Some((resumed.rooms, resumed.lost)),
+            resumed: Some(Resumed::Here {
+                rooms: resumed.rooms,
+                lost: resumed.lost,
+            }),
+        };
+    }
+    let moved = match (&peer.resume, resume_token.is_some()) {
+        (Some(token), true) => claim_elsewhere(&state.bus, token, &peer.identity.user_id).await,
+        _ => None,
+    };
+    if let Some(moved) = moved {
+        let (record, connection) = Connection::open_moved(state, sink, peer, moved.record, |record| {
+            Outgoing::Text(connected(record, true))
+        })
+        .await;
+        return Opened {
+            record,
+            connection,
+            resume_token,
+            resumed: Some(Resumed::Moved(moved.documents)),
         };
     }
     let (record, connection) = Connection::open(state, sink, peer, "json", None).await;
@@ -77,6 +113,49 @@ pub(super) async fn open(state: &AppState, sink: Sink, peer: &Peer) -> Opened {
 }
 
 impl JsonHandler {
+    pub(super) async fn resumed(&mut self, resumed: Resumed) {
+        match resumed {
+            Resumed::Here { rooms, lost } => self.rejoin(rooms, lost),
+            Resumed::Moved(documents) => self.move_in(documents).await,
+        }
+    }
+
+    /// Make a session that moved here a local member of its documents
+    /// again, silently, and send it fresh presence (the other instance's
+    /// queue stayed there). A document that cannot be loaded, or that the
+    /// new token may not open, is left.
+    async fn move_in(&mut self, documents: Vec<(DocumentId, Presence)>) {
+        let connection_id = self.record.connection_id;
+        for (document_id, presence) in documents {
+            let state = self.state.clone();
+            let room = state.hub.begin_join(&document_id);
+            if let Err(error) = state.docs.ensure_loaded(&room).await {
+                state.hub.abort_join(&room);
+                tracing::warn!(%document_id, error = ?error, "document load failed on a resume");
+                state.bus.publish(
+                    &document_id,
+                    RoomEvent::Left {
+                        connection_id,
+                        user_id: presence.user_id.to_string(),
+                        reason: LeaveReason::Disconnected,
+                    },
+                );
+                continue;
+            }
+            state.bus.seed_room(&room).await;
+            state
+                .hub
+                .attach(&room, Member::new(presence, self.outbox.clone(), MemberKind::Json));
+            if self.may_open(&document_id).is_err() {
+                state.hub.leave(&room, connection_id, LeaveReason::Revoked);
+                continue;
+            }
+            room.state().welcome_back(&document_id, connection_id, true);
+            self.joined.insert(document_id, room);
+        }
+        self.keep_current_document();
+    }
+
     /// Back in the rooms of a resumed session. Access is checked again
     /// against the new token and the deny list: a document it may no longer
     /// open is left (`revoked`), as a live connection's would be.
@@ -92,6 +171,11 @@ impl JsonHandler {
                 self.joined.insert(document_id, room);
             }
         }
+        self.keep_current_document();
+    }
+
+    /// The session's current document, if it is still in it.
+    fn keep_current_document(&mut self) {
         if self
             .record
             .current_document_id
