@@ -214,3 +214,59 @@ async fn a_parked_session_revoked_or_swept_ends_with_a_leave() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_session_resumes_on_another_instance_without_a_leave_or_a_join() {
+    let Some((redis, postgres)) = scale_out_services() else {
+        return;
+    };
+    let (a, b) = crate::scale_out::two_instances(&redis, &postgres).await;
+    let mut carol = a.connect("carol").await;
+    carol.join("doc").await;
+    let mut bob = b.connect("bob").await;
+    bob.join("doc").await;
+    carol.recv_type("user_joined").await;
+    let relay = Relay::start(a.addr).await;
+    let (mut alice, connected) = Client::open_at(relay.addr, &a.token("alice"), "").await;
+    alice.join("doc").await;
+    carol.recv_type("user_joined").await;
+    bob.recv_type("user_joined").await;
+    let resume_token = token_of(&connected);
+    cut_and_wait_parked(&a, relay).await;
+
+    let (mut alice, resumed) =
+        Client::open_at(b.addr, &b.token("alice"), &format!("&resume={resume_token}")).await;
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    assert_eq!(resumed["session_id"], connected["session_id"]);
+    let list = alice.recv_until("presence_list").await;
+    assert_eq!(list["resync"], true);
+    let mut users: Vec<_> = list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| user["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["alice", "bob", "carol"], "{list}");
+    alice.recv_until("sync_step1").await;
+    assert!(a.state.hub.parking.is_empty(), "A let go of it");
+
+    // Nobody on either instance saw Alice leave or join.
+    bob.expect_silence(Duration::from_millis(500)).await;
+    carol.expect_silence(Duration::from_millis(100)).await;
+    let (_, presence) = a
+        .get("/api/v1/presence/document/doc", Some(&a.token("observer")))
+        .await;
+    assert_eq!(presence["users"].as_array().unwrap().len(), 3, "no ghost: {presence}");
+
+    // She is live on B: both instances hear her, and her leave.
+    cursor(&mut alice, "doc", 7).await;
+    assert_eq!(bob.recv_type("cursor_move").await["cursor"]["line"], 7);
+    assert_eq!(carol.recv_type("cursor_move").await["cursor"]["line"], 7);
+    alice.stream.close(None).await.unwrap();
+    for observer in [&mut bob, &mut carol] {
+        let left = observer.recv_type("user_left").await;
+        assert_eq!(left["user_id"], "alice");
+        assert_eq!(left["last_device"], true);
+    }
+}
