@@ -363,3 +363,29 @@ async fn a_restart_finds_a_killed_process_sessions_and_cleans_them() {
         );
     }
 }
+
+/// The newest migration rolls back and forward on both backends (its
+/// `down` is real): `resumed_count` goes and comes back.
+#[tokio::test]
+async fn the_resumed_count_migration_goes_down_and_up_again() {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, Statement};
+    for backend in backends() {
+        let database = TestDatabase::create(&backend).await;
+        let db = database.connect().await;
+        Migrator::up(&db, None).await.unwrap();
+        let probe = Statement::from_string(
+            db.get_database_backend(),
+            "SELECT resumed_count FROM user_sessions",
+        );
+        db.query_all_raw(probe.clone()).await.expect("column present after up");
+        Migrator::down(&db, Some(1)).await.unwrap();
+        assert!(
+            db.query_all_raw(probe.clone()).await.is_err(),
+            "{}: column dropped by down",
+            backend.name()
+        );
+        Migrator::up(&db, None).await.unwrap();
+        db.query_all_raw(probe).await.expect("column back after up");
+    }
+}
