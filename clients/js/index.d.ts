@@ -255,6 +255,8 @@ export declare class TandemClient extends Emitter<ClientEvents> {
   readonly status: Status
   readonly connectionId: string | null
   readonly sessionId: string | null
+  /** Whether the last `connected` resumed the session after a dropped socket (no leave/join was seen by anyone). */
+  readonly resumed: boolean
   readonly userId: string | null
   readonly heartbeatIntervalMs: number | null
   /** The last `connected` message. */

@@ -83,7 +83,10 @@ pub async fn claim_elsewhere(bus: &Bus, token: &str, user_id: &str) -> Option<Mo
         user_id: user_id.to_owned(),
     };
     let moved = if publish(&redis, Control::Claim(claim)).await {
-        tokio::time::timeout(CLAIM_WAIT, answered).await.ok().and_then(Result::ok)
+        tokio::time::timeout(CLAIM_WAIT, answered)
+            .await
+            .ok()
+            .and_then(Result::ok)
     } else {
         None
     };

@@ -85,8 +85,11 @@ impl RoomState {
             self.empty_since = Some(std::time::Instant::now());
         }
         let presence = member.presence.clone();
-        self.remote
-            .push(RemoteMember::new(instance, member.presence, member.kind == MemberKind::Yjs));
+        self.remote.push(RemoteMember::new(
+            instance,
+            member.presence,
+            member.kind == MemberKind::Yjs,
+        ));
         Some(presence)
     }
 

@@ -530,7 +530,10 @@ mod tests {
     async fn a_close_frame_or_the_end_of_the_stream_is_a_disconnect() {
         // A close frame from the client ends the session; the end of the
         // stream without one is a dropped socket, which may be resumed.
-        for (tail, dropped) in [(vec![Ok(Message::Close(None)), text("after close")], false), (vec![], true)] {
+        for (tail, dropped) in [
+            (vec![Ok(Message::Close(None)), text("after close")], false),
+            (vec![], true),
+        ] {
             let harness = Harness::new(10);
             let mut handler = Recorder::default();
             let mut frames = stream::iter([vec![text("hello")], tail].concat());

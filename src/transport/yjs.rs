@@ -143,7 +143,8 @@ impl Protocol for YjsHandler {
     }
 
     async fn deadline_passed(&mut self) -> Option<Exit> {
-        (self.expiry.passed()? == Due::End).then_some(Exit::closing(CloseCode::TokenExpired, LeaveReason::Expired))
+        (self.expiry.passed()? == Due::End)
+            .then_some(Exit::closing(CloseCode::TokenExpired, LeaveReason::Expired))
     }
 }
 

@@ -620,7 +620,9 @@ impl Relay {
         let task = tokio::spawn(async move {
             let mut pipes = tokio::task::JoinSet::new();
             while let Ok((mut client, _)) = listener.accept().await {
-                let Ok(mut server) = TcpStream::connect(target).await else { continue };
+                let Ok(mut server) = TcpStream::connect(target).await else {
+                    continue;
+                };
                 pipes.spawn(async move {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                 });

@@ -60,7 +60,11 @@ async fn a_resume_within_the_grace_keeps_the_session_and_replays_what_was_missed
         Client::open_at(app.addr, &app.token("alice"), &format!("&resume={resume_token}")).await;
     assert_eq!(connected["resumed"], true, "{connected}");
     assert_eq!(alice.session_id, connected["session_id"]);
-    assert_ne!(connected["resume_token"], resume_token.as_str(), "a fresh token for the next drop");
+    assert_ne!(
+        connected["resume_token"],
+        resume_token.as_str(),
+        "a fresh token for the next drop"
+    );
     for line in 1..=3 {
         let moved = alice.recv_type("cursor_move").await;
         assert_eq!(moved["cursor"]["line"], line, "in order: {moved}");
@@ -131,14 +135,22 @@ async fn another_users_or_a_made_up_token_starts_a_new_session_and_leaves_the_ow
     let alice_session = connected["session_id"].clone();
     cut_and_wait_parked(&app, relay).await;
 
-    let (_mallory, stolen) =
-        Client::open_at(app.addr, &app.token("mallory"), &format!("&resume={resume_token}")).await;
+    let (_mallory, stolen) = Client::open_at(
+        app.addr,
+        &app.token("mallory"),
+        &format!("&resume={resume_token}"),
+    )
+    .await;
     assert_eq!(stolen["resumed"], false);
     assert_ne!(stolen["session_id"], alice_session);
     let (_alice2, made_up) = Client::open_at(app.addr, &app.token("alice"), "&resume=not-a-token").await;
     assert_eq!(made_up["resumed"], false);
-    let (_alice3, too_long) =
-        Client::open_at(app.addr, &app.token("alice"), &format!("&resume={}", "x".repeat(4000))).await;
+    let (_alice3, too_long) = Client::open_at(
+        app.addr,
+        &app.token("alice"),
+        &format!("&resume={}", "x".repeat(4000)),
+    )
+    .await;
     assert_eq!(too_long["resumed"], false);
 
     // The owner still resumes with it.
@@ -149,7 +161,8 @@ async fn another_users_or_a_made_up_token_starts_a_new_session_and_leaves_the_ow
     bob.expect_silence(Duration::from_millis(300)).await;
 
     // Used once: a second resume with the same token is a new session.
-    let (_again, again) = Client::open_at(app.addr, &app.token("alice"), &format!("&resume={resume_token}")).await;
+    let (_again, again) =
+        Client::open_at(app.addr, &app.token("alice"), &format!("&resume={resume_token}")).await;
     assert_eq!(again["resumed"], false);
 }
 
@@ -175,7 +188,10 @@ async fn an_overflowed_replay_is_replaced_by_a_fresh_presence_list() {
     assert_eq!(list["resync"], true);
     assert_eq!(list["document_id"], "doc");
     let users = list["users"].as_array().unwrap();
-    let bob_there = users.iter().find(|user| user["user_id"] == "bob").expect("bob listed");
+    let bob_there = users
+        .iter()
+        .find(|user| user["user_id"] == "bob")
+        .expect("bob listed");
     assert_eq!(bob_there["cursor"]["line"], 10, "the latest cursor: {bob_there}");
     assert!(users.iter().any(|user| user["user_id"] == "alice"));
     alice.recv_until("sync_step1").await;
@@ -206,7 +222,12 @@ async fn a_parked_session_revoked_or_swept_ends_with_a_leave() {
     cut_and_wait_parked(&app, relay).await;
     // Ended from outside (what the stale sweep and admin end do).
     let session_id: Uuid = alice.session_id.parse().unwrap();
-    app.state.hub.connection(session_id).expect("still registered").end.cancel();
+    app.state
+        .hub
+        .connection(session_id)
+        .expect("still registered")
+        .end
+        .cancel();
     let left = bob.recv_type("user_left").await;
     assert_eq!(left["reason"], "timeout");
     eventually("the parked session is gone", || async {
@@ -257,7 +278,11 @@ async fn a_session_resumes_on_another_instance_without_a_leave_or_a_join() {
     let (_, presence) = a
         .get("/api/v1/presence/document/doc", Some(&a.token("observer")))
         .await;
-    assert_eq!(presence["users"].as_array().unwrap().len(), 3, "no ghost: {presence}");
+    assert_eq!(
+        presence["users"].as_array().unwrap().len(),
+        3,
+        "no ghost: {presence}"
+    );
 
     // She is live on B: both instances hear her, and her leave.
     cursor(&mut alice, "doc", 7).await;

@@ -378,7 +378,9 @@ async fn the_resumed_count_migration_goes_down_and_up_again() {
             db.get_database_backend(),
             "SELECT resumed_count FROM user_sessions",
         );
-        db.query_all_raw(probe.clone()).await.expect("column present after up");
+        db.query_all_raw(probe.clone())
+            .await
+            .expect("column present after up");
         Migrator::down(&db, Some(1)).await.unwrap();
         assert!(
             db.query_all_raw(probe.clone()).await.is_err(),

@@ -39,6 +39,10 @@ export class TandemClient extends Emitter {
     this.status = 'disconnected'
     this.connectionId = null
     this.sessionId = null
+    /** Whether the last `connected` resumed the previous session (`resumed: true`). */
+    this.resumed = false
+    /** `connected.resume_token`: offered on the next reconnect after a drop. */
+    this._resumeToken = null
     this.userId = null
     this.heartbeatIntervalMs = null
     /** The JSON payload of the `connected` message (unknown fields included). */
@@ -162,7 +166,7 @@ export class TandemClient extends Emitter {
     }
     if (this._closed || this._socket) return
     this.token = token
-    const url = withToken(this.url, token, this.options.batch !== false)
+    const url = withToken(this.url, token, this.options.batch !== false, this._resumeToken)
     let socket
     try {
       socket = this.options.createWebSocket
@@ -223,7 +227,12 @@ export class TandemClient extends Emitter {
     }
     this.connectionId = null
     this._refreshing = null
-    for (const room of this.rooms.values()) room._disconnected()
+    // A socket that dropped (no close frame from either side) may be
+    // resumed: the rooms keep what they know until the reconnect says.
+    // Any close code the server or this client sent ends the session.
+    if (code !== 1006 && code !== 4000) this._resumeToken = null
+    const resumable = this._resumeToken !== null
+    for (const room of this.rooms.values()) room._disconnected(resumable)
     if (wasConnected || this.status === 'connecting') this.emit('close', { code, reason })
     this._setStatus('disconnected')
     if (this._closed) return
@@ -258,6 +267,8 @@ export class TandemClient extends Emitter {
     this.connectionId = msg.connection_id ?? null
     this.sessionId = msg.session_id ?? null
     this.userId = msg.user_id ?? null
+    this.resumed = msg.resumed === true
+    this._resumeToken = typeof msg.resume_token === 'string' ? msg.resume_token : null
     const interval = Number(msg.heartbeat_interval_ms)
     this.heartbeatIntervalMs = Number.isFinite(interval) && interval > 0 ? interval : this.options.fallbackHeartbeatIntervalMs
     this._startHeartbeat()
@@ -267,7 +278,10 @@ export class TandemClient extends Emitter {
     this._scheduleRefresh()
     this._setStatus('connected')
     this.emit('connected', msg)
-    for (const room of [...this.rooms.values()]) room._connected()
+    for (const room of [...this.rooms.values()]) {
+      if (this.resumed) room._resumed()
+      else room._connected()
+    }
   }
 
   _startHeartbeat() {
@@ -553,10 +567,11 @@ export class TandemClient extends Emitter {
 // The token, and `batch=1` (the server may put several messages in one
 // frame, newline-delimited: fewer frames under load) unless turned off or
 // already in the URL.
-function withToken(url, token, batch = true) {
+function withToken(url, token, batch = true, resume = null) {
   const separator = url.includes('?') ? '&' : '?'
   const batched = batch && !/[?&]batch=/.test(url) ? '&batch=1' : ''
-  return `${url}${separator}token=${encodeURIComponent(token)}${batched}`
+  const resumed = resume ? `&resume=${encodeURIComponent(resume)}` : ''
+  return `${url}${separator}token=${encodeURIComponent(token)}${batched}${resumed}`
 }
 
 const ignore = () => {}

@@ -173,7 +173,19 @@ export class Room extends Emitter {
   /** @internal The socket is up (a `connected` arrived): join. */
   _connected() {
     if (this.status === 'left' || this.status === 'revoked' || this.status === 'failed') return
+    // A new session: what was kept for a resume is stale now.
+    if (this._stale) this._forgetOthers()
     this._join()
+  }
+
+  /** @internal The session came back (`resumed: true`): still a member, no join. */
+  _resumed() {
+    if (this.status === 'left' || this.status === 'revoked' || this.status === 'failed') return
+    if (this.status !== 'joining' || !this._stale) return this._connected()
+    this._stale = false
+    // The server replays what it queued (or sends `presence_list` with
+    // `resync: true`), then `sync_step1`; this side sends what it holds.
+    this._live()
   }
 
   _join() {
@@ -186,7 +198,7 @@ export class Room extends Emitter {
   }
 
   /** @internal The socket is gone. */
-  _disconnected() {
+  _disconnected(resumable = false) {
     if (this.status === 'left' || this.status === 'revoked' || this.status === 'failed') return
     const wasJoined = this.status === 'joined'
     this.status = 'joining'
@@ -202,6 +214,14 @@ export class Room extends Emitter {
     this._syncRetryTimer = null
     this._inFlight.clear()
     this._queued = []
+    // A session that may be resumed keeps showing who was here: a network
+    // blip is not everyone leaving. Forgotten when the reconnect is new.
+    this._stale = wasJoined && resumable
+    if (!this._stale) this._forgetOthers()
+  }
+
+  _forgetOthers() {
+    this._stale = false
     this.presence.selfConnectionId = null
     if (this.presence.size > 0) {
       this.presence._clear()
@@ -317,9 +337,15 @@ export class Room extends Emitter {
   }
 
   _joined(msg) {
+    this._stale = false
+    this.presence._reset(msg.users)
+    this._live()
+  }
+
+  /** Joined (or resumed): sync both ways, and send what this side holds. */
+  _live() {
     this.status = 'joined'
     this._joinRetry = 0
-    this.presence._reset(msg.users)
     this.presence.selfConnectionId = this.client.connectionId
     this.emit('status', this.status)
     // What we lack: the reply sync_step2 completes the sync.

@@ -69,8 +69,10 @@ test('edits made while the server is down are sent after the reconnect, and the 
     alice.text.insert(alice.text.length, ' alice offline.')
     bob.text.insert(0, 'bob offline. ')
     assert.equal(alice.room.unsavedUpdates, 1)
-    assert.equal(alice.room.presence.size, 0)
-    assert.equal(bob.room.awareness.getStates().has(alice.doc.clientID), false)
+    // A killed server drops the sockets: the clients keep what they knew
+    // in case the session resumes...
+    assert.equal(alice.room.presence.size, 2)
+    assert.equal(bob.room.awareness.getStates().has(alice.doc.clientID), true)
     gateway = await gateway.restart()
     await waitFor(() => alice.text.toString() === bob.text.toString() && alice.text.toString().includes('bob offline') && alice.text.toString().includes('alice offline'), {
       timeoutMs: 15_000,
@@ -78,6 +80,8 @@ test('edits made while the server is down are sent after the reconnect, and the 
     })
     await waitFor(() => alice.room.unsavedUpdates === 0 && bob.room.unsavedUpdates === 0, { what: 'all acked' })
     assert.equal(await restText(gateway, 'offline', gateway.token('reader')), alice.text.toString())
+    // ...the restarted server does not know it, so they joined afresh.
+    assert.equal(alice.client.resumed, false)
     await waitFor(() => alice.room.presence.size === 2, { what: 'presence back' })
     assert.deepEqual(roomStatuses, ['joining', 'joined'])
     // Awareness went with the old server and came back with the rejoin.

@@ -143,9 +143,10 @@ impl JsonHandler {
                 continue;
             }
             state.bus.seed_room(&room).await;
-            state
-                .hub
-                .attach(&room, Member::new(presence, self.outbox.clone(), MemberKind::Json));
+            state.hub.attach(
+                &room,
+                Member::new(presence, self.outbox.clone(), MemberKind::Json),
+            );
             if self.may_open(&document_id).is_err() {
                 state.hub.leave(&room, connection_id, LeaveReason::Revoked);
                 continue;
@@ -210,10 +211,11 @@ impl JsonHandler {
             }
         };
         tracing::info!(session_id = %self.record.session_id, "socket dropped; session parked for a resume");
-        let claimed = state
-            .hub
-            .parking
-            .park(token.clone(), self.record.user_id.clone(), self.record.session_id);
+        let claimed =
+            state
+                .hub
+                .parking
+                .park(token.clone(), self.record.user_id.clone(), self.record.session_id);
         let reason = tokio::select! {
             _ = tokio::time::sleep(state.config.resume_grace) => exit.reason,
             _ = state.connections_stop.cancelled() => exit.reason,
