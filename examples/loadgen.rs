@@ -36,6 +36,8 @@ mod joinstorm;
 mod procstat;
 #[path = "loadgen/report.rs"]
 mod report;
+#[path = "loadgen/slow.rs"]
+mod slow;
 #[path = "loadgen/timing.rs"]
 mod timing;
 #[path = "loadgen/wire.rs"]
@@ -142,6 +144,12 @@ struct Args {
     /// fanout: cursor moves per second per member (the starting rate with --find-knee).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
+    /// fanout: rooms (the first ones) with a slow reader as their last member.
+    #[arg(long, default_value_t = 0)]
+    slow_readers: usize,
+    /// fanout: how many times slower than its room sends a slow reader reads.
+    #[arg(long, default_value_t = 10.0)]
+    slow_factor: f64,
     /// fanout: step the rate up until p99 exceeds --knee-p99-ms.
     #[arg(long)]
     find_knee: bool,
@@ -283,6 +291,8 @@ fn fanout_params(args: &Args) -> FanoutParams {
         warmup: seconds(args.warmup),
         duration: seconds(args.duration),
         drain: Duration::from_secs(1),
+        slow_readers: args.slow_readers,
+        slow_factor: args.slow_factor,
     }
 }
 
@@ -349,6 +359,8 @@ async fn smoke(args: &Args) -> bool {
         warmup: Duration::from_millis(500),
         duration: Duration::from_millis(1500),
         drain: Duration::from_millis(500),
+        slow_readers: 1,
+        slow_factor: 10.0,
     };
     let mut reports = Vec::new();
     if args.protocol == Protocol::TandemJson {
@@ -423,6 +435,15 @@ fn smoke_failures(report: &Report) -> Vec<String> {
                 report.get("error_samples").cloned().unwrap_or_default()
             ));
         }
+    }
+    if number("slow_disconnects").unwrap_or(0.0) > 0.0 {
+        failures.push(format!(
+            "the slow reader was disconnected: {}",
+            report.get("slow_errors").cloned().unwrap_or_default()
+        ));
+    }
+    if number("slow_readers").is_some() && number("slow_fresh_ratio") != Some(1.0) {
+        failures.push("the slow reader's last cursors are not every member's last".to_owned());
     }
     if report.get("converged").and_then(|v| v.as_bool()) == Some(false) {
         failures.push(format!(

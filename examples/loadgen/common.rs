@@ -48,6 +48,7 @@ impl Common {
             doc,
             user: format!("lg{index}").into(),
             awareness_id: self.id_base + index as u64,
+            recv_buffer: None,
         }
     }
 

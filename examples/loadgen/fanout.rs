@@ -15,6 +15,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::{
     common::{Common, connect_all},
+    slow,
     procstat::{CpuMark, Proc, RssSampler},
     report::{Report, round2, samples},
     timing::{SendTable, Stats, Window, micros_of, now_us, record},
@@ -31,6 +32,10 @@ pub struct FanoutParams {
     pub duration: Duration,
     /// After the window, how long receivers keep counting late deliveries.
     pub drain: Duration,
+    /// Rooms (the first ones) whose last member reads `slow_factor` times
+    /// slower than the room sends, and sends nothing (see `slow`).
+    pub slow_readers: usize,
+    pub slow_factor: f64,
 }
 
 /// One fan-out run at one rate.
@@ -43,7 +48,15 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
 
     let mut totals = Stats::default();
     let docs = common.room_docs("f", params.rooms, &mut totals).await;
-    let identities = common.room_identities(&docs, params.rooms * params.members, params.members);
+    let mut identities = common.room_identities(&docs, params.rooms * params.members, params.members);
+    let slow_rooms = params.slow_readers.min(params.rooms);
+    let is_slow = |index: usize| index % params.members == params.members - 1 && index / params.members < slow_rooms;
+    for (index, identity) in identities.iter_mut().enumerate() {
+        if is_slow(index) {
+            identity.recv_buffer = Some(slow::RECV_BUFFER);
+        }
+    }
+    report.set("slow_factor", if slow_rooms > 0 { params.slow_factor } else { 0.0 });
     let (clients, _) = connect_all(common, identities, false, &mut totals).await;
     let connected = clients.iter().filter(|c| c.is_some()).count();
     report.set("connections", connected);
@@ -59,16 +72,42 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
     ));
     let next_seq = Arc::new(AtomicU64::new(1));
     let window = Window::after(params.warmup, params.duration);
+    let senders = (slow_rooms > 0).then(|| {
+        Arc::new(slow::Senders::new(
+            (params.rate * clients_total * window_secs) as usize,
+            params.rooms * params.members,
+        ))
+    });
     let mut tasks = tokio::task::JoinSet::new();
+    let mut slow_tasks = tokio::task::JoinSet::new();
     for (index, client) in clients.into_iter().enumerate() {
         let Some((client, _)) = client else { continue };
+        let room = index / params.members;
+        if is_slow(index) {
+            let senders = senders.clone().expect("slow readers have a sender table");
+            let first = room * params.members;
+            let reader = slow::SlowReader {
+                table: table.clone(),
+                senders,
+                window,
+                per_message: Duration::from_secs_f64(
+                    params.slow_factor / (params.rate * (params.members - 1) as f64),
+                ),
+                room: (first..first + params.members - 1).collect(),
+            };
+            slow_tasks.spawn(reader.run(client));
+            continue;
+        }
+        let slow_in_room = u64::from(room < slow_rooms);
         let job = Member {
+            index,
+            senders: senders.clone(),
             table: table.clone(),
             next_seq: next_seq.clone(),
             window,
             drain_end: window.end + params.drain,
             rate: params.rate,
-            others: params.members as u64 - 1,
+            others: params.members as u64 - 1 - slow_in_room,
             sampled: common.sampled(index),
             server: two_servers.then(|| common.server_of(index)),
         };
@@ -102,6 +141,14 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
         }
     }
     let seconds = window.seconds();
+    let mut slow_stats = Vec::new();
+    while let Some(done) = slow_tasks.join_next().await {
+        match done {
+            Ok(stats) => slow_stats.push(stats),
+            Err(error) => totals.error(format!("slow reader task failed: {error}")),
+        }
+    }
+    slow::report(&mut report, slow_stats, seconds);
     report.set("sent_per_s", round2(totals.sent as f64 / seconds));
     report.set("delivered_per_s", round2(totals.delivered as f64 / seconds));
     report.set(
@@ -206,6 +253,9 @@ pub async fn find_knee(
 
 /// One member's job: send on its schedule, count and sample what it receives.
 struct Member {
+    index: usize,
+    /// Who sent what, when a room has a slow reader.
+    senders: Option<Arc<slow::Senders>>,
     table: Arc<SendTable>,
     next_seq: Arc<AtomicU64>,
     window: Window,
@@ -280,6 +330,9 @@ impl Member {
                         None => self.next_seq.fetch_add(1, Ordering::Relaxed),
                     };
                     self.table.record(seq, now_us());
+                    if let Some(senders) = &self.senders {
+                        senders.record(seq, self.index);
+                    }
                     if let Err(error) = client.send_presence(seq).await {
                         stats.disconnect(format!("{error:#}"));
                         break;

@@ -126,6 +126,27 @@ impl Target {
 
 /// Client-side WebSocket buffers: small reads (thousands of idle clients
 /// share this process), but messages as large as a 1 MB document's sync.
+/// Connect over a socket with a `bytes` receive buffer (plain ws:// only).
+async fn connect_small_buffer(
+    url: &str,
+    bytes: u32,
+) -> anyhow::Result<(Ws, tokio_tungstenite::tungstenite::handshake::client::Response)> {
+    let host = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .context("a small receive buffer needs a ws:// URL")?;
+    let addr = tokio::net::lookup_host(host).await?.next().context("no address")?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_recv_buffer_size(bytes)?;
+    let stream = socket.connect(addr).await.context("connect failed")?;
+    stream.set_nodelay(true)?;
+    Ok(tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(client_config())).await?)
+}
+
 fn client_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
@@ -170,6 +191,9 @@ pub struct Identity {
     pub user: Arc<str>,
     /// Its awareness client id (binary protocols), within 53 bits.
     pub awareness_id: u64,
+    /// A socket receive buffer this small (a slow reader's): what it has
+    /// not read then waits in the server's queue, not in the kernel's.
+    pub recv_buffer: Option<u32>,
 }
 
 /// One simulated client on one document.
@@ -212,13 +236,18 @@ impl Client {
     ) -> anyhow::Result<(Client, Handshake)> {
         let started = Instant::now();
         let url = target.url_for(&id.doc, &id.user)?;
-        let (ws, _) = tokio::time::timeout(
-            limit,
-            tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true),
-        )
-        .await
-        .context("connect timed out")?
-        .context("connect failed")?;
+        let (ws, _) = match id.recv_buffer {
+            None => tokio::time::timeout(
+                limit,
+                tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true),
+            )
+            .await
+            .context("connect timed out")?
+            .context("connect failed")?,
+            Some(bytes) => tokio::time::timeout(limit, connect_small_buffer(&url, bytes))
+                .await
+                .context("connect timed out")??,
+        };
         let mut prefix = Vec::new();
         if target.protocol == Protocol::Hocuspocus {
             prefix.write_string(&id.doc);

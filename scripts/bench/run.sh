@@ -33,7 +33,7 @@ LOADGEN_CPU=${LOADGEN_CPU:-1}
 # runs them at normal priority.
 if [ "${BENCH_PRIO:-rr}" = none ] || [ "$(id -u)" != 0 ]; then PRIO=(); else PRIO=(chrt -r 10); fi
 SERVERS="tandem tandem-yws tandem-redis floor y-websocket hocuspocus y-sweet"
-SCENARIOS="idle fanout fanout200 knee editing joinstorm redis"
+SCENARIOS="idle fanout fanout200 knee editing joinstorm redis slow200 slow50"
 REPEAT=3
 QUICK=0
 BUILD_YSWEET=0
@@ -200,6 +200,10 @@ scenario_args() {
     joinstorm) echo --scenario joinstorm --clients 1000 --storm-window 1 --history-bytes 1000000 ;;
     joinstorm-cold) echo --scenario joinstorm --clients 1000 --storm-window 1 --history-bytes 1000000 --cold-wait 3 ;;
     redis) echo --scenario fanout --rooms 50 --members 10 --rate 10 "${DUR[@]}" ;;
+    # A slow reader (reads 10x slower than its room sends, 16 KiB receive
+    # buffer, sends nothing) in the one 200-member room / in each of 50 rooms.
+    slow200) echo --scenario fanout --rooms 1 --members 200 --rate 10 --slow-readers 1 "${DUR[@]}" ;;
+    slow50) echo --scenario fanout --rooms 50 --members 10 --rate 10 --slow-readers 50 "${DUR[@]}" ;;
   esac
 }
 
@@ -210,6 +214,8 @@ supports() {
     tandem-redis:*|*:redis) return 1 ;;
     floor:editing|floor:joinstorm|floor:joinstorm-cold) return 1 ;;
     tandem:joinstorm-cold|tandem-before:joinstorm-cold) return 0 ;;
+    tandem:slow*|tandem-before:slow*|floor:slow*) return 0 ;;
+    *:slow*) return 1 ;;
     *:joinstorm-cold) return 1 ;;
   esac
   return 0
@@ -232,7 +238,7 @@ for scenario in $SCENARIOS; do
       # shellcheck disable=SC2046
       "${PRIO[@]}" taskset -c "$LOADGEN_CPU" "$TARGET"/release/examples/loadgen "${LG_ARGS[@]}" \
         --label "$server" --server-pid "$PID" --json-out "$RESULTS" $(scenario_args "$scenario") \
-        | grep -E '^(scenario|server|connections|rate_hz|delivered_per_s|latency_p|relay_p|ack_p|rss_per|time_to|knee_rate|errors|disconnects|converged|server_cpu_pct|server2_cpu_pct|redis_cpu_pct|cross_added|latency_cross_p|loadgen_cpu)' || true
+        | grep -E '^(scenario|server|connections|rate_hz|delivered_per_s|latency_p|relay_p|ack_p|rss_per|time_to|knee_rate|errors|disconnects|converged|server_cpu_pct|server2_cpu_pct|redis_cpu_pct|cross_added|latency_cross_p|loadgen_cpu|slow_)' || true
       stop_server
       sleep 1
     done

@@ -29,6 +29,10 @@ COLUMNS = {
                                              "latency_p99_ms", "latency_cross_p50_ms", "latency_cross_p99_ms",
                                              "cross_added_p50_ms", "server_cpu_pct", "server2_cpu_pct",
                                              "redis_cpu_pct", "errors", "disconnects"]),
+    "slow-reader": ("slow_fresh_ratio", ["connections", "slow_readers", "delivered_per_s", "delivery_ratio",
+                                         "latency_p99_ms", "slow_delivered_per_s", "slow_latency_p50_ms",
+                                         "slow_latency_p99_ms", "slow_fresh_ratio", "slow_disconnects",
+                                         "server_cpu_pct", "disconnects"]),
     "joinstorm": ("time_to_99pct_ms", ["clients", "synced", "time_to_50pct_ms", "time_to_99pct_ms",
                                        "join_p50_ms", "join_p99_ms", "server_cpu_s", "server_rss_peak_kib",
                                        "errors"]),
@@ -38,6 +42,8 @@ SERVER_ORDER = ["tandem-before", "tandem", "tandem-yws", "tandem-redis", "floor"
 
 def shape(run):
     scenario = run.get("scenario")
+    if scenario == "fanout" and run.get("slow_readers"):
+        return f"slow-reader {run.get('rooms')}x{run.get('members')} @ {run.get('rate_hz')} Hz"
     if scenario == "fanout" and "latency_cross_count" in run:
         return f"two-instances {run.get('rooms')}x{run.get('members')} @ {run.get('rate_hz')} Hz"
     if scenario in ("fanout", "fanout-knee"):

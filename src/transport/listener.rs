@@ -36,6 +36,26 @@ use tokio::{
 
 use crate::model::throttle::LogThrottle;
 
+/// Most bytes written to a socket and not yet sent that the kernel holds
+/// before the socket stops being writable (`TCP_NOTSENT_LOWAT`).
+const NOTSENT_LOWAT: u32 = 32 * 1024;
+
+/// A slow reader's backlog should wait in tandem's send queue, where a newer
+/// cursor replaces an older one, not in the kernel's send buffer (which
+/// autotunes to megabytes and sends everything in it, however stale): one
+/// run showed a slow reader's cursors 5 s old on average with the kernel
+/// buffering, all replaced in tandem's queue with it capped. Bulk transfers
+/// (a large document's sync) are unaffected: the writer is woken as soon as
+/// the unsent part drops below the mark.
+fn keep_unsent_small(stream: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+        tracing::debug!(%error, "could not set TCP_NOTSENT_LOWAT");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, NOTSENT_LOWAT);
+}
+
 /// Limits on connections that have not sent their first request yet.
 #[derive(Debug, Clone, Copy)]
 pub struct HandshakeLimits {
@@ -113,6 +133,7 @@ impl Acceptor for GatewayAcceptor {
                 // The connection still works, only with Nagle's delays; not worth refusing it.
                 tracing::debug!(%error, "could not set TCP_NODELAY");
             }
+            keep_unsent_small(&stream);
             self.pending.fetch_add(1, Ordering::AcqRel);
             let pending = Pending {
                 deadline: Box::pin(tokio::time::sleep(self.limits.timeout)),
