@@ -95,16 +95,28 @@ impl ConnectionCaps {
                 limit: self.max_per_user,
             });
         }
+        Ok(self.count(&mut counts, ip, user))
+    }
+
+    /// Count one more connection past the caps: a resume, which takes over
+    /// a parked session whose own permit is freed once it is handed over,
+    /// so the count is back within the caps a moment later.
+    pub fn acquire_for_resume(self: &Arc<Self>, ip: Option<&str>, user: &Arc<str>) -> ConnectionPermit {
+        let mut counts = self.counts();
+        self.count(&mut counts, ip, user)
+    }
+
+    fn count(self: &Arc<Self>, counts: &mut Counts, ip: Option<&str>, user: &Arc<str>) -> ConnectionPermit {
         let ip: Option<Arc<str>> = ip.map(Into::into);
         if let Some(ip) = &ip {
             *counts.by_ip.entry(ip.clone()).or_insert(0) += 1;
         }
         *counts.by_user.entry(user.clone()).or_insert(0) += 1;
-        Ok(ConnectionPermit {
+        ConnectionPermit {
             caps: self.clone(),
             ip,
             user: user.clone(),
-        })
+        }
     }
 
     /// Open connections counted for `user` (for tests and diagnostics).

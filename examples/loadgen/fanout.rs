@@ -15,9 +15,9 @@ use tokio::time::MissedTickBehavior;
 
 use crate::{
     common::{Common, connect_all},
-    slow,
     procstat::{CpuMark, Proc, RssSampler},
     report::{Report, round2, samples},
+    slow,
     timing::{SendTable, Stats, Window, micros_of, now_us, record},
     wire::{Client, EMPTY_UPDATE, Event},
 };
@@ -50,13 +50,17 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
     let docs = common.room_docs("f", params.rooms, &mut totals).await;
     let mut identities = common.room_identities(&docs, params.rooms * params.members, params.members);
     let slow_rooms = params.slow_readers.min(params.rooms);
-    let is_slow = |index: usize| index % params.members == params.members - 1 && index / params.members < slow_rooms;
+    let is_slow =
+        |index: usize| index % params.members == params.members - 1 && index / params.members < slow_rooms;
     for (index, identity) in identities.iter_mut().enumerate() {
         if is_slow(index) {
             identity.recv_buffer = Some(slow::RECV_BUFFER);
         }
     }
-    report.set("slow_factor", if slow_rooms > 0 { params.slow_factor } else { 0.0 });
+    report.set(
+        "slow_factor",
+        if slow_rooms > 0 { params.slow_factor } else { 0.0 },
+    );
     let (clients, _) = connect_all(common, identities, false, &mut totals).await;
     let connected = clients.iter().filter(|c| c.is_some()).count();
     report.set("connections", connected);

@@ -135,7 +135,10 @@ async fn connect_small_buffer(
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
         .context("a small receive buffer needs a ws:// URL")?;
-    let addr = tokio::net::lookup_host(host).await?.next().context("no address")?;
+    let addr = tokio::net::lookup_host(host)
+        .await?
+        .next()
+        .context("no address")?;
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -144,7 +147,14 @@ async fn connect_small_buffer(
     socket.set_recv_buffer_size(bytes)?;
     let stream = socket.connect(addr).await.context("connect failed")?;
     stream.set_nodelay(true)?;
-    Ok(tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(client_config())).await?)
+    Ok(
+        tokio_tungstenite::client_async_with_config(
+            url,
+            MaybeTlsStream::Plain(stream),
+            Some(client_config()),
+        )
+        .await?,
+    )
 }
 
 fn client_config() -> WebSocketConfig {

@@ -170,20 +170,30 @@ fn acquire_permit(
     state: &AppState,
     peer: &Peer,
 ) -> Result<crate::limits::ConnectionPermit, crate::limits::CapError> {
-    state
+    let acquired = state
         .caps
-        .acquire(peer.ip_address.as_deref(), &peer.identity.user_id)
-        .inspect_err(|error| {
-            if let Some(suppressed) = state.caps.log.ready() {
-                tracing::warn!(
-                    cap = error.kind(),
-                    ip_address = peer.ip_address.as_deref(),
-                    user_id = %peer.identity.user_id,
-                    suppressed,
-                    "connection refused: over a cap"
-                );
-            }
-        })
+        .acquire(peer.ip_address.as_deref(), &peer.identity.user_id);
+    // A user at the cap whose socket dropped must be able to resume: the
+    // parked session holds a slot it frees on the handover.
+    if acquired.is_err()
+        && let Some(token) = &peer.resume
+        && state.hub.parking.holds(token, &peer.identity.user_id)
+    {
+        return Ok(state
+            .caps
+            .acquire_for_resume(peer.ip_address.as_deref(), &peer.identity.user_id));
+    }
+    acquired.inspect_err(|error| {
+        if let Some(suppressed) = state.caps.log.ready() {
+            tracing::warn!(
+                cap = error.kind(),
+                ip_address = peer.ip_address.as_deref(),
+                user_id = %peer.identity.user_id,
+                suppressed,
+                "connection refused: over a cap"
+            );
+        }
+    })
 }
 
 /// `/yjs/{document_id}`: the y-websocket binary protocol on the same rooms.

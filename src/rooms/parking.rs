@@ -110,6 +110,14 @@ impl Parking {
         Some(parked)
     }
 
+    /// Whether `token` names a session parked here for `user_id` (a claim
+    /// would find it, unless its grace ends first).
+    pub fn holds(&self, token: &str, user_id: &str) -> bool {
+        self.tickets()
+            .get(token)
+            .is_some_and(|ticket| *ticket.user_id == *user_id)
+    }
+
     /// Sessions parked now.
     pub fn len(&self) -> usize {
         self.tickets().len()

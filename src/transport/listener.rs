@@ -38,14 +38,15 @@ use crate::model::throttle::LogThrottle;
 
 /// Most bytes written to a socket and not yet sent that the kernel holds
 /// before the socket stops being writable (`TCP_NOTSENT_LOWAT`).
-const NOTSENT_LOWAT: u32 = 32 * 1024;
+const NOTSENT_LOWAT: u32 = 16 * 1024;
 
 /// A slow reader's backlog should wait in tandem's send queue, where a newer
 /// cursor replaces an older one, not in the kernel's send buffer (which
-/// autotunes to megabytes and sends everything in it, however stale): one
-/// run showed a slow reader's cursors 5 s old on average with the kernel
-/// buffering, all replaced in tandem's queue with it capped. Bulk transfers
-/// (a large document's sync) are unaffected: the writer is woken as soon as
+/// autotunes to megabytes and sends everything in it, however stale). In a
+/// 200-member room at 10 Hz a reader ten times too slow had, at the end of
+/// the run, cursors 11 s old and 17,000 messages still to read without the
+/// cap, 1.6 s and 363 with it (BENCHMARKS.md, slow readers). Bulk transfers
+/// (a large document's sync) still stream: the writer is woken as soon as
 /// the unsent part drops below the mark.
 fn keep_unsent_small(stream: &TcpStream) {
     #[cfg(any(target_os = "linux", target_os = "android"))]

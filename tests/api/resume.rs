@@ -295,3 +295,27 @@ async fn a_session_resumes_on_another_instance_without_a_leave_or_a_join() {
         assert_eq!(left["last_device"], true);
     }
 }
+
+#[tokio::test]
+async fn a_user_at_the_connection_cap_can_still_resume() {
+    let app = spawn_app_with(&Backend::Sqlite, |config| {
+        config.max_connections_per_user = 1;
+    })
+    .await;
+    let relay = Relay::start(app.addr).await;
+    let (mut alice, connected) = Client::open_at(relay.addr, &app.token("alice"), "").await;
+    alice.join("doc").await;
+    let resume_token = token_of(&connected);
+    cut_and_wait_parked(&app, relay).await;
+    // The parked session holds the one slot: a new session is refused...
+    let (status, body) = upgrade_status(&app, &app.token("alice")).await;
+    assert_eq!(status, 429, "{body}");
+    // ...but the resume takes it over.
+    let (_alice, resumed) =
+        Client::open_at(app.addr, &app.token("alice"), &format!("&resume={resume_token}")).await;
+    assert_eq!(resumed["resumed"], true);
+    eventually("the parked session's slot is freed", || async {
+        (app.state.caps.user_connections("alice") == 1).then_some(())
+    })
+    .await;
+}
