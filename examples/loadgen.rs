@@ -24,6 +24,8 @@
 
 #[path = "loadgen/common.rs"]
 mod common;
+#[path = "loadgen/decode.rs"]
+mod decode;
 #[path = "loadgen/editing.rs"]
 mod editing;
 #[path = "loadgen/fanout.rs"]

@@ -26,10 +26,11 @@ use yrs::{
 
 use crate::{
     common::{Common, connect_all},
+    decode::update_origin,
     procstat::{CpuMark, Proc, RssSampler},
     report::{Report, round2, samples},
     timing::{SendTable, Stats, Window, micros_of, now_us, record},
-    wire::{Client, Event, Protocol, update_origin},
+    wire::{Client, Event, Protocol},
 };
 
 /// Characters per edit; also the clock step between one client's edits.

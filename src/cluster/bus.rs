@@ -108,7 +108,7 @@ pub struct RedisBus {
     pub(crate) subscribed_at: Mutex<Option<std::time::Instant>>,
     /// This instance's claims of sessions parked elsewhere, waiting for
     /// their handover (see [`crate::cluster::resume`]).
-    pub(crate) claims: crate::cluster::resume::Claims,
+    pub(crate) claims: crate::cluster::claims::Claims,
 }
 
 /// The queue of events waiting for the publisher.

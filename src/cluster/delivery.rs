@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cluster::bus::{Bus, Envelope, RedisBus, RemoteEntry, Timing, beat, execute, publisher},
-    cluster::revoke::ControlEnvelope,
+    cluster::revoke::{Control, ControlEnvelope},
     model::{ids::DocumentId, presence::Presence},
     rooms::{documents::Documents, events::RoomEvent, hub::Hub, member::RemoteMember},
 };
@@ -193,6 +193,15 @@ async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken
             let Some(message) = message else { break };
             if message.get_channel_name() == control_channel {
                 match serde_json::from_slice::<ControlEnvelope>(message.get_payload_bytes()) {
+                    Ok(envelope) if *envelope.instance == *bus.instance_id => {}
+                    Ok(ControlEnvelope {
+                        instance,
+                        control: Control::Claim(claim),
+                    }) => crate::cluster::resume::hand_over(&state.hub, &bus, &instance, claim).await,
+                    Ok(ControlEnvelope {
+                        control: Control::Handover(handover),
+                        ..
+                    }) => crate::cluster::resume::handed_over(&bus, handover),
                     Ok(envelope) => {
                         crate::cluster::revoke::receive(&state.hub, &state.verifier, &bus, envelope).await;
                     }

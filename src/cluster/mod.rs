@@ -4,6 +4,7 @@
 //! instance their client reconnected to.
 
 pub mod bus;
+pub mod claims;
 pub mod delivery;
 pub mod resume;
 pub mod revoke;

@@ -7,25 +7,18 @@
 //! that every instance takes as a move, not a join) and sends the client a
 //! fresh `presence_list` per document: A's queued messages are not needed.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+pub use crate::cluster::claims::{Claim, Handover, Moved};
 use crate::{
     cluster::{
         bus::{Bus, RedisBus},
         revoke::{Control, publish},
     },
-    model::{
-        ids::DocumentId,
-        presence::{LeaveReason, Presence, SessionRecord},
-    },
+    model::presence::LeaveReason,
     rooms::{events::RoomEvent, hub::Hub},
 };
 
@@ -33,41 +26,6 @@ use crate::{
 /// parked task's own handover wait, so a session handed over is not lost
 /// to a claimant that already gave up (see [`handed_over`]).
 const CLAIM_WAIT: Duration = Duration::from_secs(3);
-
-/// A claim of the session parked under `token`, by `user_id`'s new socket.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claim {
-    pub request_id: Uuid,
-    pub token: String,
-    pub user_id: String,
-}
-
-/// A parked session, moved to the instance that claimed it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Handover {
-    pub request_id: Uuid,
-    pub to_instance: String,
-    pub record: SessionRecord,
-    /// Its presence in each document it was in.
-    pub documents: Vec<(DocumentId, Presence)>,
-}
-
-/// A session moved here: its record and documents.
-#[derive(Debug)]
-pub struct Moved {
-    pub record: SessionRecord,
-    pub documents: Vec<(DocumentId, Presence)>,
-}
-
-/// This instance's open claims, by request id.
-#[derive(Default)]
-pub(crate) struct Claims(Mutex<HashMap<Uuid, oneshot::Sender<Moved>>>);
-
-impl Claims {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Moved>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// Ask the other instances for the session parked under `token`; none
 /// without Redis, for a token no instance holds (or another user's), or if

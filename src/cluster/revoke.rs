@@ -42,9 +42,9 @@ pub enum Control {
     },
     /// A reconnecting client's resume token this instance does not know:
     /// whichever instance parked that session hands it over.
-    Claim(crate::cluster::resume::Claim),
+    Claim(crate::cluster::claims::Claim),
     /// The answer to a [`Control::Claim`], for `to_instance` only.
-    Handover(crate::cluster::resume::Handover),
+    Handover(crate::cluster::claims::Handover),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,10 +167,8 @@ pub(crate) async fn receive(hub: &Hub, verifier: &Verifier, redis: &RedisBus, en
                 crate::rooms::app_messages::direct_here(hub, &to_user_id, &event, &data, from);
             }
         }
-        Control::Claim(claim) => {
-            crate::cluster::resume::hand_over(hub, redis, &envelope.instance, claim).await;
-        }
-        Control::Handover(handover) => crate::cluster::resume::handed_over(redis, handover),
+        // Handled by `cluster::resume`, which `delivery` hands them to.
+        Control::Claim(_) | Control::Handover(_) => {}
         Control::Deny { entries } => {
             for entry in &entries {
                 verifier.deny_list().add(entry);

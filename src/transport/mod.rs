@@ -8,5 +8,6 @@ pub(crate) mod expiry;
 pub mod json;
 pub mod listener;
 pub mod read_loop;
+pub mod writer;
 pub mod ws;
 pub mod yjs;

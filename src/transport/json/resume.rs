@@ -24,8 +24,9 @@ use crate::{
     },
     state::AppState,
     transport::{
-        connection::{Connection, Peer, Sink, Stream, end_session},
+        connection::{Connection, Peer, Stream, end_session},
         read_loop::Exit,
+        writer::Sink,
     },
 };
 
