@@ -4,6 +4,8 @@
 
 pub mod awareness;
 pub mod craft;
+pub mod json;
 pub mod lib0;
+pub mod ops;
 pub mod sync;
 pub mod validate;

@@ -85,12 +85,25 @@ pub enum Relay {
 /// panic with overflow checks (`fuzz/regressions/multi_client_reload-delete-*`),
 /// a silently wrapped length without them.
 pub fn new_doc() -> Doc {
-    // The server never edits: its client id never appears in the document.
+    // The server never edits its live copy: this client id never appears in
+    // the document (server-made edits come from a scratch copy, `new_doc_as`).
+    Doc::with_options(doc_options())
+}
+
+/// A document like [`new_doc`] that edits as Yjs client `client_id`.
+pub fn new_doc_as(client_id: u64) -> Doc {
     Doc::with_options(Options {
+        client_id: ClientID::new(client_id),
+        ..doc_options()
+    })
+}
+
+fn doc_options() -> Options {
+    Options {
         skip_gc: false,
         offset_kind: OffsetKind::Utf16,
         ..Options::default()
-    })
+    }
 }
 
 thread_local! {
@@ -116,7 +129,7 @@ fn install_panic_filter() {
 }
 
 /// Run yrs on untrusted input, turning a panic into `None`.
-fn contained<T>(work: impl FnOnce() -> T) -> Option<T> {
+pub(crate) fn contained<T>(work: impl FnOnce() -> T) -> Option<T> {
     install_panic_filter();
     let was = CONTAINING.with(|flag| flag.replace(true));
     let result = catch_unwind(AssertUnwindSafe(work)).ok();

@@ -14,106 +14,19 @@ use poem_openapi::{
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 
 use crate::{
-    auth::Identity,
+    http::access::{
+        authorize, authorize_write, committed, doc_error, read_document, state_vector, with_document,
+    },
     http::error::{ApiError, json_error, render_error},
     http::upgrade::{client_ip, request_token, ws_upgrade, yjs_upgrade},
     http::views::*,
-    model::ids::DocumentId,
     model::presence::Presence,
     state::AppState,
     storage::durability::WriteHealth,
 };
 
-/// How long a REST update waits for its commit.
-const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 pub struct Api {
     pub state: AppState,
-}
-
-impl Api {
-    /// Run `work` on the document's room, loaded, keeping it from being unloaded meanwhile.
-    async fn with_document<T>(
-        &self,
-        document_id: &DocumentId,
-        work: impl AsyncFnOnce(&std::sync::Arc<crate::rooms::room::Room>) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        let hub = &self.state.hub;
-        let room = hub.begin_join(document_id);
-        let permit = if room.state().doc.is_none() {
-            let wait = self.state.rest_loads.acquire();
-            match tokio::time::timeout(crate::limits::REST_LOAD_WAIT, wait).await {
-                Ok(Ok(permit)) => Some(permit),
-                _ => {
-                    hub.abort_join(&room);
-                    return Err(ApiError::unavailable(
-                        "the server is busy loading documents; retry shortly",
-                    ));
-                }
-            }
-        } else {
-            None
-        };
-        let loaded = self.state.docs.ensure_loaded(&room).await;
-        drop(permit);
-        let result = match loaded {
-            Ok(()) => work(&room).await,
-            Err(error) => {
-                tracing::warn!(%document_id, error = format!("{:#}", anyhow::Error::from(error)), "document load failed");
-                Err(ApiError::unavailable(
-                    "the document could not be loaded; try again",
-                ))
-            }
-        };
-        hub.abort_join(&room);
-        result
-    }
-
-    /// [`Api::with_document`] for a read: a room nobody is in is dropped
-    /// right after, so reads do not pile up rooms until the grace period.
-    async fn read_document<T>(
-        &self,
-        document_id: &DocumentId,
-        work: impl AsyncFnOnce(&std::sync::Arc<crate::rooms::room::Room>) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        let result = self.with_document(document_id, work).await;
-        self.state.hub.release_if_idle(document_id);
-        result
-    }
-
-    async fn authorize(
-        &self,
-        auth: &BearerToken,
-        document_id: &str,
-    ) -> Result<(Identity, DocumentId), ApiError> {
-        let identity = auth.identity(&self.state).await?;
-        let document_id = parse_document_id(document_id)?;
-        if !identity.may_access(&document_id) {
-            return Err(ApiError::forbidden("this token may not open this document"));
-        }
-        Ok((identity, document_id))
-    }
-}
-
-/// Map a document error to its HTTP status.
-fn doc_error(error: crate::rooms::documents::DocError) -> ApiError {
-    use crate::rooms::documents::DocError;
-    match error {
-        DocError::Sync(e @ crate::crdt::sync::SyncError::ForeignClient(_)) => {
-            ApiError::forbidden(e.to_string())
-        }
-        DocError::Sync(e) => ApiError::bad_request("invalid_update", e.to_string()),
-        DocError::Awareness(e) => ApiError::bad_request("invalid_update", e.to_string()),
-        DocError::Busy => ApiError::unavailable("the server is busy persisting updates; retry shortly"),
-        DocError::Unavailable(e) => {
-            tracing::warn!(error = format!("{e:#}"), "document unavailable");
-            ApiError::unavailable("the document could not be loaded; try again")
-        }
-    }
-}
-
-fn parse_document_id(raw: &str) -> Result<DocumentId, ApiError> {
-    DocumentId::parse(raw).map_err(|e| ApiError::bad_request("invalid_document_id", e.0))
 }
 
 #[OpenApi]
@@ -125,11 +38,7 @@ impl Api {
         auth: BearerToken,
         document_id: Path<String>,
     ) -> Result<Json<DocumentPresenceResponse>, ApiError> {
-        let identity = auth.identity(&self.state).await?;
-        let document_id = parse_document_id(&document_id)?;
-        if !identity.may_access(&document_id) {
-            return Err(ApiError::forbidden("this token may not open this document"));
-        }
+        let (_, document_id) = authorize(&self.state, &auth, &document_id).await?;
         // The local room mirrors members on other instances; without one, ask Redis.
         let local = self
             .state
@@ -223,16 +132,15 @@ impl Api {
         auth: BearerToken,
         document_id: Path<String>,
     ) -> Result<Json<DocumentResponse>, ApiError> {
-        let (_, document_id) = self.authorize(&auth, &document_id).await?;
-        let (state, state_vector) = self
-            .read_document(&document_id, async |room| {
-                let mut guard = room.state();
-                let reloading = || ApiError::unavailable("the document is reloading; retry");
-                let full_state = guard.full_state().ok_or_else(reloading)?;
-                let doc = guard.doc.as_ref().ok_or_else(reloading)?;
-                Ok((full_state.to_vec(), crate::crdt::sync::state_vector(doc)))
-            })
-            .await?;
+        let (_, document_id) = authorize(&self.state, &auth, &document_id).await?;
+        let (state, state_vector) = read_document(&self.state, &document_id, async |room| {
+            let mut guard = room.state();
+            let reloading = || ApiError::unavailable("the document is reloading; retry");
+            let full_state = guard.full_state().ok_or_else(reloading)?;
+            let doc = guard.doc.as_ref().ok_or_else(reloading)?;
+            Ok((full_state.to_vec(), crate::crdt::sync::state_vector(doc)))
+        })
+        .await?;
         let updates_since_snapshot = self
             .state
             .store
@@ -256,12 +164,8 @@ impl Api {
         document_id: Path<String>,
         body: Json<UpdateRequest>,
     ) -> Result<Json<UpdateResponse>, ApiError> {
-        let (identity, document_id) = self.authorize(&auth, &document_id).await?;
-        if !identity.may_write() {
-            return Err(ApiError::forbidden(
-                "this token has the viewer role: document updates are refused",
-            ));
-        }
+        let (identity, document_id) =
+            authorize_write(&self.state, &auth, &document_id, "document updates").await?;
         let update =
             crate::protocol::json::decode_base64(&body.update, self.state.config.max_update_bytes, "update")
                 .map_err(|e| match e.code {
@@ -274,34 +178,22 @@ impl Api {
             connection_id: None,
             user_id: identity.user_id.clone(),
         };
-        let state_vector = self
-            .with_document(&document_id, async |room| {
-                let (done, committed) = tokio::sync::oneshot::channel();
-                self.state
-                    .docs
-                    .apply_update(
-                        room,
-                        &origin,
-                        update,
-                        crate::rooms::documents::Durable::Notify(done),
-                    )
-                    .map_err(doc_error)?;
-                let state_vector = {
-                    let guard = room.state();
-                    guard
-                        .doc
-                        .as_ref()
-                        .map(crate::crdt::sync::state_vector)
-                        .unwrap_or_default()
-                };
-                match tokio::time::timeout(DURABLE_WAIT, committed).await {
-                    Ok(Ok(())) => Ok(state_vector),
-                    _ => Err(ApiError::unavailable(
-                        "the update was applied but is not yet durable; retry",
-                    )),
-                }
-            })
-            .await?;
+        let state_vector = with_document(&self.state, &document_id, async |room| {
+            let (done, committed_rx) = tokio::sync::oneshot::channel();
+            self.state
+                .docs
+                .apply_update(
+                    room,
+                    &origin,
+                    update,
+                    crate::rooms::documents::Durable::Notify(done),
+                )
+                .map_err(doc_error)?;
+            let state_vector = state_vector(room);
+            committed(committed_rx).await?;
+            Ok(state_vector)
+        })
+        .await?;
         Ok(Json(UpdateResponse {
             document_id: document_id.to_string(),
             state_vector: BASE64.encode(state_vector),
@@ -316,17 +208,16 @@ impl Api {
         document_id: Path<String>,
         name: Path<String>,
     ) -> Result<poem_openapi::payload::PlainText<String>, ApiError> {
-        let (_, document_id) = self.authorize(&auth, &document_id).await?;
-        let text = self
-            .read_document(&document_id, async |room| {
-                let guard = room.state();
-                let doc = guard
-                    .doc
-                    .as_ref()
-                    .ok_or_else(|| ApiError::unavailable("the document is reloading; retry"))?;
-                Ok(crate::crdt::sync::text(doc, &name))
-            })
-            .await?;
+        let (_, document_id) = authorize(&self.state, &auth, &document_id).await?;
+        let text = read_document(&self.state, &document_id, async |room| {
+            let guard = room.state();
+            let doc = guard
+                .doc
+                .as_ref()
+                .ok_or_else(|| ApiError::unavailable("the document is reloading; retry"))?;
+            Ok(crate::crdt::sync::text(doc, &name))
+        })
+        .await?;
         text.map(poem_openapi::payload::PlainText)
             .ok_or_else(|| ApiError::not_found(format!("the document has no root text named {:?}", name.0)))
     }
@@ -464,6 +355,7 @@ pub fn routes(state: AppState) -> impl Endpoint {
             crate::http::admin::AdminApi { state: state.clone() },
             crate::http::dashboard::DashboardApi { state: state.clone() },
             crate::http::messages::MessagesApi { state: state.clone() },
+            crate::http::document_json::DocumentJsonApi { state: state.clone() },
         ),
         "tandem",
         env!("CARGO_PKG_VERSION"),

@@ -11,6 +11,9 @@ pub struct ErrorBody {
     pub error: String,
     /// A human-readable explanation.
     pub message: String,
+    /// For `invalid_op`: the index of the op that failed (0-based).
+    #[oai(skip_serializing_if_is_none)]
+    pub index: Option<u32>,
 }
 
 /// Errors a REST endpoint returns.
@@ -43,12 +46,20 @@ fn body(error: &str, message: impl Into<String>) -> Json<ErrorBody> {
     Json(ErrorBody {
         error: error.into(),
         message: message.into(),
+        index: None,
     })
 }
 
 impl ApiError {
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
         Self::BadRequest(body(code, message))
+    }
+
+    /// 400 `invalid_op`: the op at `index` is wrong; nothing was applied.
+    pub fn invalid_op(index: usize, message: impl Into<String>) -> Self {
+        let mut body = body("invalid_op", message);
+        body.0.index = Some(index as u32);
+        Self::BadRequest(body)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {

@@ -4,10 +4,12 @@
 //! ([`error`]), and the upgrade endpoints ([`upgrade`]); the per-client
 //! limits they enforce live in [`crate::limits`].
 
+pub mod access;
 pub mod admin;
 pub mod api;
 pub mod dashboard;
 pub mod demo;
+pub mod document_json;
 pub mod error;
 pub mod messages;
 pub mod metrics;

@@ -218,3 +218,34 @@ pub enum HealthResult {
     #[oai(status = 503)]
     Unavailable(Json<HealthResponse>),
 }
+
+/// A document as JSON, rendered as the npm `yjs` package renders it.
+#[derive(Debug, Clone, Object)]
+pub struct DocumentJsonResponse {
+    pub document_id: String,
+    /// The state vector of the state rendered, standard base64.
+    pub state_vector: String,
+    /// Each root by name: `Y.Map` -> object, `Y.Array` -> array, `Y.Text` ->
+    /// string, `Y.XmlFragment` -> its XML string; binaries as base64.
+    pub content: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// JSON writes, applied as one Yjs transaction.
+#[derive(Debug, Clone, Object)]
+pub struct OpsRequest {
+    /// `map_set`, `map_delete`, `array_insert`, `array_delete`,
+    /// `text_insert`, `text_delete` (see docs/protocol.md); at most 1000.
+    pub ops: Vec<serde_json::Value>,
+    /// Any value of the caller's, echoed in the answer.
+    pub id: Option<serde_json::Value>,
+}
+
+/// The result of applied, durable ops.
+#[derive(Debug, Clone, Object)]
+pub struct OpsResponse {
+    pub document_id: String,
+    /// The document's state vector after the ops, standard base64.
+    pub state_vector: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub id: Option<serde_json::Value>,
+}

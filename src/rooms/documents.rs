@@ -11,6 +11,9 @@ use uuid::Uuid;
 
 use tokio::sync::oneshot;
 
+mod edits;
+pub use edits::EditError;
+
 use crate::{
     crdt::{
         awareness::{self, AwarenessError},

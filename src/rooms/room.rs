@@ -443,6 +443,9 @@ pub struct Room {
     pub log: Arc<crate::model::log::LogCounters>,
     /// The mirror of members on other instances was seeded from Redis.
     pub remote_seeded: AtomicBool,
+    /// Edits the server builds itself (REST ops, restores), one at a time,
+    /// with the Yjs client id minted for each user (see `documents::edits`).
+    pub server_edits: tokio::sync::Mutex<std::collections::HashMap<Arc<str>, u64>>,
 }
 
 impl Room {
@@ -454,6 +457,7 @@ impl Room {
             load_lock: tokio::sync::Mutex::new(()),
             log: Default::default(),
             remote_seeded: AtomicBool::new(false),
+            server_edits: Default::default(),
         }
     }
 

@@ -261,6 +261,39 @@ impl Branch {
         }
     }
 
+    /// tandem patch: what this branch's items hold, deleted ones included.
+    /// A root decoded from an update has no type (`TypeRef::Undefined`):
+    /// Yjs updates do not say whether a root is a map, an array, a text or
+    /// an XML fragment, so a reader that must render it tells the kind from
+    /// its content. See vendor/README.md.
+    pub fn content_summary(&self) -> ContentSummary {
+        let mut summary = ContentSummary {
+            map_entries: self.map.len(),
+            ..ContentSummary::default()
+        };
+        let mut next = self.start;
+        while let Some(item) = next {
+            match &item.content {
+                ItemContent::String(_) => summary.strings = true,
+                ItemContent::Format(_, _) => summary.formats = true,
+                ItemContent::Embed(_) => summary.embeds = true,
+                ItemContent::Deleted(_) => summary.deleted = true,
+                ItemContent::Type(branch) => match branch.type_ref {
+                    TypeRef::XmlElement(_) | TypeRef::XmlText | TypeRef::XmlHook => {
+                        summary.xml_nodes = true
+                    }
+                    _ => summary.values = true,
+                },
+                ItemContent::Any(_)
+                | ItemContent::Binary(_)
+                | ItemContent::JSON(_)
+                | ItemContent::Doc(_, _) => summary.values = true,
+            }
+            next = item.right;
+        }
+        summary
+    }
+
     /// Returns an identifier of an underlying complex data type (eg. is it an Array or a Map).
     pub fn type_ref(&self) -> &TypeRef {
         &self.type_ref
@@ -894,4 +927,23 @@ impl std::fmt::Debug for BranchID {
             BranchID::Root(name) => write!(f, "'{}'", name),
         }
     }
+}
+
+/// tandem patch: the kinds of content a branch holds (see [`Branch::content_summary`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContentSummary {
+    /// Keys of the map component, deleted values included.
+    pub map_entries: usize,
+    /// Text chunks (what only `Y.Text` and `Y.XmlText` insert).
+    pub strings: bool,
+    /// Formatting marks (only text types).
+    pub formats: bool,
+    /// Embedded values (only text types).
+    pub embeds: bool,
+    /// XML elements or XML text nodes (children of XML types).
+    pub xml_nodes: bool,
+    /// Array values: JSON-like values, binaries, subdocuments, other shared types.
+    pub values: bool,
+    /// Items whose content was deleted (and garbage collected): kind unknown.
+    pub deleted: bool,
 }
