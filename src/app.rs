@@ -68,12 +68,23 @@ impl Application {
             .await
             .with_context(|| format!("bind {}", config.bind))?;
         let local_addr = listener.local_addr()?;
-        let writer = Arc::new(WriteBehind::new(db.clone()));
+        let hooks = (!config.webhook_urls.is_empty()).then(|| crate::storage::webhooks::Hooks {
+            targets: config.webhook_urls.clone(),
+            debounce: config.webhook_debounce,
+        });
+        let writer = Arc::new(WriteBehind::new(db.clone()).with_hooks(hooks.clone()));
         let stop = CancellationToken::new();
         let background = TaskTracker::new();
         let background_stop = CancellationToken::new();
         let writes = Arc::new(Writes::new(&config.database_url, &instance_id, &db));
-        let store = DocumentStore::new(db.clone(), writes);
+        let auto_version_after = (!config.auto_version_after.is_zero()).then_some(config.auto_version_after);
+        let store = DocumentStore::new(db.clone(), writes).with_history(
+            crate::storage::document_log::HistoryPolicy {
+                keep_versions: config.keep_versions,
+                version_on_compaction: auto_version_after.is_some(),
+                hooks: hooks.clone(),
+            },
+        );
         let (persister, persister_task) = crate::storage::persister::persister(
             store.clone(),
             PERSIST_QUEUE,
@@ -93,11 +104,14 @@ impl Application {
             store: store.clone(),
             persister,
         });
-        let docs = Arc::new(Documents::new(
-            log,
-            config.max_pending_update_bytes,
-            cluster.clone(),
-        ));
+        let docs = Arc::new(
+            Documents::new(log, config.max_pending_update_bytes, cluster.clone()).with_history(
+                crate::rooms::documents::History {
+                    auto_version_after,
+                    state_vectors: hooks.is_some(),
+                },
+            ),
+        );
         let caps = Arc::new(crate::limits::ConnectionCaps::new(
             config.max_connections_per_ip,
             config.max_connections_per_user,
@@ -259,6 +273,18 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
                 }
             }
         });
+    }
+    if let (false, Some(secret)) = (
+        state.config.webhook_urls.is_empty(),
+        state.config.webhook_secret.clone(),
+    ) {
+        let deliverer = crate::webhooks::Deliverer::new(
+            state.db.clone(),
+            secret,
+            state.instance_id.clone(),
+            state.config.webhook_max_age,
+        );
+        tracker.spawn(deliverer.run(stop.clone()));
     }
     if let Some(tick) = state.hub.presence_tick() {
         // The trailing edge of --presence-max-hz.

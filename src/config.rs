@@ -156,6 +156,39 @@ pub struct Config {
     #[arg(long, env = "TANDEM_RESUME_BUFFER", default_value_t = 1024, global = true)]
     pub resume_buffer: usize,
 
+    /// The first edit after this much quiet time saves the document as it was
+    /// first (an automatic version); every compaction saves one too. 0 turns
+    /// automatic versions off.
+    #[arg(long, env = "TANDEM_AUTO_VERSION_AFTER", default_value = "10m", value_parser = humantime::parse_duration, global = true)]
+    pub auto_version_after: Duration,
+
+    /// Automatic versions kept per document; older ones are pruned. Labelled
+    /// versions (created through the API) are always kept.
+    #[arg(long, env = "TANDEM_KEEP_VERSIONS", default_value_t = 100, global = true)]
+    pub keep_versions: u64,
+
+    /// Where webhook events are POSTed (repeatable; comma-separated in the env var).
+    #[arg(
+        long = "webhook-url",
+        env = "TANDEM_WEBHOOK_URL",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub webhook_urls: Vec<String>,
+
+    /// The HMAC-SHA256 key of the `Tandem-Signature` header. Required with --webhook-url.
+    #[arg(long, env = "TANDEM_WEBHOOK_SECRET", hide_env_values = true, global = true)]
+    pub webhook_secret: Option<Secret>,
+
+    /// `document.updated` is sent at most once per document per this.
+    #[arg(long, env = "TANDEM_WEBHOOK_DEBOUNCE", default_value = "2s", value_parser = humantime::parse_duration, global = true)]
+    pub webhook_debounce: Duration,
+
+    /// A delivery that keeps failing is retried (exponential backoff) for this
+    /// long after its event, then marked failed.
+    #[arg(long, env = "TANDEM_WEBHOOK_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
+    pub webhook_max_age: Duration,
+
     /// How often the stale-session sweep runs.
     #[arg(long, env = "TANDEM_CLEANUP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub cleanup_interval: Duration,
@@ -335,6 +368,10 @@ pub enum ConfigError {
     TtlShorterThanHeartbeat { ttl: Duration, heartbeat: Duration },
     #[error("--demo mints HS256 tokens: set TANDEM_JWT_SECRET next to the JWKS URL")]
     DemoWithoutSecret,
+    #[error("--webhook-url {0:?} is not an http:// or https:// URL with a host")]
+    BadWebhookUrl(String),
+    #[error("--webhook-url needs --webhook-secret (TANDEM_WEBHOOK_SECRET): every delivery is signed")]
+    WebhookWithoutSecret,
 }
 
 impl Default for Config {
@@ -357,6 +394,8 @@ impl Config {
             jwt_audience: None,
             redis_url: None,
             instance_id: None,
+            webhook_urls: Vec::new(),
+            webhook_secret: None,
             ..Self::default()
         }
     }
@@ -404,6 +443,18 @@ impl Config {
         }
         if self.rest_rate_limit_per_second == 0 || self.rest_rate_limit_burst == 0 {
             return Err(ConfigError::Zero("REST rate limit"));
+        }
+        for url in &self.webhook_urls {
+            let parsed = reqwest::Url::parse(url).ok();
+            let valid = parsed
+                .as_ref()
+                .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if !valid || url.len() > 2048 {
+                return Err(ConfigError::BadWebhookUrl(url.clone()));
+            }
+        }
+        if !self.webhook_urls.is_empty() && self.webhook_secret.is_none() {
+            return Err(ConfigError::WebhookWithoutSecret);
         }
         if self.session_ttl <= self.heartbeat_interval {
             return Err(ConfigError::TtlShorterThanHeartbeat {

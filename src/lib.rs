@@ -10,6 +10,7 @@
 //! - [`rooms`]: members, presence and fan-out, the hub of rooms, document operations.
 //! - [`storage`]: every SQL statement: the document log, write-behind rows, cleanup, durability checks.
 //! - [`cluster`]: the Redis bus between instances.
+//! - [`webhooks`]: signed, at-least-once delivery of the webhook outbox.
 //! - [`transport`]: the WebSocket upgrade and frames, one connection lifecycle, the JSON and y-websocket handlers.
 //! - [`http`]: REST (poem-openapi), the upgrade endpoints, limits, JSON errors.
 //! - [`app`]: build, run, graceful shutdown; [`config`]: the typed configuration; [`cli`]: the other subcommands.
@@ -28,6 +29,7 @@ pub mod rooms;
 pub mod state;
 pub mod storage;
 pub mod transport;
+pub mod webhooks;
 
 pub use app::Application;
 pub use config::Config;

@@ -8,6 +8,8 @@ mod m20261125_000001_create_health_probes;
 mod m20261125_000002_create_document_authors;
 mod m20261125_000003_create_api_keys;
 mod m20261207_000001_add_resumed_count;
+mod m20261207_000002_create_document_versions;
+mod m20261207_000003_create_webhook_outbox;
 
 pub struct Migrator;
 
@@ -21,6 +23,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_create_document_authors::Migration),
             Box::new(m20261125_000003_create_api_keys::Migration),
             Box::new(m20261207_000001_add_resumed_count::Migration),
+            Box::new(m20261207_000002_create_document_versions::Migration),
+            Box::new(m20261207_000003_create_webhook_outbox::Migration),
         ]
     }
 }

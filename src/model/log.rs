@@ -9,7 +9,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -24,6 +24,8 @@ pub struct StoredDocument {
     pub authors: Vec<(u64, String)>,
     /// Bytes of `updates`.
     pub update_bytes: u64,
+    /// When the document was last written (unix milliseconds), if ever.
+    pub last_edit_ms: Option<i64>,
 }
 
 /// One document's standing with the log, shared by its room and the writer.
@@ -37,6 +39,10 @@ pub struct LogCounters {
     pub stored_bytes: AtomicU64,
     /// A compaction of this document is running.
     pub compacting: AtomicBool,
+    /// When the document was last edited, here or on another instance (unix
+    /// milliseconds; 0: never). The first edit after `--auto-version-after`
+    /// of quiet saves a version first.
+    pub last_edit_ms: AtomicI64,
 }
 
 impl LogCounters {
@@ -66,8 +72,28 @@ pub struct LogWrite {
     /// Yjs client ids this update claimed for its author.
     pub authors: Vec<(u64, Arc<str>)>,
     pub counters: Arc<LogCounters>,
+    /// The user the update is attributed to.
+    pub editor: Arc<str>,
+    /// The document as it was before this update, when the update ends a
+    /// quiet period: stored as an automatic version in the same transaction.
+    pub version_before: Option<PriorState>,
+    /// The document's state vector after this update, when webhooks report it.
+    pub state_vector_after: Option<Vec<u8>>,
     /// Told what becomes of the write; called from the writer's task.
     pub notify: Box<dyn FnMut(WriteEvent) + Send>,
+}
+
+/// A whole document at one moment, to keep as a version.
+#[derive(Debug, Clone)]
+pub struct PriorState {
+    /// The whole document as one Yjs v1 update.
+    pub state: bytes::Bytes,
+    pub state_vector: Vec<u8>,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// A place in the log's write queue, taken before an update is applied so

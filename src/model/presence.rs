@@ -111,6 +111,20 @@ pub enum EditingStopReason {
 pub trait PresenceSink: Send + Sync {
     /// The latest state of a member's presence row; `urgent` flushes at once.
     fn presence(&self, document_id: &DocumentId, presence: &Presence, is_active: bool, urgent: bool);
+
+    /// A member joined or left (webhooks): written with its presence row.
+    fn presence_event(&self, document_id: &DocumentId, presence: &Presence, change: PresenceEvent) {
+        let _ = (document_id, presence, change);
+    }
+}
+
+/// A join or a leave, as webhooks report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceEvent {
+    /// `first_device`: the user had no other device in the document.
+    Joined { first_device: bool },
+    /// `last_device`: the user has no other device left in it.
+    Left { last_device: bool, reason: LeaveReason },
 }
 
 /// A fresh presence for `user` on a new connection (tests of the layers

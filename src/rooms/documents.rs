@@ -122,6 +122,17 @@ pub struct Documents {
     max_pending_bytes: usize,
     /// Updates and awareness go to other instances too.
     cluster: Arc<dyn Publish>,
+    history: History,
+}
+
+/// What the log keeps besides updates.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct History {
+    /// The first edit after this much quiet saves the document as it was
+    /// first (`--auto-version-after`); `None`: never.
+    pub auto_version_after: Option<Duration>,
+    /// Each write carries the state vector after it (webhooks report it).
+    pub state_vectors: bool,
 }
 
 fn not_loaded() -> DocError {
@@ -134,7 +145,14 @@ impl Documents {
             log,
             max_pending_bytes,
             cluster,
+            history: History::default(),
         }
+    }
+
+    /// Keep versions and state vectors as `history` says.
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = history;
+        self
     }
 
     /// Load the room's document from storage unless it is in memory. Callers
@@ -170,6 +188,9 @@ impl Documents {
             tracing::error!(document_id = %room.id, skipped, "stored updates that do not decode were skipped");
         }
         room.log.stored_updates.store(count, Ordering::Relaxed);
+        room.log
+            .last_edit_ms
+            .fetch_max(stored.last_edit_ms.unwrap_or(0), Ordering::Relaxed);
         room.log.stored_bytes.store(bytes, Ordering::Relaxed);
         let mut state = room.state();
         state.restore_authors(authors);
@@ -206,6 +227,7 @@ impl Documents {
         // A place in the durable queue first: nothing is applied that cannot be stored.
         let slot = self.log.try_reserve().ok_or(DocError::Busy)?;
         let mut state = room.state();
+        let version_before = self.quiet_period_ended(room, &mut state);
         let Some(outcome) = state.apply_update_as(&update, self.max_pending_bytes, &origin.user_id, true)
         else {
             return Err(DocError::Unavailable(anyhow::anyhow!("document not loaded")));
@@ -238,6 +260,13 @@ impl Documents {
             state.fan_out(&room.id, event, origin.connection_id);
         }
         room.log.unpersisted.fetch_add(1, Ordering::AcqRel);
+        room.log
+            .last_edit_ms
+            .store(crate::model::log::now_ms(), Ordering::Relaxed);
+        let state_vector_after = match (self.history.state_vectors, state.doc.as_ref()) {
+            (true, Some(doc)) => Some(sync::state_vector(doc)),
+            _ => None,
+        };
         self.cluster.publish(
             &room.id,
             crate::rooms::events::update_event(&update, &origin.user_id),
@@ -250,9 +279,33 @@ impl Documents {
                 .map(|client| (client, origin.user_id.clone()))
                 .collect(),
             counters: room.log.clone(),
+            editor: origin.user_id.clone(),
+            version_before,
+            state_vector_after,
             notify: durable.into_notify(),
         });
         Ok(applied)
+    }
+
+    /// The document as it is now, if an edit now ends a quiet period of
+    /// `--auto-version-after` (called with the room locked, before the edit).
+    fn quiet_period_ended(
+        &self,
+        room: &Room,
+        state: &mut crate::rooms::room::RoomState,
+    ) -> Option<crate::model::log::PriorState> {
+        let after = self.history.auto_version_after?;
+        let last = room.log.last_edit_ms.load(Ordering::Relaxed);
+        let quiet = crate::model::log::now_ms().saturating_sub(last);
+        // 0: never edited, nothing to keep.
+        if last == 0 || quiet < after.as_millis() as i64 {
+            return None;
+        }
+        let state_vector = sync::state_vector(state.doc.as_ref()?);
+        Some(crate::model::log::PriorState {
+            state: state.full_state()?,
+            state_vector,
+        })
     }
 
     /// The document's state vector (sync step 1), if it is loaded.
@@ -313,6 +366,9 @@ impl Documents {
         };
         match outcome {
             Ok((applied, _)) if !applied.empty => {
+                room.log
+                    .last_edit_ms
+                    .store(crate::model::log::now_ms(), Ordering::Relaxed);
                 if let Some(relay) = relay_bytes(&applied.relay, &update) {
                     let event = DocEvent::Update {
                         update: relay,

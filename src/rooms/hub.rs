@@ -22,7 +22,7 @@ use crate::{
     model::ids::DocumentId,
     model::ids::MessageId,
     model::presence::LeaveReason,
-    model::presence::{Presence, PresenceSink},
+    model::presence::{Presence, PresenceEvent, PresenceSink},
     model::revocation::{Credential, DenyEntry, DenyList, Revocation},
     rooms::events::{Publish, RemoteChange, RoomEvent},
     rooms::{
@@ -301,9 +301,15 @@ impl Hub {
                 yjs,
             },
         );
-        let list = room.state().join(&room.id, member, id);
+        let (list, first_device) = {
+            let mut state = room.state();
+            let first_device = state.devices_of(&joined.user_id) == 0;
+            (state.join(&room.id, member, id), first_device)
+        };
         room.end_join();
         self.presence_rows.presence(&room.id, &joined, true, true);
+        self.presence_rows
+            .presence_event(&room.id, &joined, PresenceEvent::Joined { first_device });
         list
     }
 
@@ -330,7 +336,12 @@ impl Hub {
 
     /// Remove a member from a room and record it; returns its last presence.
     pub fn leave(&self, room: &Room, connection_id: Uuid, reason: LeaveReason) -> Option<Presence> {
-        let member = room.state().leave(&room.id, connection_id, reason)?;
+        let (member, last_device) = {
+            let mut state = room.state();
+            let member = state.leave(&room.id, connection_id, reason)?;
+            let last_device = state.devices_of(&member.presence.user_id) == 0;
+            (member, last_device)
+        };
         let mut presence = member.presence;
         presence.last_seen_at = Utc::now();
         self.cluster.publish(
@@ -342,6 +353,8 @@ impl Hub {
             },
         );
         self.presence_rows.presence(&room.id, &presence, false, true);
+        self.presence_rows
+            .presence_event(&room.id, &presence, PresenceEvent::Left { last_device, reason });
         Some(presence)
     }
 

@@ -16,9 +16,18 @@ use sea_orm::{
     sea_query::{Expr, OnConflict},
 };
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::{
-    model::{ids::DocumentId, log::StoredDocument},
-    storage::durability::Writes,
+    model::{
+        ids::DocumentId,
+        log::{PriorState, StoredDocument},
+    },
+    storage::{
+        durability::Writes,
+        versions::{self, NewVersion},
+        webhooks::{self, Hooks},
+    },
 };
 
 /// Rows per INSERT statement.
@@ -42,11 +51,39 @@ pub struct DocumentStore {
     db: DatabaseConnection,
     /// Where appends are committed, and whether that works.
     pub writes: Arc<Writes>,
+    pub history: Arc<HistoryPolicy>,
+}
+
+/// What is kept besides the log: versions, and webhook events.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryPolicy {
+    /// Automatic versions kept per document (`--keep-versions`).
+    pub keep_versions: u64,
+    /// Compactions save a version first.
+    pub version_on_compaction: bool,
+    pub hooks: Option<Hooks>,
 }
 
 impl DocumentStore {
     pub fn new(db: DatabaseConnection, writes: Arc<Writes>) -> Self {
-        Self { db, writes }
+        Self {
+            db,
+            writes,
+            history: Arc::new(HistoryPolicy {
+                keep_versions: 100,
+                ..HistoryPolicy::default()
+            }),
+        }
+    }
+
+    pub fn with_history(mut self, history: HistoryPolicy) -> Self {
+        self.history = Arc::new(history);
+        self
+    }
+
+    /// The database, for the versions API.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
     }
 
     #[tracing::instrument(skip(self), fields(document_id = %document_id))]
@@ -55,15 +92,22 @@ impl DocumentStore {
             .one(&self.db)
             .await
             .context("read snapshot")?;
-        let updates: Vec<Vec<u8>> = document_updates::Entity::find()
+        let rows: Vec<(Vec<u8>, chrono::DateTime<Utc>)> = document_updates::Entity::find()
             .select_only()
             .column(document_updates::Column::Update)
+            .column(document_updates::Column::CreatedAt)
             .filter(document_updates::Column::DocumentId.eq(document_id.as_str()))
             .order_by_asc(document_updates::Column::Seq)
             .into_tuple()
             .all(&self.db)
             .await
             .context("read updates")?;
+        let last_edit_ms = rows
+            .iter()
+            .map(|(_, at)| at.timestamp_millis())
+            .max()
+            .or_else(|| snapshot.as_ref().map(|s| s.updated_at.timestamp_millis()));
+        let updates: Vec<Vec<u8>> = rows.into_iter().map(|(update, _)| update).collect();
         let update_bytes = updates.iter().map(|u| u.len() as u64).sum();
         let authors: Vec<(i64, String)> = document_authors::Entity::find()
             .select_only()
@@ -78,6 +122,7 @@ impl DocumentStore {
             snapshot: snapshot.map(|s| s.state),
             updates,
             update_bytes,
+            last_edit_ms,
             authors: authors
                 .into_iter()
                 .map(|(client, user)| (client as u64, user))
@@ -88,7 +133,10 @@ impl DocumentStore {
     /// Append updates (of any documents) in one transaction, on the write
     /// connection: `Ok` only once the commit reached the database.
     pub async fn append(&self, batch: &Batch) -> anyhow::Result<()> {
-        self.writes.write(async |db| append_on(db, batch).await).await
+        let history = &self.history;
+        self.writes
+            .write(async |db| append_on(db, batch, history).await)
+            .await
     }
 
     /// Number of update rows not yet folded into the snapshot.
@@ -132,10 +180,12 @@ impl DocumentStore {
         let updates: Vec<Vec<u8>> = rows.iter().map(|(_, u)| u.clone()).collect();
         let merged = tokio::task::spawn_blocking(move || {
             let (doc, skipped) = crate::crdt::sync::load(previous.as_deref(), updates);
-            (crate::crdt::sync::snapshot(&doc), skipped)
+            let state_vector = crate::crdt::sync::state_vector(&doc);
+            (crate::crdt::sync::snapshot(&doc), skipped, state_vector)
         })
         .await
         .context("merge updates")?;
+        let state_vector = merged.2;
         let merged = (
             merged
                 .0
@@ -150,6 +200,20 @@ impl DocumentStore {
         }
         let now = Utc::now();
         let txn = self.db.begin().await.context("begin compaction")?;
+        if self.history.version_on_compaction {
+            // The document as compacted, kept as an automatic version in
+            // the compaction's transaction.
+            let version = NewVersion {
+                document_id,
+                label: None,
+                automatic: true,
+                created_by: "tandem",
+                state: merged.0.clone(),
+                state_vector,
+            };
+            let history = &self.history;
+            versions::save(&txn, version, history.keep_versions, history.hooks.as_ref()).await?;
+        }
         match snapshot {
             Some(old) => {
                 let result = document_snapshots::Entity::update_many()
@@ -203,7 +267,7 @@ impl DocumentStore {
 }
 
 /// One transaction of inserts, committed.
-async fn append_on(db: &DatabaseConnection, batch: &Batch) -> anyhow::Result<()> {
+async fn append_on(db: &DatabaseConnection, batch: &Batch, history: &HistoryPolicy) -> anyhow::Result<()> {
     let now = Utc::now();
     let txn = db.begin().await.context("begin update batch")?;
     for chunk in batch.updates.chunks(ROWS_PER_STATEMENT) {
@@ -245,6 +309,24 @@ async fn append_on(db: &DatabaseConnection, batch: &Batch) -> anyhow::Result<()>
             .await
             .context("insert client id authors")?;
     }
+    // Versions of the state before an edit that ended a quiet period: in the
+    // edit's transaction, so a version exists exactly when its edit does.
+    for (document_id, editor, prior) in &batch.versions {
+        let version = NewVersion {
+            document_id,
+            label: None,
+            automatic: true,
+            created_by: editor,
+            state: prior.state.to_vec(),
+            state_vector: prior.state_vector.clone(),
+        };
+        versions::save(&txn, version, history.keep_versions, history.hooks.as_ref()).await?;
+    }
+    if let Some(hooks) = &history.hooks {
+        for (document_id, (editors, state_vector)) in &batch.edits {
+            webhooks::document_edited(&txn, hooks, document_id, editors, state_vector.as_deref()).await?;
+        }
+    }
     txn.commit().await.context("commit update batch")?;
     Ok(())
 }
@@ -255,4 +337,8 @@ pub struct Batch {
     /// (document, Yjs client id, user): written in the same transaction as
     /// the updates, so a claim is exactly as durable as the items it covers.
     pub authors: Vec<(DocumentId, u64, Arc<str>)>,
+    /// Automatic versions: (document, the editor whose edit ended the quiet, the state before it).
+    pub versions: Vec<(DocumentId, Arc<str>, PriorState)>,
+    /// Per document: who edited in this batch, and the state vector after its last update.
+    pub edits: BTreeMap<DocumentId, (BTreeSet<Arc<str>>, Option<Vec<u8>>)>,
 }

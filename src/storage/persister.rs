@@ -12,6 +12,7 @@
 //! starts compactions when a document's log has grown past the policy.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -228,6 +229,22 @@ fn rows_of(batch: &[Queued]) -> Batch {
                     .map(|(client, user)| (q.write.document_id.clone(), *client, user.clone()))
             })
             .collect(),
+        versions: batch
+            .iter()
+            .filter_map(|q| {
+                let prior = q.write.version_before.clone()?;
+                Some((q.write.document_id.clone(), q.write.editor.clone(), prior))
+            })
+            .collect(),
+        edits: batch.iter().fold(BTreeMap::new(), |mut edits, q| {
+            let entry: &mut (BTreeSet<Arc<str>>, Option<Vec<u8>>) =
+                edits.entry(q.write.document_id.clone()).or_default();
+            entry.0.insert(q.write.editor.clone());
+            if q.write.state_vector_after.is_some() {
+                entry.1.clone_from(&q.write.state_vector_after);
+            }
+            edits
+        }),
     }
 }
 

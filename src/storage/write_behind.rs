@@ -21,8 +21,9 @@ use tokio::sync::{Notify, watch};
 
 use crate::model::{
     ids::DocumentId,
-    presence::{Cursor, Presence, PresenceSink, SessionRecord},
+    presence::{Cursor, Presence, PresenceEvent, PresenceSink, SessionRecord},
 };
+use crate::storage::webhooks::{Event, Hooks};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -34,6 +35,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 struct Pending {
     sessions: HashMap<Uuid, user_sessions::Model>,
     presence: HashMap<(String, Uuid), document_presence::Model>,
+    /// Webhook events of the changes above, written in the same transaction.
+    events: Vec<Event>,
     /// Increases with every change; a flush covers all changes up to the
     /// generation it took.
     generation: u64,
@@ -46,6 +49,8 @@ pub struct WriteBehind {
     pending: Mutex<Pending>,
     wake: Notify,
     flushed: watch::Sender<u64>,
+    /// Webhook targets; `None`: no events are recorded.
+    hooks: Option<Hooks>,
 }
 
 impl WriteBehind {
@@ -55,7 +60,41 @@ impl WriteBehind {
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
             flushed: watch::Sender::new(0),
+            hooks: None,
         }
+    }
+
+    /// Record webhook events for `hooks` with the rows.
+    pub fn with_hooks(mut self, hooks: Option<Hooks>) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Queue a webhook event with the rows of its change (urgent).
+    pub fn event(&self, event: Event) {
+        if self.hooks.is_some() {
+            self.with_pending(true, |pending| pending.events.push(event));
+        }
+    }
+
+    /// The end of a session, with its `session.ended` event.
+    pub fn session_ended(&self, row: user_sessions::Model, reason: Option<&str>) {
+        let event = self.hooks.is_some().then(|| {
+            Event::user(
+                "session.ended",
+                &row.user_id,
+                serde_json::json!({
+                    "user_id": row.user_id,
+                    "session_id": row.id.to_string(),
+                    "device_type": row.device_type,
+                    "reason": reason,
+                }),
+            )
+        });
+        self.with_pending(true, |pending| {
+            pending.sessions.insert(row.id, row);
+            pending.events.extend(event);
+        });
     }
 
     fn with_pending(&self, urgent: bool, change: impl FnOnce(&mut Pending)) -> u64 {
@@ -97,7 +136,7 @@ impl WriteBehind {
     /// Rows waiting to be written (for stats and tests).
     pub fn backlog(&self) -> usize {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.sessions.len() + pending.presence.len()
+        pending.sessions.len() + pending.presence.len() + pending.events.len()
     }
 
     /// Flush on every interval and whenever something urgent arrives, until
@@ -163,20 +202,21 @@ impl WriteBehind {
 
     /// Write everything pending in one transaction.
     pub async fn flush(&self) -> anyhow::Result<()> {
-        let (sessions, presence, generation) = {
+        let (sessions, presence, events, generation) = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.urgent = false;
             (
                 std::mem::take(&mut pending.sessions),
                 std::mem::take(&mut pending.presence),
+                std::mem::take(&mut pending.events),
                 pending.generation,
             )
         };
-        if sessions.is_empty() && presence.is_empty() {
+        if sessions.is_empty() && presence.is_empty() && events.is_empty() {
             self.flushed.send_replace(generation);
             return Ok(());
         }
-        match self.write(&sessions, &presence).await {
+        match self.write(&sessions, &presence, &events).await {
             Ok(()) => {
                 metrics::counter!("tandem_presence_rows_written_total").increment(presence.len() as u64);
                 metrics::counter!("tandem_session_rows_written_total").increment(sessions.len() as u64);
@@ -192,6 +232,9 @@ impl WriteBehind {
                 for (key, row) in presence {
                     pending.presence.entry(key).or_insert(row);
                 }
+                // Events keep their order: the failed ones go first.
+                let newer = std::mem::replace(&mut pending.events, events);
+                pending.events.extend(newer);
                 Err(error)
             }
         }
@@ -201,6 +244,7 @@ impl WriteBehind {
         &self,
         sessions: &HashMap<Uuid, user_sessions::Model>,
         presence: &HashMap<(String, Uuid), document_presence::Model>,
+        events: &[Event],
     ) -> anyhow::Result<()> {
         use document_presence::Column as P;
         use user_sessions::Column as S;
@@ -259,6 +303,9 @@ impl WriteBehind {
                 .exec_without_returning(&txn)
                 .await
                 .context("upsert document_presence")?;
+        }
+        if let Some(hooks) = &self.hooks {
+            crate::storage::webhooks::enqueue_all(&txn, hooks, events).await?;
         }
         txn.commit().await.context("commit presence flush")?;
         Ok(())
@@ -325,6 +372,42 @@ pub fn session_row(record: &SessionRecord) -> user_sessions::Model {
 impl PresenceSink for WriteBehind {
     fn presence(&self, document_id: &DocumentId, presence: &Presence, is_active: bool, urgent: bool) {
         WriteBehind::presence(self, presence_row(presence, document_id, is_active), urgent);
+    }
+
+    fn presence_event(&self, document_id: &DocumentId, presence: &Presence, change: PresenceEvent) {
+        if self.hooks.is_none() {
+            return;
+        }
+        let mut data = serde_json::json!({
+            "document_id": document_id.as_str(),
+            "user_id": &*presence.user_id,
+            "session_id": presence.session_id.to_string(),
+            "connection_id": presence.connection_id.to_string(),
+            "device_type": presence.device_type.as_str(),
+        });
+        let kind = match change {
+            PresenceEvent::Joined { first_device } => {
+                data["first_device"] = first_device.into();
+                "presence.joined"
+            }
+            PresenceEvent::Left { last_device, reason } => {
+                data["last_device"] = last_device.into();
+                data["reason"] = serde_json::to_value(reason).unwrap_or_default();
+                "presence.left"
+            }
+        };
+        // With the member's presence row, so both land in one commit.
+        let row = presence_row(
+            presence,
+            document_id,
+            matches!(change, PresenceEvent::Joined { .. }),
+        );
+        self.with_pending(true, |pending| {
+            pending
+                .presence
+                .insert((row.document_id.clone(), row.session_id), row);
+            pending.events.push(Event::document(kind, document_id, data));
+        });
     }
 }
 

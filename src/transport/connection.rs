@@ -375,7 +375,9 @@ pub(crate) fn end_session(state: &AppState, mut record: SessionRecord, close: Op
     record.current_document_id = None;
     record.last_seen_at = now;
     record.disconnected_at = Some(now);
-    state.writer.session(session_row(&record), true);
+    // A client's own close (or a dropped socket) has no server close code.
+    let reason = Some(close.map_or("closed", |close| close.reason()));
+    state.writer.session_ended(session_row(&record), reason);
     state.hub.unregister(record.session_id);
     tracing::info!(session_id = %record.session_id, ?close, "session closed");
     let code = close.map_or_else(|| "none".to_owned(), |close| close.code().to_string());
