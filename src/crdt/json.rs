@@ -159,7 +159,7 @@ pub fn branch_of(out: &Out) -> Option<BranchPtr> {
 }
 
 /// The branch of any shared type reference.
-fn ptr(shared: &impl AsRef<Branch>) -> BranchPtr {
+pub fn ptr(shared: &impl AsRef<Branch>) -> BranchPtr {
     BranchPtr::from(AsRef::<Branch>::as_ref(shared))
 }
 

@@ -7,5 +7,6 @@ pub mod craft;
 pub mod json;
 pub mod lib0;
 pub mod ops;
+pub mod restore;
 pub mod sync;
 pub mod validate;

@@ -356,6 +356,7 @@ pub fn routes(state: AppState) -> impl Endpoint {
             crate::http::dashboard::DashboardApi { state: state.clone() },
             crate::http::messages::MessagesApi { state: state.clone() },
             crate::http::document_json::DocumentJsonApi { state: state.clone() },
+            crate::http::versions::VersionsApi { state: state.clone() },
         ),
         "tandem",
         env!("CARGO_PKG_VERSION"),

@@ -14,4 +14,5 @@ pub mod error;
 pub mod messages;
 pub mod metrics;
 pub mod upgrade;
+pub mod versions;
 pub mod views;
