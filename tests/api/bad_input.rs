@@ -282,3 +282,26 @@ async fn joining_more_documents_than_allowed_is_refused() {
         .await;
     alice.assert_alive().await;
 }
+
+/// Webhook URLs are the operator's input: anything but an http(s) URL with
+/// a host, or a URL without a signing secret, stops the gateway at start-up
+/// with a clear error instead of failing every delivery later.
+#[tokio::test]
+async fn bad_webhook_settings_are_refused_at_start_up() {
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    for (urls, secret, expected) in [
+        (vec!["ftp://example.com/hook"], Some("s"), "not an http:// or https:// URL"),
+        (vec!["http://"], Some("s"), "not an http:// or https:// URL"),
+        (vec!["not a url"], Some("s"), "not an http:// or https:// URL"),
+        (vec!["http://127.0.0.1:9/hook"], None, "needs --webhook-secret"),
+    ] {
+        let mut config = test_config(&database.url);
+        config.webhook_urls = urls.iter().map(|u| u.to_string()).collect();
+        config.webhook_secret = secret.map(tandem::config::Secret::new);
+        let error = match tandem::Application::build(config).await {
+            Ok(_) => panic!("{urls:?} was accepted"),
+            Err(error) => format!("{error:#}"),
+        };
+        assert!(error.contains(expected), "{urls:?}: {error}");
+    }
+}
