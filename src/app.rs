@@ -55,8 +55,13 @@ impl Application {
             .clone()
             .unwrap_or_else(|| Uuid::now_v7().to_string())
             .into();
+        let hooks = (!config.webhook_urls.is_empty()).then(|| crate::storage::webhooks::Hooks {
+            targets: config.webhook_urls.clone(),
+            debounce: config.webhook_debounce,
+        });
         if config.instance_id.is_some() {
-            let reclaimed = crate::storage::cleanup::deactivate_instance(&db, &instance_id).await?;
+            let reclaimed =
+                crate::storage::cleanup::deactivate_instance(&db, &instance_id, hooks.as_ref()).await?;
             if reclaimed > 0 {
                 tracing::info!(
                     sessions = reclaimed,
@@ -68,10 +73,6 @@ impl Application {
             .await
             .with_context(|| format!("bind {}", config.bind))?;
         let local_addr = listener.local_addr()?;
-        let hooks = (!config.webhook_urls.is_empty()).then(|| crate::storage::webhooks::Hooks {
-            targets: config.webhook_urls.clone(),
-            debounce: config.webhook_debounce,
-        });
         let writer = Arc::new(WriteBehind::new(db.clone()).with_hooks(hooks.clone()));
         let stop = CancellationToken::new();
         let background = TaskTracker::new();
@@ -210,7 +211,13 @@ impl Application {
         background_stop.cancel();
         background.close();
         background.wait().await;
-        match crate::storage::cleanup::deactivate_instance(&state.db, &state.instance_id).await {
+        match crate::storage::cleanup::deactivate_instance(
+            &state.db,
+            &state.instance_id,
+            state.store.history.hooks.as_ref(),
+        )
+        .await
+        {
             Ok(_) => {}
             Err(error) => tracing::warn!(
                 error = format!("{error:#}"),
@@ -325,6 +332,7 @@ fn spawn_background(state: &AppState, tracker: &TaskTracker, stop: &Cancellation
             instance_ttl: state.config.instance_ttl,
         },
         verifier: state.verifier.clone(),
+        hooks: state.store.history.hooks.clone(),
     };
     tracker.spawn(crate::cluster::delivery::run(
         state.bus.clone(),
@@ -387,6 +395,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<crate::storage::cleanup::
     let policy = crate::storage::cleanup::SweepPolicy {
         session_ttl: state.config.session_ttl,
         retention: state.config.session_retention,
+        hooks: state.store.history.hooks.clone(),
     };
     let ttl_ms = state.config.session_ttl.as_millis() as u64;
     let mut closed_local = 0;

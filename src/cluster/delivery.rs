@@ -36,6 +36,8 @@ pub struct Delivery {
     pub timing: Timing,
     /// Control messages (revocations) apply to its deny list and API keys.
     pub verifier: Arc<crate::auth::Verifier>,
+    /// Webhook targets told of a dead instance's sessions ending.
+    pub hooks: Option<crate::storage::webhooks::Hooks>,
 }
 
 /// Run the cluster until `stop`: the publisher (heartbeat, coalesced presence
@@ -111,7 +113,9 @@ async fn find_dead_instances(state: &Delivery, bus: &RedisBus, missing: &mut Has
         }
         missing.remove(&instance);
         tracing::warn!(%instance, "instance stopped beating: ending its sessions");
-        if let Err(error) = crate::storage::cleanup::deactivate_instance(&state.db, &instance).await {
+        if let Err(error) =
+            crate::storage::cleanup::deactivate_instance(&state.db, &instance, state.hooks.as_ref()).await
+        {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "could not deactivate a dead instance's sessions"

@@ -31,12 +31,14 @@ pub struct SweepReport {
 }
 
 /// How long sessions live in the database.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SweepPolicy {
     /// A session not heard from for this long is stale.
     pub session_ttl: std::time::Duration,
     /// Inactive sessions are deleted after this long.
     pub retention: std::time::Duration,
+    /// Webhook targets told of the sessions (and presence) the sweep ends.
+    pub hooks: Option<crate::storage::webhooks::Hooks>,
 }
 
 /// One pass of the stale-session sweep. `settle_local` is asked about each
@@ -68,6 +70,7 @@ pub async fn sweep(
     // Sessions and their presence rows change together: nobody sees an
     // ended session that is still present in a document.
     let txn = db.begin().await.context("begin sweep")?;
+    let mut ended = Vec::new();
     for chunk in dead.chunks(500) {
         let result = user_sessions::Entity::update_many()
             .col_expr(user_sessions::Column::IsActive, Expr::value(false))
@@ -79,12 +82,20 @@ pub async fn sweep(
             .filter(user_sessions::Column::Id.is_in(chunk.iter().copied()))
             .filter(user_sessions::Column::IsActive.eq(true))
             .filter(user_sessions::Column::LastSeenAt.lt(cutoff))
-            .exec(&txn)
+            .exec_with_returning(&txn)
             .await
             .context("deactivate stale sessions")?;
-        report.deactivated += result.rows_affected;
+        report.deactivated += result.len() as u64;
+        ended.extend(result);
     }
-    report.presence_deactivated = deactivate_orphan_presence(&txn).await?;
+    let presence = deactivate_orphan_presence(&txn).await?;
+    report.presence_deactivated = presence.len() as u64;
+    if let Some(hooks) = &policy.hooks {
+        // A crashed process's members and sessions end here: the same
+        // events as a live leave, in the transaction that ends them.
+        let events = swept_events(&ended, &presence);
+        crate::storage::webhooks::enqueue_all(&txn, hooks, &events).await?;
+    }
     txn.commit().await.context("commit sweep")?;
     if report.deactivated > 0 {
         tracing::info!(sessions = report.deactivated, "deactivated stale sessions");
@@ -104,8 +115,45 @@ pub async fn sweep(
     Ok(report)
 }
 
-/// Deactivate presence rows whose session is no longer active.
-async fn deactivate_orphan_presence(db: &impl ConnectionTrait) -> anyhow::Result<u64> {
+/// `presence.left` for each presence row and `session.ended` for each
+/// session the sweep ended (reason `timeout`: nothing heard within the TTL).
+fn swept_events(
+    sessions: &[user_sessions::Model],
+    presence: &[document_presence::Model],
+) -> Vec<crate::storage::webhooks::Event> {
+    use crate::storage::webhooks::Event;
+    let mut events = Vec::new();
+    for row in presence {
+        let Ok(document_id) = crate::model::ids::DocumentId::parse(&row.document_id) else {
+            continue;
+        };
+        // The sweep ends every session of the user it finds dead; whether
+        // the user has another live device elsewhere is not known here.
+        let data = serde_json::json!({
+            "document_id": row.document_id,
+            "user_id": row.user_id,
+            "session_id": row.session_id.to_string(),
+            "reason": "timeout",
+            "last_device": serde_json::Value::Null,
+        });
+        events.push(Event::document("presence.left", &document_id, data));
+    }
+    for row in sessions {
+        let data = serde_json::json!({
+            "user_id": row.user_id,
+            "session_id": row.id.to_string(),
+            "device_type": row.device_type,
+            "reason": "timeout",
+        });
+        events.push(Event::user("session.ended", &row.user_id, data));
+    }
+    events
+}
+
+/// Deactivate presence rows whose session is no longer active; returns them.
+async fn deactivate_orphan_presence(
+    db: &impl ConnectionTrait,
+) -> anyhow::Result<Vec<document_presence::Model>> {
     let inactive_sessions = Query::select()
         .column(user_sessions::Column::Id)
         .from(user_sessions::Entity)
@@ -116,10 +164,10 @@ async fn deactivate_orphan_presence(db: &impl ConnectionTrait) -> anyhow::Result
         .col_expr(document_presence::Column::IsEditing, Expr::value(false))
         .filter(document_presence::Column::IsActive.eq(true))
         .filter(document_presence::Column::SessionId.in_subquery(inactive_sessions))
-        .exec(db)
+        .exec_with_returning(db)
         .await
         .context("deactivate orphaned presence")?;
-    Ok(result.rows_affected)
+    Ok(result)
 }
 
 /// Mark every session (and presence row) of one instance inactive: at start-up
@@ -142,7 +190,11 @@ pub async fn instances_with_active_sessions(
         .context("list instances with active sessions")
 }
 
-pub async fn deactivate_instance(db: &DatabaseConnection, instance_id: &str) -> anyhow::Result<u64> {
+pub async fn deactivate_instance(
+    db: &DatabaseConnection,
+    instance_id: &str,
+    hooks: Option<&crate::storage::webhooks::Hooks>,
+) -> anyhow::Result<u64> {
     let now = Utc::now();
     let txn = db.begin().await.context("begin instance deactivation")?;
     let result = user_sessions::Entity::update_many()
@@ -154,12 +206,15 @@ pub async fn deactivate_instance(db: &DatabaseConnection, instance_id: &str) -> 
         )
         .filter(user_sessions::Column::InstanceId.eq(instance_id))
         .filter(user_sessions::Column::IsActive.eq(true))
-        .exec(&txn)
+        .exec_with_returning(&txn)
         .await
         .context("deactivate instance sessions")?;
-    deactivate_orphan_presence(&txn).await?;
+    let presence = deactivate_orphan_presence(&txn).await?;
+    if let Some(hooks) = hooks {
+        crate::storage::webhooks::enqueue_all(&txn, hooks, &swept_events(&result, &presence)).await?;
+    }
     txn.commit().await.context("commit instance deactivation")?;
     metrics::counter!("tandem_sessions_swept_total", "reason" => "dead_instance")
-        .increment(result.rows_affected);
-    Ok(result.rows_affected)
+        .increment(result.len() as u64);
+    Ok(result.len() as u64)
 }

@@ -51,10 +51,14 @@ impl Receiver {
             let log = log.clone();
             async move {
                 loop {
-                    let Ok((mut socket, _)) = listener.accept().await else { return };
+                    let Ok((mut socket, _)) = listener.accept().await else {
+                        return;
+                    };
                     let (log, failures) = (log.clone(), failures.clone());
                     tokio::spawn(async move {
-                        let Some((headers, body)) = read_request(&mut socket).await else { return };
+                        let Some((headers, body)) = read_request(&mut socket).await else {
+                            return;
+                        };
                         let failing = failures
                             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                             .is_ok();
@@ -67,7 +71,8 @@ impl Receiver {
                             event,
                             status,
                         });
-                        let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                        let reply =
+                            format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
                         let _ = socket.write_all(reply.as_bytes()).await;
                     });
                 }
@@ -82,7 +87,13 @@ impl Receiver {
 
     /// Requests answered 200, in arrival order.
     fn delivered(&self) -> Vec<Received> {
-        self.log.lock().unwrap().iter().filter(|r| r.status == 200).cloned().collect()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.status == 200)
+            .cloned()
+            .collect()
     }
 
     fn all(&self) -> Vec<Received> {
@@ -195,10 +206,18 @@ async fn events_are_signed_debounced_retried_and_in_order_per_document() {
 
     let delivered = eventually("every event delivered", || {
         let delivered = receiver.delivered();
-        let kinds: Vec<String> = delivered.iter().map(|r| r.event["type"].as_str().unwrap_or("").to_owned()).collect();
-        let done = ["presence.joined", "document.updated", "presence.left", "session.ended"]
+        let kinds: Vec<String> = delivered
             .iter()
-            .all(|k| kinds.iter().any(|got| got == k));
+            .map(|r| r.event["type"].as_str().unwrap_or("").to_owned())
+            .collect();
+        let done = [
+            "presence.joined",
+            "document.updated",
+            "presence.left",
+            "session.ended",
+        ]
+        .iter()
+        .all(|k| kinds.iter().any(|got| got == k));
         async move { done.then_some(delivered) }
     })
     .await;
@@ -220,7 +239,10 @@ async fn events_are_signed_debounced_retried_and_in_order_per_document() {
         ["presence.joined", "document.updated", "presence.left"],
         "in order per document, edits within the debounce in one event"
     );
-    let updated = delivered.iter().find(|r| r.event["type"] == "document.updated").unwrap();
+    let updated = delivered
+        .iter()
+        .find(|r| r.event["type"] == "document.updated")
+        .unwrap();
     let mut users: Vec<&str> = updated.event["data"]["user_ids"]
         .as_array()
         .unwrap()
@@ -230,17 +252,33 @@ async fn events_are_signed_debounced_retried_and_in_order_per_document() {
     users.sort();
     assert_eq!(users, ["agent", "alice"]);
     assert!(updated.event["data"]["state_vector"].is_string());
-    let joined = delivered.iter().find(|r| r.event["type"] == "presence.joined").unwrap();
+    let joined = delivered
+        .iter()
+        .find(|r| r.event["type"] == "presence.joined")
+        .unwrap();
     assert_eq!(joined.event["data"]["user_id"], "alice");
     assert_eq!(joined.event["data"]["first_device"], true);
-    let left = delivered.iter().find(|r| r.event["type"] == "presence.left").unwrap();
+    let left = delivered
+        .iter()
+        .find(|r| r.event["type"] == "presence.left")
+        .unwrap();
     assert_eq!(left.event["data"]["last_device"], true);
     assert_eq!(left.event["data"]["reason"], "left");
-    let ended = delivered.iter().find(|r| r.event["type"] == "session.ended").unwrap();
+    let ended = delivered
+        .iter()
+        .find(|r| r.event["type"] == "session.ended")
+        .unwrap();
     assert_eq!(ended.event["data"]["user_id"], "alice");
     // Unique ids per event.
-    let ids: HashSet<&str> = delivered.iter().map(|r| r.event["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), delivered.len(), "each event delivered once after its 2xx");
+    let ids: HashSet<&str> = delivered
+        .iter()
+        .map(|r| r.event["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        delivered.len(),
+        "each event delivered once after its 2xx"
+    );
 
     // Nothing left over.
     let admin = app.token_with("root", |c| c.role = tandem::auth::Role::Admin);
@@ -310,7 +348,8 @@ async fn events_survive_a_kill_9_while_the_receiver_is_down() {
                     .await
                     .ok()?;
                 let pending = body["pending"].as_array()?.clone();
-                (pending.len() == 4 && pending.iter().any(|p| p["attempts"].as_i64() > Some(0))).then_some(pending)
+                (pending.len() == 4 && pending.iter().any(|p| p["attempts"].as_i64() > Some(0)))
+                    .then_some(pending)
             }
         })
         .await;
@@ -350,7 +389,9 @@ async fn events_survive_a_kill_9_while_the_receiver_is_down() {
 
 #[tokio::test]
 async fn several_instances_deliver_each_event_once() {
-    let Some((_, postgres)) = scale_out_services() else { return };
+    let Some((_, postgres)) = scale_out_services() else {
+        return;
+    };
     let receiver = Receiver::start(0, 0).await;
     let database = TestDatabase::create(&Backend::Postgres(postgres.clone())).await;
     let url = database.url.clone();
@@ -389,4 +430,63 @@ async fn several_instances_deliver_each_event_once() {
     let ids: HashSet<&str> = versions.iter().map(|r| r.event["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), n, "{delivered:?}");
     assert_eq!(versions.len(), n, "no event delivered twice by two instances");
+}
+
+#[tokio::test]
+async fn the_sweep_tells_webhooks_of_a_crashed_gateway_s_members() {
+    let receiver = Receiver::start(0, 0).await;
+    let database = TestDatabase::create(&Backend::Sqlite).await;
+    let url = receiver.url();
+    let env = [
+        ("TANDEM_WEBHOOK_URL", url.as_str()),
+        ("TANDEM_WEBHOOK_SECRET", HOOK_SECRET),
+    ];
+    let gateway = Gateway::start(&database.url, &env);
+    let token = tandem::auth::jwt::mint_hs256(
+        &tandem::config::Secret::new(SECRET),
+        &tandem::auth::Claims::for_user("ghost", Duration::from_secs(600)),
+    )
+    .unwrap();
+    let (mut ghost, _) =
+        Client::open_at(format!("127.0.0.1:{}", gateway.port).parse().unwrap(), &token, "").await;
+    ghost.join("haunted").await;
+    eventually("the join is announced", || {
+        let joined = receiver
+            .delivered()
+            .iter()
+            .any(|r| r.event["type"] == "presence.joined");
+        async move { joined.then_some(()) }
+    })
+    .await;
+    gateway.kill();
+
+    // Another process's sweep finds the dead session and ends it.
+    let _sweeper = spawn_app_on(database, |c| {
+        hooked(c, url.clone());
+        c.heartbeat_interval = Duration::from_millis(500);
+        c.session_ttl = Duration::from_secs(2);
+        c.cleanup_interval = Duration::from_millis(300);
+    })
+    .await;
+    let delivered = eventually("the sweep's events", || {
+        let delivered = receiver.delivered();
+        let done = delivered.iter().any(|r| r.event["type"] == "session.ended");
+        async move { done.then_some(delivered) }
+    })
+    .await;
+    let left = delivered
+        .iter()
+        .find(|r| r.event["type"] == "presence.left")
+        .expect("presence.left for the dead member");
+    assert_eq!(left.event["data"]["document_id"], "haunted");
+    assert_eq!(left.event["data"]["reason"], "timeout");
+    let ended = delivered
+        .iter()
+        .find(|r| r.event["type"] == "session.ended")
+        .unwrap();
+    assert_eq!(ended.event["data"]["user_id"], "ghost");
+    assert_eq!(ended.event["data"]["reason"], "timeout");
+    for received in &delivered {
+        verify(received);
+    }
 }
