@@ -290,7 +290,11 @@ async fn joining_more_documents_than_allowed_is_refused() {
 async fn bad_webhook_settings_are_refused_at_start_up() {
     let database = TestDatabase::create(&Backend::Sqlite).await;
     for (urls, secret, expected) in [
-        (vec!["ftp://example.com/hook"], Some("s"), "not an http:// or https:// URL"),
+        (
+            vec!["ftp://example.com/hook"],
+            Some("s"),
+            "not an http:// or https:// URL",
+        ),
         (vec!["http://"], Some("s"), "not an http:// or https:// URL"),
         (vec!["not a url"], Some("s"), "not an http:// or https:// URL"),
         (vec!["http://127.0.0.1:9/hook"], None, "needs --webhook-secret"),

@@ -11,12 +11,18 @@ use yrs::{Map, Transact, Update, types::ToJson, updates::decoder::Decode};
 use crate::helpers::*;
 
 async fn ops(app: &TestApp, doc: &str, token: &str, ops: Value) -> (u16, Value) {
-    app.post(&format!("/api/v1/documents/{doc}/ops"), Some(token), &json!({"ops": ops}))
-        .await
+    app.post(
+        &format!("/api/v1/documents/{doc}/ops"),
+        Some(token),
+        &json!({"ops": ops}),
+    )
+    .await
 }
 
 async fn content(app: &TestApp, doc: &str, token: &str) -> Value {
-    let (status, body) = app.get(&format!("/api/v1/documents/{doc}/json"), Some(token)).await;
+    let (status, body) = app
+        .get(&format!("/api/v1/documents/{doc}/json"), Some(token))
+        .await;
     assert_eq!(status, 200, "{body}");
     body["content"].clone()
 }
@@ -105,7 +111,10 @@ async fn ops_reach_members_merge_with_socket_edits_and_answer_the_state_vector()
     let (_, one) = app
         .get("/api/v1/documents/board/json?root=shapes", Some(&agent))
         .await;
-    assert_eq!(one["content"], json!({"shapes": {"n1": {"x": 10, "y": 20, "text": "hi"}}}));
+    assert_eq!(
+        one["content"],
+        json!({"shapes": {"n1": {"x": 10, "y": 20, "text": "hi"}}})
+    );
 }
 
 #[tokio::test]
@@ -125,12 +134,27 @@ async fn a_bad_batch_changes_nothing_and_names_the_failing_op() {
     member.join("atomic").await;
 
     let cases = [
-        (json!([{"op": "map_set", "path": ["m"], "key": "k", "value": 1}, {"op": "text_insert", "path": ["t"], "index": 99, "text": "x"}]), 1),
-        (json!([{"op": "map_set", "path": ["m"], "key": "k", "value": 1}, {"op": "teleport", "path": ["m"]}]), 1),
-        (json!([{"op": "map_set", "path": ["t"], "key": "k", "value": 1}]), 0),
-        (json!([{"op": "array_delete", "path": ["m", "k"], "index": 0, "length": 1}]), 0),
+        (
+            json!([{"op": "map_set", "path": ["m"], "key": "k", "value": 1}, {"op": "text_insert", "path": ["t"], "index": 99, "text": "x"}]),
+            1,
+        ),
+        (
+            json!([{"op": "map_set", "path": ["m"], "key": "k", "value": 1}, {"op": "teleport", "path": ["m"]}]),
+            1,
+        ),
+        (
+            json!([{"op": "map_set", "path": ["t"], "key": "k", "value": 1}]),
+            0,
+        ),
+        (
+            json!([{"op": "array_delete", "path": ["m", "k"], "index": 0, "length": 1}]),
+            0,
+        ),
         (json!([{"op": "map_set", "path": [3], "key": "k", "value": 1}]), 0),
-        (json!([{"op": "text_delete", "path": ["t"], "index": 1, "length": 5}]), 0),
+        (
+            json!([{"op": "text_delete", "path": ["t"], "index": 1, "length": 5}]),
+            0,
+        ),
         (json!([]), 0),
     ];
     for (batch, index) in cases {
@@ -144,7 +168,11 @@ async fn a_bad_batch_changes_nothing_and_names_the_failing_op() {
         .map(|i| json!({"op": "map_set", "path": ["m"], "key": format!("k{i}"), "value": i}))
         .collect();
     let (status, body) = ops(&app, "atomic", &agent, Value::Array(too_many)).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_op")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_op")),
+        "{body}"
+    );
     assert_eq!(content(&app, "atomic", &agent).await, before, "nothing applied");
     member.expect_silence(Duration::from_millis(300)).await;
 
@@ -169,7 +197,11 @@ async fn a_bad_batch_changes_nothing_and_names_the_failing_op() {
         json!([{"op": "map_set", "path": ["m"], "key": "k", "value": 1}]),
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
     assert_eq!(content(&app, "atomic", &viewer).await, before);
     member.assert_alive().await;
 }
@@ -194,15 +226,32 @@ async fn json_reads_refuse_bad_parameters_with_json_errors() {
         let (status, body) = app
             .get(&format!("/api/v1/documents/read/json{query}"), Some(&token))
             .await;
-        assert_eq!((status, body["error"].as_str()), (code, Some(error)), "{query}: {body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (code, Some(error)),
+            "{query}: {body}"
+        );
     }
-    let (status, body) = app.get("/api/v1/documents/read/json?types=t:array", Some(&token)).await;
-    assert_eq!(status, 200);
-    assert_eq!(body["content"]["t"], json!(["x"]), "a text read as an array: its characters");
     let (status, body) = app
-        .get(&format!("/api/v1/documents/{}/json", "x".repeat(300)), Some(&token))
+        .get("/api/v1/documents/read/json?types=t:array", Some(&token))
         .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_document_id")), "{body}");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["content"]["t"],
+        json!(["x"]),
+        "a text read as an array: its characters"
+    );
+    let (status, body) = app
+        .get(
+            &format!("/api/v1/documents/{}/json", "x".repeat(300)),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_document_id")),
+        "{body}"
+    );
     let (status, _) = app.get("/api/v1/documents/read/json", None).await;
     assert_eq!(status, 401);
     // An op body that is not JSON at all.
