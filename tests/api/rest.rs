@@ -155,6 +155,19 @@ async fn health_stats_and_unknown_routes_answer_in_json() {
     let (status, spec) = app.get("/openapi.json", None).await;
     assert_eq!(status, 200);
     assert!(spec["paths"]["/api/v1/presence/document/{document_id}"].is_object());
+    for (path, method) in [
+        ("/api/v1/documents/{document_id}/json", "get"),
+        ("/api/v1/documents/{document_id}/ops", "post"),
+        ("/api/v1/documents/{document_id}/versions", "get"),
+        ("/api/v1/documents/{document_id}/versions", "post"),
+        ("/api/v1/documents/{document_id}/versions/{version_id}", "get"),
+        ("/api/v1/documents/{document_id}/versions/{version_id}/restore", "post"),
+        ("/api/v1/admin/webhooks", "get"),
+    ] {
+        assert!(spec["paths"][path][method].is_object(), "{method} {path} in the spec");
+    }
+    let error = &spec["components"]["schemas"]["ErrorBody"]["properties"];
+    assert!(error["index"].is_object(), "invalid_op's index is documented: {error}");
 }
 
 #[tokio::test]
