@@ -2,9 +2,11 @@
 //!
 //! Without `REDIS_URL` the bus is a no-op and the gateway is single-instance.
 //! With it, every presence event and document update of a room is published
-//! as an [`Envelope`] on `{prefix}:doc:{document_id}`; every instance
-//! pattern-subscribes to all documents and applies events for the rooms it
-//! holds, skipping its own (envelopes carry the instance id). Publishing is a
+//! as an [`Envelope`] on `{prefix}:doc:{document_id}`; an instance subscribes
+//! to the channel of each document while its room is open there
+//! ([`crate::cluster::subscriptions`]) and applies those events, skipping its
+//! own (envelopes carry the instance id). Messages to a user (`Direct`) go on
+//! `{prefix}:direct`, which every instance hears. Publishing is a
 //! `try_send` into a bounded queue drained by one task in pipelines, so the
 //! per-message path never waits on Redis.
 //!
@@ -109,6 +111,8 @@ pub struct RedisBus {
     /// This instance's claims of sessions parked elsewhere, waiting for
     /// their handover (see [`crate::cluster::resume`]).
     pub(crate) claims: crate::cluster::claims::Claims,
+    /// The document channels of the rooms open here.
+    pub(crate) subscriptions: crate::cluster::subscriptions::Subscriptions,
 }
 
 /// The queue of events waiting for the publisher.
@@ -142,6 +146,7 @@ impl Bus {
             state: AtomicU8::new(2),
             subscribed_at: Mutex::new(None),
             claims: Default::default(),
+            subscriptions: Default::default(),
         }))))
     }
 
@@ -204,6 +209,11 @@ impl Bus {
 impl RedisBus {
     pub(crate) fn channel(&self, document_id: &str) -> String {
         format!("{}:doc:{}", self.prefix, document_id)
+    }
+
+    /// The channel of messages to users, which every instance hears.
+    pub(crate) fn direct_channel(&self) -> String {
+        format!("{}:direct", self.prefix)
     }
 
     /// The channel of control messages (revocations) between instances.
@@ -360,8 +370,13 @@ async fn publish_batch(
             document_id: document_id.to_string(),
             event,
         };
+        let channel = match &envelope.event {
+            // For a user wherever they are connected, not for a room.
+            RoomEvent::Direct { .. } => bus.direct_channel(),
+            _ => bus.channel(document_id.as_str()),
+        };
         if let Ok(payload) = serde_json::to_string(&envelope) {
-            pipe.publish(bus.channel(document_id.as_str()), payload).ignore();
+            pipe.publish(channel, payload).ignore();
             published += 1;
         }
     }
@@ -421,5 +436,19 @@ pub(crate) async fn beat(bus: &RedisBus, instance_ttl: Duration) {
 impl Publish for Bus {
     fn publish(&self, document_id: &DocumentId, event: RoomEvent) {
         Bus::publish(self, document_id, event);
+    }
+
+    fn subscribe<'a>(&'a self, document_id: &'a DocumentId) -> crate::model::log::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(bus) = &self.0 {
+                bus.subscriptions.want(bus.channel(document_id.as_str())).await;
+            }
+        })
+    }
+
+    fn unsubscribe(&self, document_id: &DocumentId) {
+        if let Some(bus) = &self.0 {
+            bus.subscriptions.unwant(&bus.channel(document_id.as_str()));
+        }
     }
 }

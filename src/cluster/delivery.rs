@@ -139,8 +139,8 @@ async fn find_dead_instances(state: &Delivery, bus: &RedisBus, missing: &mut Has
 }
 
 async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken) {
-    let pattern = format!("{}:doc:*", bus.prefix);
     let control_channel = bus.control_channel();
+    let direct_channel = bus.direct_channel();
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     loop {
@@ -148,7 +148,7 @@ async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken
             _ = stop.cancelled() => return,
             pubsub = bus.client.get_async_pubsub() => pubsub,
         };
-        let mut pubsub = match connected {
+        let pubsub = match connected {
             Ok(pubsub) => pubsub,
             Err(error) => {
                 if bus.set_state(false) {
@@ -162,9 +162,14 @@ async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken
                 continue;
             }
         };
-        if pubsub.psubscribe(&pattern).await.is_err()
-            || pubsub.subscribe(bus.control_channel()).await.is_err()
+        let (mut sink, mut messages) = pubsub.split();
+        if sink
+            .subscribe(&[&control_channel, &direct_channel])
+            .await
+            .is_err()
+            || !bus.subscriptions.connected(sink).await
         {
+            bus.subscriptions.disconnected();
             continue;
         }
         // Revocations made while this instance was away or not yet started.
@@ -188,7 +193,6 @@ async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken
             resync(&state, &bus).await;
         }
         first = false;
-        let mut messages = pubsub.into_on_message();
         loop {
             let message = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -214,12 +218,19 @@ async fn subscriber(state: Delivery, bus: Arc<RedisBus>, stop: CancellationToken
                 continue;
             }
             metrics::counter!("tandem_redis_messages_received_total").increment(1);
+            let channel = message.get_channel_name();
+            if channel != direct_channel && !bus.subscriptions.is_wanted(channel) {
+                // The room unloaded here: stop hearing its document.
+                bus.subscriptions.drop_unwanted(channel).await;
+                continue;
+            }
             match serde_json::from_slice::<Envelope>(message.get_payload_bytes()) {
                 Ok(envelope) if *envelope.instance != *bus.instance_id => deliver(&state, envelope).await,
                 Ok(_) => {}
                 Err(error) => tracing::debug!(%error, "ignored a malformed bus message"),
             }
         }
+        bus.subscriptions.disconnected();
         if bus.set_state(false) {
             tracing::warn!("lost the redis subscription: serving local clients only until it is back");
         }

@@ -177,6 +177,9 @@ impl Documents {
         while room.log.unpersisted.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < settle {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Hear other instances' updates before reading storage: what they
+        // commit after the read arrives here (kept while the load runs).
+        self.cluster.subscribe(&room.id).await;
         let mut stored = self.log.load(&room.id).await.map_err(DocError::Unavailable)?;
         let (count, bytes) = (stored.updates.len() as u64, stored.update_bytes);
         let authors = std::mem::take(&mut stored.authors);

@@ -15,6 +15,18 @@ use crate::model::{
 /// implementation queues or drops. Single-instance: [`NoCluster`].
 pub trait Publish: Send + Sync {
     fn publish(&self, document_id: &DocumentId, event: RoomEvent);
+
+    /// Start hearing other instances' events of `document_id` (its room is
+    /// loading here); done once the subscription is confirmed.
+    fn subscribe<'a>(&'a self, document_id: &'a DocumentId) -> crate::model::log::BoxFuture<'a, ()> {
+        let _ = document_id;
+        Box::pin(std::future::ready(()))
+    }
+
+    /// `document_id`'s room unloaded here: its events are no longer needed.
+    fn unsubscribe(&self, document_id: &DocumentId) {
+        let _ = document_id;
+    }
 }
 
 /// No other instances: events go nowhere.

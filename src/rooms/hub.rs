@@ -440,6 +440,7 @@ impl Hub {
         let idle = room.state().is_empty() && !room.has_joiners() && room.is_settled();
         if idle {
             rooms.remove(document_id);
+            self.cluster.unsubscribe(document_id);
         }
         idle
     }
@@ -454,7 +455,11 @@ impl Hub {
                 let state = room.state();
                 state.is_empty() && state.empty_since().is_some_and(|since| since.elapsed() >= grace)
             };
-            !(idle && !room.has_joiners() && can_unload(room))
+            let unload = idle && !room.has_joiners() && can_unload(room);
+            if unload {
+                self.cluster.unsubscribe(&room.id);
+            }
+            !unload
         });
         before - rooms.len()
     }

@@ -646,3 +646,95 @@ async fn app_messages_cross_instances_on_the_socket_and_over_rest() {
         (Some("agent"), Some("saved"))
     );
 }
+
+/// An instance hears only the documents it holds: one SUBSCRIBE per open
+/// room (no pattern subscription to every document), dropped after the room
+/// unloads, and taken again when it reopens.
+#[tokio::test]
+async fn an_instance_subscribes_only_to_the_documents_it_holds() {
+    let Some((redis, postgres)) = scale_out_services() else {
+        return;
+    };
+    let database = TestDatabase::create(&Backend::Postgres(postgres.clone())).await;
+    let url = database.url.clone();
+    let prefix = prefix();
+    let tweak = |c: &mut tandem::Config| {
+        c.redis_url = Some(redis.clone());
+        c.redis_prefix = prefix.clone();
+        c.room_grace_period = Duration::from_millis(200);
+    };
+    let a = spawn_app_on(database, tweak).await;
+    let b = spawn_app_on(TestDatabase::shared(&url), tweak).await;
+    wait_redis(&a, "ok").await;
+    wait_redis(&b, "ok").await;
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut redis_conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("{prefix}:doc:held");
+    let subscribers = async |conn: &mut redis::aio::MultiplexedConnection| -> i64 {
+        let reply: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(conn)
+            .await
+            .unwrap();
+        reply[0].1
+    };
+    let patterns: i64 = redis::cmd("PUBSUB")
+        .arg("NUMPAT")
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    assert_eq!(patterns, 0, "no instance pattern-subscribes to every document");
+    assert_eq!(subscribers(&mut redis_conn).await, 0);
+
+    let mut alice = a.connect("alice").await;
+    alice.join("held").await;
+    assert_eq!(
+        subscribers(&mut redis_conn).await,
+        1,
+        "only the instance holding the room"
+    );
+
+    let mut bob = b.connect("bob").await;
+    bob.join("held").await;
+    assert_eq!(subscribers(&mut redis_conn).await, 2);
+    let peer = YPeer::new(31);
+    let update = peer.insert(0, "hello");
+    alice
+        .send(json!({"type": "sync_update", "document_id": "held", "update": b64::encode(&update), "id": 1}))
+        .await;
+    let relayed = bob.recv_until("sync_update").await;
+    assert_eq!(relayed["user_id"], "alice");
+
+    // Bob leaves; B's room unloads after the grace; the next event on the
+    // channel makes B unsubscribe.
+    bob.send(json!({"type": "leave_document", "document_id": "held"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    for edit in 2.. {
+        let update = peer.insert(0, "x");
+        alice
+            .send(json!({"type": "sync_update", "document_id": "held", "update": b64::encode(&update), "id": edit}))
+            .await;
+        alice.recv_until("ack").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if subscribers(&mut redis_conn).await == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B still subscribed after its room unloaded"
+        );
+    }
+
+    // Reopened on B: subscribed again, and it hears the next edit.
+    bob.join("held").await;
+    assert_eq!(subscribers(&mut redis_conn).await, 2);
+    let update = peer.insert(0, "again ");
+    alice
+        .send(json!({"type": "sync_update", "document_id": "held", "update": b64::encode(&update), "id": "last"}))
+        .await;
+    let relayed = bob.recv_until("sync_update").await;
+    assert_eq!(relayed["user_id"], "alice");
+}
