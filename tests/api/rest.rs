@@ -161,13 +161,22 @@ async fn health_stats_and_unknown_routes_answer_in_json() {
         ("/api/v1/documents/{document_id}/versions", "get"),
         ("/api/v1/documents/{document_id}/versions", "post"),
         ("/api/v1/documents/{document_id}/versions/{version_id}", "get"),
-        ("/api/v1/documents/{document_id}/versions/{version_id}/restore", "post"),
+        (
+            "/api/v1/documents/{document_id}/versions/{version_id}/restore",
+            "post",
+        ),
         ("/api/v1/admin/webhooks", "get"),
     ] {
-        assert!(spec["paths"][path][method].is_object(), "{method} {path} in the spec");
+        assert!(
+            spec["paths"][path][method].is_object(),
+            "{method} {path} in the spec"
+        );
     }
     let error = &spec["components"]["schemas"]["ErrorBody"]["properties"];
-    assert!(error["index"].is_object(), "invalid_op's index is documented: {error}");
+    assert!(
+        error["index"].is_object(),
+        "invalid_op's index is documented: {error}"
+    );
 }
 
 #[tokio::test]
