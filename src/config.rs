@@ -162,8 +162,8 @@ pub struct Config {
     #[arg(long, env = "TANDEM_AUTO_VERSION_AFTER", default_value = "10m", value_parser = humantime::parse_duration, global = true)]
     pub auto_version_after: Duration,
 
-    /// Automatic versions kept per document; older ones are pruned. Labelled
-    /// versions (created through the API) are always kept.
+    /// Automatic versions kept per document; older ones are pruned. Versions
+    /// saved through the API (labelled or not, and `before restore`) are always kept.
     #[arg(long, env = "TANDEM_KEEP_VERSIONS", default_value_t = 100, global = true)]
     pub keep_versions: u64,
 

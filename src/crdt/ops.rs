@@ -291,9 +291,9 @@ fn resolve(txn: &mut TransactionMut, path: &[Step], root_kind: RootKind) -> Resu
     };
     if path.len() == 1 && kind != root_kind {
         return Err(format!(
-            "root {root:?} is a {}, not a {}",
-            kind.as_str(),
-            root_kind.as_str()
+            "root {root:?} is {}, not {}",
+            with_article(kind),
+            with_article(root_kind)
         ));
     }
     let mut target = match kind {
@@ -331,6 +331,16 @@ fn resolve(txn: &mut TransactionMut, path: &[Step], root_kind: RootKind) -> Resu
         };
     }
     Ok(target)
+}
+
+/// `a map`, `an array`, `a text`, `an xml fragment`.
+fn with_article(kind: RootKind) -> &'static str {
+    match kind {
+        RootKind::Map => "a map",
+        RootKind::Array => "an array",
+        RootKind::Text => "a text",
+        RootKind::Xml => "an XML fragment",
+    }
 }
 
 /// A JSON value as Yjs content: plain, or with objects and arrays as nested shared types.
