@@ -10,6 +10,9 @@
 #                                        # before/after a change, same run
 #   scripts/bench/run.sh --servers tandem-redis --scenarios redis
 #                                        # two instances over the local Redis and PostgreSQL
+#   TANDEM_BEFORE_BIN=/tmp/old/tandem scripts/bench/run.sh --scenarios disjoint3
+#                                        # three instances, disjoint documents: Redis
+#                                        # messages each receives (scripts/bench/scaleout.sh)
 #
 # Servers run on core $SERVER_CPU (default 0), the load generator on core
 # $LOADGEN_CPU (default 1), both SCHED_RR (see PRIO below), each server
@@ -50,6 +53,12 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+
+# Three instances with their own documents: its own script (three servers,
+# three load generators), before/after in one invocation.
+if [ "$SCENARIOS" = disjoint3 ]; then
+  exec "$BENCH/scaleout.sh" --repeat "$REPEAT"
+fi
 
 # Thousands of sockets on each side.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
