@@ -464,4 +464,31 @@ mod tests {
         assert_eq!(apply(&doc, &ops, 50).unwrap_err().index, 0);
         let _ = doc.transact().encode_state_as_update_v1(&StateVector::default());
     }
+
+    #[test]
+    fn an_index_inside_a_surrogate_pair_is_refused_or_applied_but_never_panics() {
+        let doc = scratch(&[0, 0], 9).unwrap();
+        run(
+            &doc,
+            json!([{"op": "text_insert", "path": ["t"], "index": 0, "text": "a😀b"}]),
+        )
+        .unwrap();
+        // UTF-16 units: a=1, 😀=2, b=1.
+        for index in 0..=4 {
+            let outcome = run(
+                &doc,
+                json!([{"op": "text_insert", "path": ["t"], "index": index, "text": "x"}]),
+            );
+            if let Err(error) = outcome {
+                assert_eq!(error.index, 0, "{error}");
+            }
+        }
+        let out_of_range = run(
+            &doc,
+            json!([{"op": "text_insert", "path": ["t"], "index": 100, "text": "x"}]),
+        );
+        assert!(out_of_range.is_err());
+        let rendered = content(&doc);
+        assert!(rendered["t"].as_str().unwrap().contains('b'));
+    }
 }
