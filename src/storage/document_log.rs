@@ -340,5 +340,8 @@ pub struct Batch {
     /// Automatic versions: (document, the editor whose edit ended the quiet, the state before it).
     pub versions: Vec<(DocumentId, Arc<str>, PriorState)>,
     /// Per document: who edited in this batch, and the state vector after its last update.
-    pub edits: BTreeMap<DocumentId, (BTreeSet<Arc<str>>, Option<Vec<u8>>)>,
+    pub edits: BTreeMap<DocumentId, Edits>,
 }
+
+/// Who edited a document in one batch, and its state vector after the batch.
+pub type Edits = (BTreeSet<Arc<str>>, Option<Vec<u8>>);

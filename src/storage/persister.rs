@@ -12,7 +12,7 @@
 //! starts compactions when a document's log has grown past the policy.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -237,7 +237,7 @@ fn rows_of(batch: &[Queued]) -> Batch {
             })
             .collect(),
         edits: batch.iter().fold(BTreeMap::new(), |mut edits, q| {
-            let entry: &mut (BTreeSet<Arc<str>>, Option<Vec<u8>>) =
+            let entry: &mut crate::storage::document_log::Edits =
                 edits.entry(q.write.document_id.clone()).or_default();
             entry.0.insert(q.write.editor.clone());
             if q.write.state_vector_after.is_some() {
