@@ -307,3 +307,19 @@ pub async fn outstanding(
         .context("list failed webhooks")?;
     Ok((pending, failed))
 }
+
+/// How many deliveries are pending and how many failed for good.
+pub async fn counts(db: &DatabaseConnection) -> anyhow::Result<(u64, u64)> {
+    use sea_orm::PaginatorTrait;
+    let pending = webhook_outbox::Entity::find()
+        .filter(webhook_outbox::Column::Status.eq("pending"))
+        .count(db)
+        .await
+        .context("count pending webhooks")?;
+    let failed = webhook_outbox::Entity::find()
+        .filter(webhook_outbox::Column::Status.eq("failed"))
+        .count(db)
+        .await
+        .context("count failed webhooks")?;
+    Ok((pending, failed))
+}

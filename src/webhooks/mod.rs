@@ -25,6 +25,8 @@ const LEASE: Duration = Duration::from_secs(15);
 const CLAIM_BATCH: u64 = 64;
 /// Pause between claims when there was nothing due.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How often the outbox's pending and failed rows are counted for `/metrics`.
+const COUNT_EVERY: Duration = Duration::from_secs(5);
 /// Backoff between attempts: 1 s doubling to at most this.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -75,7 +77,15 @@ impl Deliverer {
     /// their rows stay and are claimed again when the lease ends.
     pub async fn run(self, stop: CancellationToken) {
         let mut failing_logged = false;
+        let mut counted = tokio::time::Instant::now() - COUNT_EVERY;
         loop {
+            if counted.elapsed() >= COUNT_EVERY {
+                counted = tokio::time::Instant::now();
+                if let Ok((pending, failed)) = webhooks::counts(&self.db).await {
+                    metrics::gauge!("tandem_webhooks_pending").set(pending as f64);
+                    metrics::gauge!("tandem_webhooks_failed").set(failed as f64);
+                }
+            }
             let claimed = tokio::select! {
                 _ = stop.cancelled() => return,
                 claimed = webhooks::claim(&self.db, &self.instance_id, LEASE, CLAIM_BATCH) => claimed,

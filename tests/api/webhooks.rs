@@ -354,6 +354,23 @@ async fn events_survive_a_kill_9_while_the_receiver_is_down() {
         })
         .await;
         assert!(pending[0]["last_error"].as_str().is_some_and(|e| !e.is_empty()));
+        eventually("the outbox gauge", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let text = http
+                    .get(format!("{base}/metrics"))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                text.lines()
+                    .any(|l| l == "tandem_webhooks_pending 4")
+                    .then_some(())
+            }
+        })
+        .await;
         gateway.kill();
 
         let receiver = Receiver::start(port, 0).await;
