@@ -21,16 +21,6 @@ async fn newcomer_text(app: &TestApp, user: &str, document: &str) -> String {
 }
 
 /// Send an update with an id and wait for its (post-commit) ack.
-async fn send_update(client: &mut Client, document: &str, update: &[u8], id: &str) {
-    client
-        .send(
-            json!({"type": "sync_update", "document_id": document, "update": b64::encode(update), "id": id}),
-        )
-        .await;
-    let ack = client.recv_until("ack").await;
-    assert_eq!(ack["id"], id);
-}
-
 #[tokio::test]
 async fn newcomers_get_the_current_document_after_every_kind_of_change() {
     // The whole-document encoding newcomers receive is shared until the

@@ -258,6 +258,13 @@ impl TestApp {
         )
     }
 
+    /// GET `path` with `token`, asserting a 200; returns the JSON body.
+    pub async fn get_ok(&self, path: &str, token: &str) -> Value {
+        let (status, body) = self.get(path, Some(token)).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
     pub async fn get_text(&self, path: &str, token: &str) -> (u16, String) {
         let response = reqwest::Client::new()
             .get(self.url(path))
@@ -445,6 +452,30 @@ impl Client {
         assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
         error
     }
+}
+
+/// GET a full URL (another process's gateway) with `token`; its JSON body.
+pub async fn get_json(url: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Send a Yjs update over the socket and wait for its (post-commit) ack.
+pub async fn send_update(client: &mut Client, document: &str, update: &[u8], id: &str) {
+    client
+        .send(
+            json!({"type": "sync_update", "document_id": document, "update": b64::encode(update), "id": id}),
+        )
+        .await;
+    let ack = client.recv_until("ack").await;
+    assert_eq!(ack["id"], id);
 }
 
 /// A `/ws` upgrade with `token`: 101 when it is accepted, else the HTTP

@@ -20,10 +20,7 @@ async fn ops(app: &TestApp, doc: &str, token: &str, ops: Value) -> (u16, Value) 
 }
 
 async fn content(app: &TestApp, doc: &str, token: &str) -> Value {
-    let (status, body) = app
-        .get(&format!("/api/v1/documents/{doc}/json"), Some(token))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let body = app.get_ok(&format!("/api/v1/documents/{doc}/json"), token).await;
     body["content"].clone()
 }
 
@@ -292,18 +289,11 @@ async fn acknowledged_ops_survive_sigkill() {
         }
         gateway.kill();
         let restarted = Gateway::start(&database.url, &[]);
-        let body: Value = http
-            .get(format!(
-                "http://127.0.0.1:{}/api/v1/documents/kept/json",
-                restarted.port
-            ))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = get_json(
+            &format!("http://127.0.0.1:{}/api/v1/documents/kept/json", restarted.port),
+            &token,
+        )
+        .await;
         let expected: Vec<i64> = (0..20).collect();
         assert_eq!(
             body["content"]["items"],

@@ -528,15 +528,7 @@ async fn presence_is_the_same_everywhere_soon_after_redis_returns() {
         let token = token.clone();
         let app_url = app.url("/api/v1/presence/document/doc");
         async move {
-            let body: serde_json::Value = reqwest::Client::new()
-                .get(app_url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let body = get_json(&app_url, &token).await;
             let mut ids: Vec<String> = body["users"]
                 .as_array()
                 .unwrap()

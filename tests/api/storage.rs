@@ -364,30 +364,51 @@ async fn a_restart_finds_a_killed_process_sessions_and_cleans_them() {
     }
 }
 
-/// The newest migration rolls back and forward on both backends (its
-/// `down` is real): `resumed_count` goes and comes back.
+/// The three newest migrations roll back and forward on both backends
+/// (their `down`s are real): `webhook_outbox`, `document_versions` and
+/// `user_sessions.resumed_count` go, the older schema stays, and all three
+/// come back.
 #[tokio::test]
-async fn the_resumed_count_migration_goes_down_and_up_again() {
+async fn the_newest_migrations_go_down_and_up_again() {
     use migration::{Migrator, MigratorTrait};
     use sea_orm::{ConnectionTrait, Statement};
     for backend in backends() {
+        let name = backend.name();
         let database = TestDatabase::create(&backend).await;
         let db = database.connect().await;
         Migrator::up(&db, None).await.unwrap();
-        let probe = Statement::from_string(
-            db.get_database_backend(),
+        let probe = |sql: &str| Statement::from_string(db.get_database_backend(), sql);
+        let newest = [
+            "SELECT seq, event_id, target, status FROM webhook_outbox",
+            "SELECT id, document_id, label, automatic, state, state_vector FROM document_versions",
             "SELECT resumed_count FROM user_sessions",
-        );
-        db.query_all_raw(probe.clone())
-            .await
-            .expect("column present after up");
-        Migrator::down(&db, Some(1)).await.unwrap();
-        assert!(
-            db.query_all_raw(probe.clone()).await.is_err(),
-            "{}: column dropped by down",
-            backend.name()
-        );
+        ];
+        let older = [
+            "SELECT id, user_id FROM user_sessions",
+            "SELECT id, key_hash FROM api_keys",
+        ];
+        for sql in newest.iter().chain(&older) {
+            db.query_all_raw(probe(sql))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {sql} after up: {e}"));
+        }
+        Migrator::down(&db, Some(3)).await.unwrap();
+        for sql in newest {
+            assert!(
+                db.query_all_raw(probe(sql)).await.is_err(),
+                "{name}: {sql} still works after down"
+            );
+        }
+        for sql in older {
+            db.query_all_raw(probe(sql))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {sql} after down (older migrations stay): {e}"));
+        }
         Migrator::up(&db, None).await.unwrap();
-        db.query_all_raw(probe).await.expect("column back after up");
+        for sql in newest.iter().chain(&older) {
+            db.query_all_raw(probe(sql))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {sql} after up again: {e}"));
+        }
     }
 }
