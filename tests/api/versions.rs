@@ -105,10 +105,8 @@ async fn version_of(app: &TestApp, token: &str, document: &str, of: &Value) -> V
 
 /// One version with its state and content (200 asserted).
 async fn version(app: &TestApp, token: &str, document: &str, id: &str) -> Value {
-    let version = app
-        .get_ok(&format!("/api/v1/documents/{document}/versions/{id}"), token)
-        .await;
-    version
+    app.get_ok(&format!("/api/v1/documents/{document}/versions/{id}"), token)
+        .await
 }
 
 /// The root text "content" of a version's (or document's) base64 state.
@@ -215,7 +213,7 @@ async fn versions_are_saved_listed_newest_first_a_page_at_a_time_and_read_back()
 
         // Each version holds the document as it was saved.
         for (saved, text) in [(&first, "hello"), (&second, "hello world"), (&third, "world")] {
-            let read = version_of(&app, &alice, "doc", &saved).await;
+            let read = version_of(&app, &alice, "doc", saved).await;
             assert_eq!(summary(&read), summary(saved), "{name}");
             assert_eq!(text_of_state(&read["state"]), text, "{name}");
             assert_eq!(read["content"], json!({"content": text}), "{name}");
@@ -383,7 +381,7 @@ async fn a_restore_reaches_connected_clients_as_a_forward_update_and_saves_the_d
         assert_eq!(StateVector::decode_v1(&b.state_vector()).unwrap(), after);
 
         // The document as it was is kept as `before restore`.
-        let saved = version_of(&app, &token, "doc", &before).await;
+        let saved = version_of(&app, &token, "doc", before).await;
         assert_eq!(text_of_state(&saved["state"]), edited, "{name}");
         assert_eq!(saved["content"], edited_json, "{name}");
         let listed = all_versions(&app, &token, "doc").await;
@@ -404,7 +402,7 @@ async fn a_restore_reaches_connected_clients_as_a_forward_update_and_saves_the_d
         assert_eq!(live_text(&app, &token, "doc").await, expected, "{name}");
 
         // Restoring `before restore` brings the edited text back.
-        let (status, back) = restore_version_of(&app, &token, "doc", &before).await;
+        let (status, back) = restore_version_of(&app, &token, "doc", before).await;
         assert_eq!(status, 200, "{back}");
         for (client, peer) in [(&mut alice, &a), (&mut bob, &b)] {
             receive_into(client, peer).await;
@@ -629,7 +627,7 @@ async fn the_first_edit_after_quiet_time_saves_the_document_as_it_was() {
             state_vector(&answer["state_vector"]),
             "{name}: the state before the edit"
         );
-        let read = version_of(&app, &alice, "doc", &saved).await;
+        let read = version_of(&app, &alice, "doc", saved).await;
         assert_eq!(read["content"], json!({"content": "one two"}), "{name}");
         assert_eq!(text_of_state(&read["state"]), "one two", "{name}");
 
@@ -673,7 +671,7 @@ async fn only_the_newest_automatic_versions_are_kept_and_saved_ones_stay() {
         assert_eq!(autos.len(), 2, "{name}: {listed:?}");
         let mut contents = Vec::new();
         for auto in &autos {
-            let read = version_of(&app, &token, "doc", &auto).await;
+            let read = version_of(&app, &token, "doc", auto).await;
             contents.push(read["content"]["content"].as_str().unwrap().to_owned());
         }
         assert_eq!(
