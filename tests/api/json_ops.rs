@@ -263,6 +263,16 @@ async fn json_reads_refuse_bad_parameters_with_json_errors() {
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.unwrap();
     assert!(body["error"].is_string(), "{body}");
+    // No body and no content type: 415 with its own code.
+    let response = reqwest::Client::new()
+        .post(app.url("/api/v1/documents/read/ops"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "unsupported_media_type", "{body}");
 }
 
 #[tokio::test]
