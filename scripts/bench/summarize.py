@@ -19,7 +19,8 @@ COLUMNS = {
                                         "errors", "disconnects"]),
     "fanout": ("latency_p99_ms", ["connections", "sent_per_s", "delivered_per_s", "delivery_ratio",
                                   "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "server_cpu_pct",
-                                  "server_rss_peak_kib", "loadgen_cpu_pct", "errors", "disconnects"]),
+                                  "cpu_s_per_100k", "server_rss_peak_kib", "loadgen_cpu_pct", "errors",
+                                  "disconnects"]),
     "fanout-knee": ("knee_rate_hz", ["knee_rate_hz", "first_failing_rate_hz", "knee_delivered_per_s",
                                      "knee_latency_p99_ms", "knee_server_cpu_pct", "knee_loadgen_cpu_pct"]),
     "editing": ("relay_p99_ms", ["connections", "edits_per_s", "relay_p50_ms", "relay_p99_ms", "ack_p50_ms",
@@ -89,6 +90,9 @@ def main():
             if not line.startswith("{"):
                 continue
             run = json.loads(line)
+            # Server CPU per delivery: core-seconds per 100,000 deliveries.
+            if run.get("server_cpu_pct") and run.get("delivered_per_s"):
+                run["cpu_s_per_100k"] = round(run["server_cpu_pct"] / 100 / run["delivered_per_s"] * 1e5, 3)
             if run.get("unix_time", 0) < since or "knee_step" in run:
                 continue
             groups[shape(run)][run.get("server", run.get("protocol"))].append(run)
