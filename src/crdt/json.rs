@@ -360,7 +360,7 @@ fn xml_text_string<T: ReadTxn>(txn: &T, text: &XmlTextRef) -> String {
 mod tests {
     //! Shapes rendered from documents decoded from updates (untyped roots),
     //! as a server holds them. The equality with npm `yjs` itself is tested
-    //! in `tests/node/json.mjs`.
+    //! in `tests/node/json-reads.mjs`.
 
     use serde_json::json;
     use yrs::{
