@@ -730,3 +730,26 @@ async fn an_instance_subscribes_only_to_the_documents_it_holds() {
     let relayed = bob.recv_until("sync_update").await;
     assert_eq!(relayed["user_id"], "alice");
 }
+
+/// A JSON op applied on one instance reaches members on another like any update.
+#[tokio::test]
+async fn ops_on_one_instance_reach_members_on_another() {
+    let Some((redis, postgres)) = scale_out_services() else {
+        return;
+    };
+    let (a, b) = two_instances(&redis, &postgres).await;
+    let mut bob = b.connect("bob").await;
+    bob.join("ops-doc").await;
+    let (status, body) = a
+        .post(
+            "/api/v1/documents/ops-doc/ops",
+            Some(&a.token("agent")),
+            &json!({"ops": [{"op": "map_set", "path": ["board"], "key": "note", "value": "from A"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let relayed = bob.recv_until("sync_update").await;
+    assert_eq!(relayed["user_id"], "agent");
+    let content = b.get_ok("/api/v1/documents/ops-doc/json", &b.token("bob")).await;
+    assert_eq!(content["content"], json!({"board": {"note": "from A"}}));
+}
