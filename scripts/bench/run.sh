@@ -8,6 +8,8 @@
 #   scripts/bench/run.sh --ysweet        # also build y-sweet 0.9.1 (a long cargo install)
 #   TANDEM_BEFORE_BIN=/tmp/old/tandem scripts/bench/run.sh --servers "tandem-before tandem"
 #                                        # before/after a change, same run
+#   scripts/bench/run.sh --servers "tandem tandem-batch floor" --scenarios knee
+#                                        # the knee with batched frames (?batch=1) beside the floor
 #   scripts/bench/run.sh --servers tandem-redis --scenarios redis
 #                                        # two instances over the local Redis and PostgreSQL
 #   TANDEM_BEFORE_BIN=/tmp/old/tandem scripts/bench/run.sh --scenarios disjoint3
@@ -111,7 +113,8 @@ start_server() {
   local name=$1 dir
   dir=$(mktemp -d); TMPDIRS+=("$dir")
   case "$name" in
-    tandem|tandem-yws|tandem-before)
+    tandem|tandem-yws|tandem-before|tandem-batch)
+      # tandem-batch: the same server, clients connect with ?batch=1 (--batch).
       # tandem-before: another build (TANDEM_BEFORE_BIN) for before/after comparisons.
       local bin="$TARGET"/release/tandem
       [ "$name" = tandem-before ] && bin=${TANDEM_BEFORE_BIN:?set TANDEM_BEFORE_BIN to the binary to compare}
@@ -125,7 +128,9 @@ start_server() {
         TANDEM_ROOM_GRACE_PERIOD=1s RUST_LOG=warn \
         "${PRIO[@]}" taskset -c "$SERVER_CPU" "$bin" >"$dir/server.log" 2>&1 &
       PID=$!
-      if [ "$name" != tandem-yws ]; then
+      if [ "$name" = tandem-batch ]; then
+        LG_ARGS=(--protocol tandem-json --batch --addr 127.0.0.1:$PORT --db-path "$dir/tandem.db")
+      elif [ "$name" != tandem-yws ]; then
         LG_ARGS=(--protocol tandem-json --addr 127.0.0.1:$PORT --db-path "$dir/tandem.db")
       else
         LG_ARGS=(--protocol yws --addr 127.0.0.1:$PORT --db-path "$dir/tandem.db")

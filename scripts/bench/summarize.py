@@ -39,7 +39,7 @@ COLUMNS = {
                                        "join_p50_ms", "join_p99_ms", "server_cpu_s", "server_rss_peak_kib",
                                        "errors"]),
 }
-SERVER_ORDER = ["tandem-before", "tandem", "tandem-yws", "tandem-redis", "floor", "y-websocket", "hocuspocus", "y-sweet"]
+SERVER_ORDER = ["tandem-before", "tandem", "tandem-batch", "tandem-yws", "tandem-redis", "floor", "y-websocket", "hocuspocus", "y-sweet"]
 
 
 def shape(run):
