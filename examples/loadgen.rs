@@ -38,6 +38,8 @@ mod joinstorm;
 mod procstat;
 #[path = "loadgen/report.rs"]
 mod report;
+#[path = "loadgen/scrape.rs"]
+mod scrape;
 #[path = "loadgen/slow.rs"]
 mod slow;
 #[path = "loadgen/timing.rs"]
@@ -80,14 +82,16 @@ struct Args {
     /// host:port of the server; the URL follows from the protocol.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
-    /// A second tandem instance sharing the rooms through Redis (fanout):
-    /// every other client connects here, and delivery latency is reported
-    /// separately for same-instance and cross-instance senders.
+    /// Further tandem instances sharing the rooms through Redis (fanout),
+    /// repeatable: client i connects to instance i mod (1 + their number),
+    /// and delivery latency is reported separately for same-instance and
+    /// cross-instance senders.
     #[arg(long)]
-    addr2: Option<String>,
-    /// Pid of the second instance (CPU reported as `server2_cpu_pct`).
+    addr2: Vec<String>,
+    /// Pids of those instances, in the same order (CPU reported as
+    /// `server2_cpu_pct`, `server3_cpu_pct`, ...).
     #[arg(long)]
-    server2_pid: Option<u32>,
+    server2_pid: Vec<u32>,
     /// Pid of redis-server (CPU reported as `redis_cpu_pct`).
     #[arg(long)]
     redis_pid: Option<u32>,
@@ -120,6 +124,15 @@ struct Args {
     /// queued, newline-delimited).
     #[arg(long)]
     batch: bool,
+    /// Spread the client sockets over this many loopback source addresses
+    /// (127.0.0.1, .2, ...): each holds its own ephemeral port range, so
+    /// more than ~28,000 connections fit (the target must be on loopback).
+    #[arg(long, default_value_t = 1)]
+    source_addrs: u8,
+    /// The server's Prometheus endpoint (tandem: http://HOST:PORT/metrics):
+    /// its database writes per second over the window are reported.
+    #[arg(long)]
+    metrics_url: Option<String>,
     /// Runtime worker threads (1: a single-threaded runtime, for one pinned core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -257,21 +270,30 @@ fn common(args: &Args, protocol: Protocol, url: Option<&str>) -> Common {
     };
     let url = batched(url.map_or_else(|| protocol.default_url(&args.addr), str::to_owned));
     let mut rng = rand::rng();
-    let target2 = args.addr2.as_deref().map(|addr| {
-        Arc::new(Target::new(
-            protocol,
-            batched(protocol.default_url(addr)),
-            args.jwt_secret.as_deref(),
-        ))
-    });
-    let extra = [("server2", args.server2_pid), ("redis", args.redis_pid)]
-        .into_iter()
-        .filter_map(|(name, pid)| pid.map(|pid| (name, Proc::Pid(pid))))
+    let others = args
+        .addr2
+        .iter()
+        .map(|addr| {
+            Arc::new(Target::new(
+                protocol,
+                batched(protocol.default_url(addr)),
+                args.jwt_secret.as_deref(),
+            ))
+        })
+        .collect();
+    let extra = args
+        .server2_pid
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| (format!("server{}", i + 2), Proc::Pid(pid)))
+        .chain(args.redis_pid.map(|pid| ("redis".to_owned(), Proc::Pid(pid))))
         .collect();
     Common {
         target: Arc::new(Target::new(protocol, url, args.jwt_secret.as_deref())),
-        target2,
+        others,
         extra,
+        source_addrs: args.source_addrs.max(1),
+        metrics_url: args.metrics_url.clone(),
         run_id: format!("lg{:06x}", rng.random_range(0..0xff_ffffu32)),
         label: args.label.clone().unwrap_or_else(|| protocol.name().to_owned()),
         server: args.server_pid.map(Proc::Pid),

@@ -19,11 +19,15 @@ pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(30);
 
 pub struct Common {
     pub target: Arc<Target>,
-    /// A second server sharing the rooms (two tandem instances over Redis):
-    /// odd-numbered clients connect here, even-numbered ones to `target`.
-    pub target2: Option<Arc<Target>>,
-    /// Processes beside the server whose CPU is reported (second server, Redis).
-    pub extra: Vec<(&'static str, Proc)>,
+    /// Further servers sharing the rooms (tandem instances over Redis):
+    /// client i connects to server i mod `servers()`, 0 being `target`.
+    pub others: Vec<Arc<Target>>,
+    /// Processes beside the server whose CPU is reported (other instances, Redis).
+    pub extra: Vec<(String, Proc)>,
+    /// Loopback source addresses to spread client sockets over (1: the default).
+    pub source_addrs: u8,
+    /// The server's `/metrics`, scraped at the window's edges.
+    pub metrics_url: Option<String>,
     /// Prefix of every document name, unique per run, so runs never share rooms.
     pub run_id: String,
     /// Name of the server in reports.
@@ -49,12 +53,28 @@ impl Common {
             user: format!("lg{index}").into(),
             awareness_id: self.id_base + index as u64,
             recv_buffer: None,
+            source: (self.source_addrs > 1).then(|| {
+                std::net::Ipv4Addr::new(127, 0, 0, 1 + (index % usize::from(self.source_addrs)) as u8)
+            }),
         }
     }
 
-    /// Which server client `index` connects to: 0 (`target`) or 1 (`target2`).
+    /// How many servers share the rooms (1 without `--addr2`).
+    pub fn servers(&self) -> u64 {
+        1 + self.others.len() as u64
+    }
+
+    /// Which server client `index` connects to: 0 is `target`, k is `others[k - 1]`.
     pub fn server_of(&self, index: usize) -> u64 {
-        u64::from(self.target2.is_some() && index % 2 == 1)
+        index as u64 % self.servers()
+    }
+
+    /// The target of server `server_of(index)`.
+    pub fn target_of(&self, index: usize) -> Arc<Target> {
+        match self.server_of(index) {
+            0 => self.target.clone(),
+            k => self.others[k as usize - 1].clone(),
+        }
     }
 
     pub fn sampled(&self, index: usize) -> bool {
@@ -115,10 +135,7 @@ pub async fn connect_all(
     let mut tasks = JoinSet::new();
     let count = identities.len();
     for (index, identity) in identities.into_iter().enumerate() {
-        let target = match &common.target2 {
-            Some(second) if common.server_of(index) == 1 => second.clone(),
-            _ => common.target.clone(),
-        };
+        let target = common.target_of(index);
         let gate = gate.clone();
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await;

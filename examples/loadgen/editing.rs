@@ -29,6 +29,7 @@ use crate::{
     decode::update_origin,
     procstat::{CpuMark, Proc, RssSampler},
     report::{Report, round2, samples},
+    scrape,
     timing::{SendTable, Stats, Window, micros_of, now_us, record},
     wire::{Client, Event, Protocol},
 };
@@ -119,7 +120,16 @@ pub async fn run(common: &Common, params: EditingParams) -> Report {
     let server_cpu = common.server.map(CpuMark::now);
     let loadgen_cpu = CpuMark::now(Proc::Myself);
     let storage_start = params.db_path.as_deref().map(storage_bytes).or(storage_before);
+    let counters_start = match &common.metrics_url {
+        Some(url) => scrape::counters(url).await,
+        None => None,
+    };
     tokio::time::sleep_until(window.end.into()).await;
+    if let (Some(url), Some(before)) = (&common.metrics_url, &counters_start)
+        && let Some(after) = scrape::counters(url).await
+    {
+        scrape::report_rates(&mut report, before, &after, window.seconds());
+    }
     if let (Some(process), Some(cpu), Some(rss)) = (common.server, &server_cpu, &rss) {
         report.resources(Some((process, cpu, rss)), &loadgen_cpu);
     } else {

@@ -17,6 +17,7 @@ use crate::{
     common::{Common, connect_all},
     procstat::{CpuMark, Proc, RssSampler},
     report::{Report, round2, samples},
+    scrape,
     slow,
     timing::{SendTable, Stats, Window, micros_of, now_us, record},
     wire::{Client, EMPTY_UPDATE, Event},
@@ -68,9 +69,11 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
     let clients_total = (params.rooms * params.members) as f64;
     let window_secs = (params.warmup + params.duration + params.drain).as_secs_f64();
     // Room for every send of the run (latencies beyond that are not measured anyway).
-    let two_servers = common.target2.is_some();
-    // With two servers the sequence number's low bit names the sender's server.
-    let seq_stride = if two_servers { 2 } else { 1 };
+    let servers = common.servers();
+    let several = servers > 1;
+    // With several servers the sequence number mod their count names the
+    // sender's server.
+    let seq_stride = servers as usize;
     let table = Arc::new(SendTable::new(
         ((params.rate * clients_total * window_secs) as usize * seq_stride).min(1 << 25),
     ));
@@ -113,7 +116,7 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
             rate: params.rate,
             others: params.members as u64 - 1 - slow_in_room,
             sampled: common.sampled(index),
-            server: two_servers.then(|| common.server_of(index)),
+            server: several.then(|| (common.server_of(index), servers)),
         };
         tasks.spawn(job.run(client));
     }
@@ -125,9 +128,18 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
     let extra_cpu: Vec<_> = common
         .extra
         .iter()
-        .map(|&(name, process)| (name, CpuMark::now(process)))
+        .map(|(name, process)| (name.as_str(), CpuMark::now(*process)))
         .collect();
+    let counters_start = match &common.metrics_url {
+        Some(url) => scrape::counters(url).await,
+        None => None,
+    };
     tokio::time::sleep_until(window.end.into()).await;
+    if let (Some(url), Some(before)) = (&common.metrics_url, &counters_start)
+        && let Some(after) = scrape::counters(url).await
+    {
+        scrape::report_rates(&mut report, before, &after, window.seconds());
+    }
     for (name, cpu) in &extra_cpu {
         if let Some((_, percent)) = cpu.since() {
             report.set(&format!("{name}_cpu_pct"), round2(percent));
@@ -164,7 +176,7 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
         }),
     );
     report.histogram("latency", &totals.latency);
-    if two_servers {
+    if several {
         // `latency` is same-server delivery here; the cross-server figures
         // beside it are what going through Redis adds.
         report.histogram("latency_cross", &totals.latency_cross);
@@ -268,8 +280,9 @@ struct Member {
     /// Members that should receive each of our moves.
     others: u64,
     sampled: bool,
-    /// With two servers, which one this member is connected to.
-    server: Option<u64>,
+    /// With several servers, which one this member is connected to, and
+    /// how many there are.
+    server: Option<(u64, u64)>,
 }
 
 impl Member {
@@ -307,7 +320,7 @@ impl Member {
                                     && self.window.contains_us(sent)
                                 {
                                     let histogram = match self.server {
-                                        Some(server) if seq & 1 != server => &mut stats.latency_cross,
+                                        Some((server, servers)) if seq % servers != server => &mut stats.latency_cross,
                                         _ => &mut stats.latency,
                                     };
                                     record(histogram, now_us.saturating_sub(sent));
@@ -330,7 +343,7 @@ impl Member {
                         continue;
                     }
                     let seq = match self.server {
-                        Some(server) => self.next_seq.fetch_add(1, Ordering::Relaxed) * 2 + server,
+                        Some((server, servers)) => self.next_seq.fetch_add(1, Ordering::Relaxed) * servers + server,
                         None => self.next_seq.fetch_add(1, Ordering::Relaxed),
                     };
                     self.table.record(seq, now_us());

@@ -122,15 +122,17 @@ impl Target {
 
 /// Client-side WebSocket buffers: small reads (thousands of idle clients
 /// share this process), but messages as large as a 1 MB document's sync.
-/// Connect over a socket with a `bytes` receive buffer (plain ws:// only).
-async fn connect_small_buffer(
+/// Connect over a socket of our own making (plain ws:// only): with a
+/// `recv_buffer`-byte receive buffer, and bound to a `source` address.
+async fn connect_socket(
     url: &str,
-    bytes: u32,
+    recv_buffer: Option<u32>,
+    source: Option<std::net::Ipv4Addr>,
 ) -> anyhow::Result<(Ws, tokio_tungstenite::tungstenite::handshake::client::Response)> {
     let host = url
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
-        .context("a small receive buffer needs a ws:// URL")?;
+        .context("a socket of our own needs a ws:// URL")?;
     let addr = tokio::net::lookup_host(host)
         .await?
         .next()
@@ -140,7 +142,14 @@ async fn connect_small_buffer(
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    socket.set_recv_buffer_size(bytes)?;
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    if let Some(source) = source {
+        socket
+            .bind((source, 0).into())
+            .with_context(|| format!("binding to {source}"))?;
+    }
     let stream = socket.connect(addr).await.context("connect failed")?;
     stream.set_nodelay(true)?;
     Ok(
@@ -200,6 +209,8 @@ pub struct Identity {
     /// A socket receive buffer this small (a slow reader's): what it has
     /// not read then waits in the server's queue, not in the kernel's.
     pub recv_buffer: Option<u32>,
+    /// The loopback address to connect from (`--source-addrs`).
+    pub source: Option<std::net::Ipv4Addr>,
 }
 
 /// One simulated client on one document.
@@ -226,15 +237,15 @@ impl Client {
     ) -> anyhow::Result<(Client, Handshake)> {
         let started = Instant::now();
         let url = target.url_for(&id.doc, &id.user)?;
-        let (ws, _) = match id.recv_buffer {
-            None => tokio::time::timeout(
+        let (ws, _) = match (id.recv_buffer, id.source) {
+            (None, None) => tokio::time::timeout(
                 limit,
                 tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true),
             )
             .await
             .context("connect timed out")?
             .context("connect failed")?,
-            Some(bytes) => tokio::time::timeout(limit, connect_small_buffer(&url, bytes))
+            (recv_buffer, source) => tokio::time::timeout(limit, connect_socket(&url, recv_buffer, source))
                 .await
                 .context("connect timed out")??,
         };

@@ -12,6 +12,12 @@
 #                                        # the knee with batched frames (?batch=1) beside the floor
 #   scripts/bench/run.sh --servers tandem-redis --scenarios redis
 #                                        # two instances over the local Redis and PostgreSQL
+#   scripts/bench/run.sh --servers "tandem y-websocket" --scenarios "idle-5k idle-10k idle-19k"
+#                                        # idle connections at growing counts: the curve
+#   scripts/bench/run.sh --servers "tandem tandem-pg hocuspocus-sqlite y-websocket-leveldb" --scenarios docs5000
+#                                        # 5,000 documents x 2 editors at 1 Hz, each server persisting
+#   scripts/bench/run.sh --servers "tandem-redis tandem-redis3" --scenarios redis
+#                                        # presence fan-out across two and three instances
 #   TANDEM_BEFORE_BIN=/tmp/old/tandem scripts/bench/run.sh --scenarios disjoint3
 #                                        # three instances, disjoint documents: Redis
 #                                        # messages each receives (scripts/bench/scaleout.sh)
@@ -21,7 +27,8 @@
 # restarted for every run so memory figures start from a fresh process.
 # Results are appended, one JSON line per run, to $RESULTS (default
 # scripts/bench/results.jsonl); summarize.py prints the medians side by side.
-# IDLE_N overrides the idle scenario's connection count.
+# IDLE_N overrides the idle scenario's connection count; idle-<N>k opens N
+# thousand (at most what the open-file limit allows: see below).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -62,8 +69,11 @@ if [ "$SCENARIOS" = disjoint3 ]; then
   exec "$BENCH/scaleout.sh" --repeat "$REPEAT"
 fi
 
-# Thousands of sockets on each side.
+# Thousands of sockets on each side. Raising the hard limit needs
+# CAP_SYS_RESOURCE; without it the soft limit goes up to the hard one, and
+# that caps every process's connections (this machine's containers: 20,000).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+echo "== open-file limit per process: $(ulimit -n)"
 
 export TANDEM_JWT_SECRET=${TANDEM_JWT_SECRET:-bench-secret-$RANDOM$RANDOM}
 mkdir -p "$SCRATCH"
@@ -79,6 +89,12 @@ if [ ! -f "$SCRATCH/npm/node_modules/@y/websocket-server/src/server.js" ] \
   npm install --prefix "$SCRATCH/npm" --no-audit --no-fund --silent \
     @y/websocket-server@0.1.1 yjs@13 @hocuspocus/server@3.4.4
 fi
+# The peers' own persistence, for the many-documents scenario.
+case " $SERVERS " in *" y-websocket-leveldb "*|*" hocuspocus-sqlite "*)
+  if [ ! -d "$SCRATCH/npm/node_modules/y-leveldb" ] || [ ! -d "$SCRATCH/npm/node_modules/@hocuspocus/extension-sqlite" ]; then
+    npm install --prefix "$SCRATCH/npm" --no-audit --no-fund --silent y-leveldb@0.1.2 @hocuspocus/extension-sqlite@3.4.4
+  fi ;;
+esac
 # ES module resolution starts from the script's own directory.
 cp "$BENCH/hocuspocus-server.mjs" "$SCRATCH/npm/"
 
@@ -90,11 +106,11 @@ if [ ! -x "$YSWEET" ] && [ "$BUILD_YSWEET" = 1 ]; then
 fi
 
 PID=""
-PID2=""
+PIDS=()
 TMPDIRS=()
 cleanup() {
   [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-  [ -n "$PID2" ] && kill "$PID2" 2>/dev/null || true
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for dir in "${TMPDIRS[@]}"; do rm -rf "$dir"; done
 }
 trap cleanup EXIT
@@ -113,45 +129,60 @@ start_server() {
   local name=$1 dir
   dir=$(mktemp -d); TMPDIRS+=("$dir")
   case "$name" in
-    tandem|tandem-yws|tandem-before|tandem-batch)
+    tandem|tandem-yws|tandem-before|tandem-yws-before|tandem-batch|tandem-pg)
       # tandem-batch: the same server, clients connect with ?batch=1 (--batch).
       # tandem-before: another build (TANDEM_BEFORE_BIN) for before/after comparisons.
+      # tandem-pg: on the local PostgreSQL (database tandem_bench, recreated per run).
       local bin="$TARGET"/release/tandem
-      [ "$name" = tandem-before ] && bin=${TANDEM_BEFORE_BIN:?set TANDEM_BEFORE_BIN to the binary to compare}
+      case "$name" in *-before) bin=${TANDEM_BEFORE_BIN:?set TANDEM_BEFORE_BIN to the binary to compare} ;; esac
+      local database="sqlite://$dir/tandem.db?mode=rwc"
+      if [ "$name" = tandem-pg ]; then
+        local pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
+        psql "$pg/postgres" -qc 'DROP DATABASE IF EXISTS tandem_bench' -c 'CREATE DATABASE tandem_bench' >/dev/null
+        database="$pg/tandem_bench"
+      fi
       PORT=18080
       # Rate limit raised: the knee steps past 100 messages/s per connection.
       # Presence rate unlimited: the knee measures relaying every move, as the
       # floor relay does (the default 30 Hz cap would drop the moves between).
       # A short room grace period lets the cold join storm find its document unloaded.
-      TANDEM_BIND=127.0.0.1:$PORT DATABASE_URL="sqlite://$dir/tandem.db?mode=rwc" \
+      TANDEM_BIND=127.0.0.1:$PORT DATABASE_URL="$database" TANDEM_MAX_CONNECTIONS_PER_IP=100000 \
         TANDEM_RATE_LIMIT_PER_SECOND=100000 TANDEM_RATE_LIMIT_BURST=100000 TANDEM_PRESENCE_MAX_HZ=0 \
         TANDEM_ROOM_GRACE_PERIOD=1s RUST_LOG=warn \
         "${PRIO[@]}" taskset -c "$SERVER_CPU" "$bin" >"$dir/server.log" 2>&1 &
       PID=$!
       if [ "$name" = tandem-batch ]; then
-        LG_ARGS=(--protocol tandem-json --batch --addr 127.0.0.1:$PORT --db-path "$dir/tandem.db")
-      elif [ "$name" != tandem-yws ]; then
-        LG_ARGS=(--protocol tandem-json --addr 127.0.0.1:$PORT --db-path "$dir/tandem.db")
+        LG_ARGS=(--protocol tandem-json --batch --addr 127.0.0.1:$PORT)
+      elif [ "${name#tandem-yws}" = "$name" ]; then
+        LG_ARGS=(--protocol tandem-json --addr 127.0.0.1:$PORT)
       else
-        LG_ARGS=(--protocol yws --addr 127.0.0.1:$PORT --db-path "$dir/tandem.db")
+        LG_ARGS=(--protocol yws --addr 127.0.0.1:$PORT)
       fi
+      [ "$name" = tandem-pg ] || LG_ARGS+=(--db-path "$dir/tandem.db")
+      LG_ARGS+=(--metrics-url "http://127.0.0.1:$PORT/metrics")
       ;;
-    tandem-redis)
-      # Two instances sharing PostgreSQL (database tandem_bench, recreated
-      # per run) and fanned out through the machine's Redis (own key prefix).
+    tandem-redis|tandem-redis3)
+      # Two (three) instances sharing PostgreSQL (database tandem_bench,
+      # recreated per run) and fanned out through the machine's Redis (own
+      # key prefix), all on the server core.
       PORT=18081
       local pg=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
       psql "$pg/postgres" -qc 'DROP DATABASE IF EXISTS tandem_bench' -c 'CREATE DATABASE tandem_bench' >/dev/null
-      local prefix=bench$RANDOM
-      for port in 18081 18082; do
+      local prefix=bench$RANDOM ports="18081 18082"
+      [ "$name" = tandem-redis3 ] && ports="18081 18082 18083"
+      LG_ARGS=(--protocol tandem-json --addr 127.0.0.1:18081)
+      for port in $ports; do
         TANDEM_BIND=127.0.0.1:$port DATABASE_URL="$pg/tandem_bench" \
           REDIS_URL=${BENCH_REDIS:-redis://127.0.0.1:6379} TANDEM_REDIS_PREFIX=$prefix \
           TANDEM_RATE_LIMIT_PER_SECOND=100000 TANDEM_RATE_LIMIT_BURST=100000 TANDEM_PRESENCE_MAX_HZ=0 RUST_LOG=warn \
           "${PRIO[@]}" taskset -c "$SERVER_CPU" "$TARGET"/release/tandem >"$dir/server-$port.log" 2>&1 &
-        if [ "$port" = 18081 ]; then PID=$!; wait_port 18081; else PID2=$!; fi
+        if [ "$port" = 18081 ]; then
+          PID=$!; wait_port 18081
+        else
+          PIDS+=($!); wait_port "$port"
+          LG_ARGS+=(--addr2 127.0.0.1:$port --server2-pid "$!")
+        fi
       done
-      wait_port 18082
-      LG_ARGS=(--protocol tandem-json --addr 127.0.0.1:18081 --addr2 127.0.0.1:18082 --server2-pid "$PID2")
       local redis_pid
       redis_pid=$(pgrep -xo redis-server || true)
       [ -n "$redis_pid" ] && LG_ARGS+=(--redis-pid "$redis_pid")
@@ -162,16 +193,24 @@ start_server() {
       PID=$!
       LG_ARGS=(--protocol floor --addr 127.0.0.1:$PORT)
       ;;
-    y-websocket)
+    y-websocket|y-websocket-leveldb)
+      # y-websocket-leveldb: with its LevelDB persistence (YPERSISTENCE), which
+      # writes every update and acknowledges nothing.
       PORT=11234
-      HOST=127.0.0.1 PORT=$PORT "${PRIO[@]}" taskset -c "$SERVER_CPU" \
+      local persistence=()
+      [ "$name" = y-websocket-leveldb ] && persistence=(YPERSISTENCE="$dir/leveldb")
+      env "${persistence[@]}" HOST=127.0.0.1 PORT=$PORT "${PRIO[@]}" taskset -c "$SERVER_CPU" \
         node "$SCRATCH/npm/node_modules/@y/websocket-server/src/server.js" >"$dir/server.log" 2>&1 &
       PID=$!
       LG_ARGS=(--protocol yws --url "ws://127.0.0.1:$PORT/{doc}")
       ;;
-    hocuspocus)
+    hocuspocus|hocuspocus-sqlite)
+      # hocuspocus-sqlite: with its SQLite extension (HOCUSPOCUS_SQLITE, the
+      # database file), which stores documents after a debounce.
       PORT=11235
-      HOST=127.0.0.1 PORT=$PORT "${PRIO[@]}" taskset -c "$SERVER_CPU" \
+      local sqlite=()
+      [ "$name" = hocuspocus-sqlite ] && sqlite=(HOCUSPOCUS_SQLITE="$dir/hocuspocus.sqlite")
+      env "${sqlite[@]}" HOST=127.0.0.1 PORT=$PORT "${PRIO[@]}" taskset -c "$SERVER_CPU" \
         node "$SCRATCH/npm/hocuspocus-server.mjs" >"$dir/server.log" 2>&1 &
       PID=$!
       LG_ARGS=(--protocol hocuspocus --addr 127.0.0.1:$PORT)
@@ -191,11 +230,11 @@ stop_server() {
   kill "$PID" 2>/dev/null || true
   wait "$PID" 2>/dev/null || true
   PID=""
-  if [ -n "$PID2" ]; then
-    kill "$PID2" 2>/dev/null || true
-    wait "$PID2" 2>/dev/null || true
-    PID2=""
-  fi
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  PIDS=()
 }
 
 # Scenario flags; --quick shortens every run.
@@ -214,6 +253,13 @@ scenario_args() {
     joinstorm) echo --scenario joinstorm --clients 1000 --storm-window 1 --history-bytes 1000000 ;;
     joinstorm-cold) echo --scenario joinstorm --clients 1000 --storm-window 1 --history-bytes 1000000 --cold-wait 3 ;;
     redis) echo --scenario fanout --rooms 50 --members 10 --rate 10 "${DUR[@]}" ;;
+    # Idle connections at a count of thousands; four loopback source
+    # addresses past the ephemeral port range; held 35 s so the idle CPU
+    # covers a round of heartbeats (loadgen: 30 s) and server pings.
+    idle-*k) local thousands=${1#idle-}
+      echo --scenario idle --connections "$(( ${thousands%k} * 1000 ))" --per-room 10 --hold 35 --source-addrs 4 ;;
+    # Many documents: 5,000 x 2 editors at 1 Hz (10,000 connections), durable acks on tandem.
+    docs5000) echo --scenario editing --docs 5000 --editors 2 --edit-rate 1 --warmup 5 --duration 20 --settle 5 ;;
     # A slow reader (reads 10x slower than its room sends, 16 KiB receive
     # buffer, sends nothing) in the one 200-member room / in each of 50 rooms.
     slow200) echo --scenario fanout --rooms 1 --members 200 --rate 10 --slow-readers 1 "${DUR[@]}" ;;
@@ -224,8 +270,11 @@ scenario_args() {
 # Which scenarios each server can do.
 supports() {
   case "$1:$2" in
-    tandem-redis:redis) return 0 ;;
-    tandem-redis:*|*:redis) return 1 ;;
+    tandem-redis:redis|tandem-redis3:redis) return 0 ;;
+    tandem-redis*:*|*:redis) return 1 ;;
+    *-leveldb:docs5000|*-sqlite:docs5000|tandem:docs5000|tandem-pg:docs5000) return 0 ;;
+    *:docs5000|*-leveldb:*|*-sqlite:*) return 1 ;;
+    tandem-pg:*) return 1 ;;
     floor:editing|floor:joinstorm|floor:joinstorm-cold) return 1 ;;
     tandem:joinstorm-cold|tandem-before:joinstorm-cold) return 0 ;;
     tandem:slow*|tandem-before:slow*|floor:slow*) return 0 ;;
@@ -252,7 +301,7 @@ for scenario in $SCENARIOS; do
       # shellcheck disable=SC2046
       "${PRIO[@]}" taskset -c "$LOADGEN_CPU" "$TARGET"/release/examples/loadgen "${LG_ARGS[@]}" \
         --label "$server" --server-pid "$PID" --json-out "$RESULTS" $(scenario_args "$scenario") \
-        | grep -E '^(scenario|server|connections|rate_hz|delivered_per_s|latency_p|relay_p|ack_p|rss_per|time_to|knee_rate|errors|disconnects|converged|server_cpu_pct|server2_cpu_pct|redis_cpu_pct|cross_added|latency_cross_p|loadgen_cpu|slow_)' || true
+        | grep -E '^(scenario|server|connections|rate_hz|delivered_per_s|latency_p|relay_p|ack_p|rss_per|time_to|knee_rate|errors|disconnects|converged|server_cpu_pct|server[0-9]_cpu_pct|redis_cpu_pct|db_|connect_rate|handshake_p|cross_added|latency_cross_p|loadgen_cpu|slow_)' || true
       stop_server
       sleep 1
     done
