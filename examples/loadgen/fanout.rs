@@ -17,8 +17,7 @@ use crate::{
     common::{Common, connect_all},
     procstat::{CpuMark, Proc, RssSampler},
     report::{Report, round2, samples},
-    scrape,
-    slow,
+    scrape, slow,
     timing::{SendTable, Stats, Window, micros_of, now_us, record},
     wire::{Client, EMPTY_UPDATE, Event},
 };

@@ -22,7 +22,9 @@ pub async fn counters(url: &str) -> Option<HashMap<&'static str, f64>> {
     let text = reqwest::get(url).await.ok()?.text().await.ok()?;
     let mut sums = HashMap::new();
     for line in text.lines().filter(|line| !line.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let name = series.split('{').next().unwrap_or(series);
         if let Some(&(counter, _)) = RATES.iter().find(|(counter, _)| *counter == name)
             && let Ok(value) = value.parse::<f64>()

@@ -160,7 +160,12 @@ where
         move |socket| async move {
             // Held for the session's life: its end frees the slot.
             let _permit = permit;
-            serve(socket).await
+            // Boxed: a future awaited in an async block is laid out in that
+            // block's state beside what the block already holds, so each
+            // layer of wrapping held the session's future again (measured in
+            // release: 12.9 KB per /ws task before, now a 2.1 KB task plus
+            // the 4.8 KB session).
+            Box::pin(serve(socket)).await
         },
     )
 }

@@ -80,7 +80,7 @@ pub async fn run(socket: Socket, state: AppState, peer: Peer) {
         resume_token,
     };
     if let Some(resumed) = resumed {
-        handler.resumed(resumed).await;
+        Box::pin(handler.resumed(resumed)).await;
     }
     let limiter = rate_limiter(&config);
     let exit = read_loop(
@@ -316,7 +316,11 @@ impl JsonHandler {
         let hub = self.state.hub.clone();
         let connection_id = self.record.connection_id;
         match message {
-            ClientMessage::JoinDocument { document_id } => self.join(document_id, id).await,
+            // The awaiting messages are boxed: their futures (a document
+            // load, a token check, a durable write) would otherwise be laid
+            // out in every session's state machine for its whole life, idle
+            // or not.
+            ClientMessage::JoinDocument { document_id } => Box::pin(self.join(document_id, id)).await,
             ClientMessage::LeaveDocument { document_id } => {
                 let room = self.joined_room(&document_id)?;
                 hub.leave(&room, connection_id, LeaveReason::Left);
@@ -359,7 +363,7 @@ impl JsonHandler {
                 self.ack(id);
                 Ok(())
             }
-            ClientMessage::RefreshToken { token } => self.refresh_token(&token, id).await,
+            ClientMessage::RefreshToken { token } => Box::pin(self.refresh_token(&token, id)).await,
             ClientMessage::Broadcast {
                 document_id,
                 event,
@@ -382,9 +386,9 @@ impl JsonHandler {
             ClientMessage::SyncStep1 {
                 document_id,
                 state_vector,
-            } => self.sync_step1(&document_id, &state_vector, id).await,
+            } => Box::pin(self.sync_step1(&document_id, &state_vector, id)).await,
             ClientMessage::SyncUpdate { document_id, update } => {
-                self.sync_update(&document_id, update, id).await
+                Box::pin(self.sync_update(&document_id, update, id)).await
             }
             ClientMessage::Awareness { document_id, update } => self.awareness(&document_id, &update, id),
         }
