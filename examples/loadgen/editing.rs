@@ -120,16 +120,15 @@ pub async fn run(common: &Common, params: EditingParams) -> Report {
     let server_cpu = common.server.map(CpuMark::now);
     let loadgen_cpu = CpuMark::now(Proc::Myself);
     let storage_start = params.db_path.as_deref().map(storage_bytes).or(storage_before);
-    let counters_start = match &common.metrics_url {
-        Some(url) => scrape::counters(url).await,
-        None => None,
-    };
+    let counters_start = scrape::start(common.metrics_url.as_deref()).await;
     tokio::time::sleep_until(window.end.into()).await;
-    if let (Some(url), Some(before)) = (&common.metrics_url, &counters_start)
-        && let Some(after) = scrape::counters(url).await
-    {
-        scrape::report_rates(&mut report, before, &after, window.seconds());
-    }
+    scrape::finish(
+        &mut report,
+        common.metrics_url.as_deref(),
+        counters_start,
+        window.seconds(),
+    )
+    .await;
     if let (Some(process), Some(cpu), Some(rss)) = (common.server, &server_cpu, &rss) {
         report.resources(Some((process, cpu, rss)), &loadgen_cpu);
     } else {

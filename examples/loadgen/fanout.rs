@@ -129,16 +129,15 @@ pub async fn run(common: &Common, params: FanoutParams) -> Report {
         .iter()
         .map(|(name, process)| (name.as_str(), CpuMark::now(*process)))
         .collect();
-    let counters_start = match &common.metrics_url {
-        Some(url) => scrape::counters(url).await,
-        None => None,
-    };
+    let counters_start = scrape::start(common.metrics_url.as_deref()).await;
     tokio::time::sleep_until(window.end.into()).await;
-    if let (Some(url), Some(before)) = (&common.metrics_url, &counters_start)
-        && let Some(after) = scrape::counters(url).await
-    {
-        scrape::report_rates(&mut report, before, &after, window.seconds());
-    }
+    scrape::finish(
+        &mut report,
+        common.metrics_url.as_deref(),
+        counters_start,
+        window.seconds(),
+    )
+    .await;
     for (name, cpu) in &extra_cpu {
         if let Some((_, percent)) = cpu.since() {
             report.set(&format!("{name}_cpu_pct"), round2(percent));

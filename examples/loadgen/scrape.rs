@@ -35,13 +35,25 @@ pub async fn counters(url: &str) -> Option<HashMap<&'static str, f64>> {
     Some(sums)
 }
 
-/// Set each counter's rate between two scrapes `seconds` apart.
-pub fn report_rates(
+/// The scrape at the window's start, when there is a `/metrics` to read.
+pub async fn start(url: Option<&str>) -> Option<HashMap<&'static str, f64>> {
+    counters(url?).await
+}
+
+/// Scrape again at the window's end and set each counter's rate over the
+/// `seconds` since `before`.
+pub async fn finish(
     report: &mut Report,
-    before: &HashMap<&'static str, f64>,
-    after: &HashMap<&'static str, f64>,
+    url: Option<&str>,
+    before: Option<HashMap<&'static str, f64>>,
     seconds: f64,
 ) {
+    let (Some(url), Some(before)) = (url, before) else {
+        return;
+    };
+    let Some(after) = counters(url).await else {
+        return;
+    };
     for &(counter, key) in RATES {
         if let (Some(a), Some(b)) = (before.get(counter), after.get(counter)) {
             report.set(key, round2((b - a) / seconds.max(1e-9)));
